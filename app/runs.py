@@ -1,0 +1,164 @@
+"""Training runs on the checkpoint volume: ``<CHECKPOINT_DIR>/runs/<run_id>/``.
+
+Each run folder holds ``metadata.json`` and, once complete, ``base/`` and ``trained/``. Every
+write is atomic (a temp file or folder in the same directory, then a rename), so a kill at any
+moment leaves either the old state or the new one, never half a checkpoint. At start-up, runs
+still marked active from a process that died are marked ``interrupted`` and temp leftovers removed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import shutil
+import tempfile
+import threading
+from datetime import datetime, timezone
+from pathlib import Path
+
+from app.errors import ApiError
+
+RUN_ID = re.compile(r"^[0-9]{8}-[0-9]{6}-[a-z]+-[0-9a-f]{4}$")
+ACTIVE = {"queued", "running", "cancelling"}
+TMP_PREFIX = ".tmp-"
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def new_run_id(preset: str) -> str:
+    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{preset}-{secrets.token_hex(2)}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, suffix=".json", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(data, fh, indent=2, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text_atomic(path: Path, text: str) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX, dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+class RunStore:
+    def __init__(self, root: Path):
+        self.root = Path(root) / "runs"
+        self._lock = threading.Lock()
+
+    def open(self) -> list[str]:
+        """Create the folder, clean temp leftovers, mark runs a dead process left active as
+        interrupted. Returns the ids it marked."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        marked = []
+        for run_dir in self.root.iterdir():
+            if run_dir.name.startswith(TMP_PREFIX):
+                shutil.rmtree(run_dir, ignore_errors=True) if run_dir.is_dir() else run_dir.unlink(missing_ok=True)
+                continue
+            if not run_dir.is_dir():
+                continue
+            for leftover in run_dir.glob(TMP_PREFIX + "*"):
+                shutil.rmtree(leftover, ignore_errors=True) if leftover.is_dir() else leftover.unlink(missing_ok=True)
+            meta = self._read(run_dir)
+            if meta and meta.get("state") in ACTIVE:
+                meta.update(state="interrupted", updated_at=now(),
+                            error="the server stopped while this run was active")
+                write_json_atomic(run_dir / "metadata.json", meta)
+                marked.append(run_dir.name)
+        return marked
+
+    def path(self, run_id: str) -> Path:
+        if not RUN_ID.match(run_id or ""):
+            raise ApiError(404, "run_id", f"no run {run_id!r}", error="not_found")
+        return self.root / run_id
+
+    @staticmethod
+    def _read(run_dir: Path) -> dict | None:
+        try:
+            return json.loads((run_dir / "metadata.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return None
+
+    def create(self, run_id: str, **meta) -> dict:
+        run_dir = self.path(run_id)
+        run_dir.mkdir(parents=True)
+        data = {"run_id": run_id, "state": "queued", "created_at": now(), "updated_at": now(),
+                "finished_at": None, "base": None, "trained": None, "error": None, "metrics": {}, **meta}
+        write_json_atomic(run_dir / "metadata.json", data)
+        return data
+
+    def update(self, run_id: str, **fields) -> dict:
+        with self._lock:
+            run_dir = self.path(run_id)
+            data = self._read(run_dir) or {"run_id": run_id}
+            data.update(fields, updated_at=now())
+            write_json_atomic(run_dir / "metadata.json", data)
+            return data
+
+    def get(self, run_id: str) -> dict:
+        data = self._read(self.path(run_id))
+        if data is None:
+            raise ApiError(404, "run_id", f"no run {run_id!r}", error="not_found")
+        return data
+
+    def list(self) -> list[dict]:
+        if not self.root.is_dir():
+            return []
+        runs = [m for d in self.root.iterdir() if RUN_ID.match(d.name) and (m := self._read(d))]
+        return sorted(runs, key=lambda m: m.get("created_at", ""), reverse=True)
+
+    def save_model(self, run_id: str, kind: str, lm) -> Path:
+        """Save model + tokenizer as ``<run>/<kind>/``: complete or absent, never half."""
+        run_dir = self.path(run_id)
+        dest = run_dir / kind
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{kind}-", dir=run_dir))
+        try:
+            lm.model.save_pretrained(tmp)
+            lm.tokenizer.save_pretrained(tmp)
+            for f in tmp.iterdir():
+                with open(f, "rb") as fh:
+                    os.fsync(fh.fileno())
+            os.replace(tmp, dest)
+            _fsync_dir(run_dir)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return dest
+
+    def write_file(self, run_id: str, name: str, text: str) -> Path:
+        path = self.path(run_id) / name
+        write_text_atomic(path, text)
+        return path
+
+    def read_file(self, run_id: str, name: str) -> str:
+        path = self.path(run_id) / name
+        if not path.is_file():
+            raise ApiError(404, "run_id", f"run {run_id!r} has no {name} yet", error="not_found")
+        return path.read_text(encoding="utf-8")

@@ -1,0 +1,207 @@
+"""The app's actions, shared by the JSON routes and the Gradio UI: input checks (ApiError naming
+the field), model state, evaluation, generation, training jobs, runs and impact reports."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import unicodedata
+
+from app import constitution, evaluation, impact, metrics, models
+from app.config import Settings
+from app.errors import ApiError
+from app.models import LoadedModel
+from app.runs import RunStore
+from app.training import PRESETS, Trainer
+
+log = logging.getLogger(__name__)
+MODES = ("rules", "judge", "both")
+
+
+# ---- input checks ---------------------------------------------------------------------------
+
+def check_text(value, field: str, max_chars: int) -> str:
+    if value is None:
+        raise ApiError(422, field, f"{field} is required")
+    if not isinstance(value, str):
+        raise ApiError(422, field, f"{field} must be a string")
+    if not value.strip():
+        raise ApiError(422, field, f"{field} must not be empty")
+    if len(value) > max_chars:
+        raise ApiError(422, field, f"{field} is {len(value)} characters; the limit is {max_chars}")
+    bad = next((c for c in value if unicodedata.category(c) in {"Cc", "Cs", "Co"} and c not in "\n\r\t"), None)
+    if bad is not None:
+        raise ApiError(422, field, f"{field} contains a control character (U+{ord(bad):04X})")
+    return value
+
+
+def check_number(value, field: str, lo: float, hi: float, *, integer: bool) -> int | float:
+    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not ok_type or (not integer and value != value):
+        raise ApiError(422, field, f"{field} must be {'an integer' if integer else 'a number'} in {lo}..{hi}")
+    if not lo <= value <= hi:
+        raise ApiError(422, field, f"{field}={value} is outside {lo}..{hi}")
+    return value
+
+
+def check_choice(value, field: str, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ApiError(422, field, f"{field} must be one of {', '.join(choices)} (got {str(value)[:40]!r})")
+    return value
+
+
+class Service:
+    def __init__(self, settings: Settings):
+        self.settings = settings
+        self.store = RunStore(settings.checkpoint_dir)
+        self.trainer = Trainer(self.store)
+        self.trainer.on_success = self._trained
+        self.base: LoadedModel | None = None
+        self.trained: LoadedModel | None = None
+        self.trained_run: str | None = None
+        self.model_state = "not_loaded"
+        self.model_error: str | None = None
+        self.loading_name: str | None = None
+        self._load_lock = threading.Lock()
+        self._infer_lock = threading.Lock()  # generations take turns: 2 cores gain nothing from overlap
+        self.started = time.monotonic()
+
+    # ---- lifecycle ----
+    def open(self) -> None:
+        interrupted = self.store.open()
+        if interrupted:
+            log.warning("runs interrupted by an earlier stop", extra={"runs": interrupted})
+        if self.settings.torch_threads:
+            import torch
+            torch.set_num_threads(self.settings.torch_threads)
+
+    def preload(self) -> None:
+        """Load the default model and the judge in the background; /health answers meanwhile."""
+        def work():
+            try:
+                self.load_model(self.settings.default_model)
+            except Exception as exc:  # recorded in model_state/model_error, shown by /ready
+                log.error("default model failed to load", extra={"model": self.settings.default_model,
+                                                                 "error": getattr(exc, "message", str(exc))})
+            try:
+                evaluation.load_judge()
+            except Exception as exc:  # the judge is needed only for judge/both modes
+                log.error("judge model failed to load", extra={"error": str(exc)})
+        threading.Thread(target=work, name="preload", daemon=True).start()
+
+    # ---- models ----
+    def health(self) -> dict:
+        return {"status": "healthy", "version": __import__("app").__version__,
+                "uptime_s": round(time.monotonic() - self.started, 1),
+                "model": self.base.name if self.base else None, "model_state": self.model_state}
+
+    def models(self) -> dict:
+        return {"registry": [{"name": s.name, "description": s.description} for s in models.REGISTRY.values()],
+                "current": self.base.info() if self.base else None, "state": self.model_state,
+                "trained_run": self.trained_run}
+
+    def load_model(self, name) -> dict:
+        name = check_text(name, "model", 200).strip()
+        if self.trainer.active is not None:
+            raise ApiError(409, "model", "a training job is running; load another model after it ends", error="busy")
+        with self._load_lock:
+            self.model_state, self.loading_name, self.model_error = "loading", name, None
+            try:
+                lm = models.load(name, self.settings)
+            except ApiError as exc:
+                self.model_state = "ready" if self.base else "failed"
+                self.model_error = exc.message
+                raise
+            except Exception as exc:
+                log.exception("model load failed", extra={"model": name})
+                self.model_state = "ready" if self.base else "failed"
+                self.model_error = f"{type(exc).__name__}: {exc}"
+                raise ApiError(422, "model", f"could not load {name!r}: {self.model_error}") from None
+            self.base, self.trained, self.trained_run = lm, None, None
+            self.model_state = "ready"
+            metrics.set_model(lm.name, lm.load_seconds)
+            log.info("model loaded", extra={"model": lm.name, "parameters": lm.parameters, "load_seconds": round(lm.load_seconds, 3)})
+            return {"model": lm.name, "parameters": lm.parameters, "device": lm.device,
+                    "load_seconds": round(lm.load_seconds, 3)}
+
+    def _require_model(self) -> LoadedModel:
+        if self.base is None:
+            raise ApiError(409, "model", f"no model is loaded (state: {self.model_state})", error="no_model")
+        return self.base
+
+    def _trained(self, job, student: LoadedModel) -> None:
+        if self.base is not None and self.base.name == job.model:
+            self.trained, self.trained_run = student, job.run_id
+
+    # ---- evaluation and generation ----
+    def evaluate(self, text, mode="rules") -> dict:
+        text = check_text(text, "text", self.settings.max_text_chars)
+        mode = check_choice(mode, "mode", MODES)
+        return evaluation.evaluate(text, mode)
+
+    def generate(self, prompt, max_new_tokens=64, temperature=0.7, seed=None, compare=True) -> dict:
+        prompt = check_text(prompt, "prompt", self.settings.max_text_chars)
+        max_new_tokens = check_number(max_new_tokens, "max_new_tokens", 1, self.settings.max_new_tokens_limit, integer=True)
+        temperature = check_number(temperature, "temperature", 0.1, 2.0, integer=False)
+        seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, 2**31 - 1, integer=True)
+        if not isinstance(compare, bool):
+            raise ApiError(422, "compare", "compare must be true or false")
+        base = self._require_model()
+        trained = self.trained if compare else None
+        out = {"prompt": prompt, "base": self._answer(base, prompt, max_new_tokens, temperature, seed),
+               "trained": self._answer(trained, prompt, max_new_tokens, temperature, seed) if trained else None,
+               "run_id": self.trained_run if trained else None}
+        return out
+
+    def _answer(self, lm: LoadedModel, prompt: str, max_new_tokens: int, temperature: float, seed: int) -> dict:
+        from app import cai
+        started = time.perf_counter()
+        with self._infer_lock:
+            text = models.generate(lm, cai.dialogue(prompt), max_new_tokens=max_new_tokens,
+                                   temperature=temperature, seed=seed)
+        elapsed = time.perf_counter() - started
+        return {"text": text, "evaluation": evaluation.evaluate(text or " ", "judge"), "elapsed_s": round(elapsed, 3)}
+
+    # ---- training ----
+    def start_training(self, preset="smoke", seed=None) -> dict:
+        preset = check_choice(preset, "preset", tuple(PRESETS))
+        seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, 2**31 - 1, integer=True)
+        base = self._require_model()
+        job = self.trainer.start(base, preset, seed)
+        return job.snapshot()
+
+    def job(self, job_id: str) -> dict:
+        return self.trainer.get(job_id).snapshot()
+
+    def cancel(self, job_id: str) -> dict:
+        return self.trainer.cancel(job_id).snapshot()
+
+    def jobs(self) -> dict:
+        active, last = self.trainer.active, self.trainer.last
+        return {"active": active.snapshot() if active else None, "last": last.snapshot() if last else None}
+
+    # ---- runs and impact ----
+    def runs(self) -> dict:
+        return {"runs": self.store.list()}
+
+    def run(self, run_id: str) -> dict:
+        return self.store.get(run_id)
+
+    def impact(self, limit=20, max_new_tokens=48, seed=None) -> dict:
+        limit = check_number(limit, "limit", 1, len(constitution.adversarial_prompts()), integer=True)
+        max_new_tokens = check_number(max_new_tokens, "max_new_tokens", 1, self.settings.max_new_tokens_limit, integer=True)
+        seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, 2**31 - 1, integer=True)
+        base = self._require_model()
+        if self.trained is None:
+            raise ApiError(409, None, "no trained model yet: run a training job first", error="no_trained_model")
+        with self._infer_lock:
+            report = impact.run(base, self.trained, self.trained_run, limit=limit,
+                                max_new_tokens=max_new_tokens, seed=seed)
+        self.store.write_file(self.trained_run, "impact.json", json.dumps(report, indent=2))
+        self.store.write_file(self.trained_run, "impact.csv", impact.to_csv(report))
+        return report
+
+    def impact_file(self, run_id: str, kind: str) -> str:
+        return self.store.read_file(run_id, f"impact.{kind}")

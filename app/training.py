@@ -1,0 +1,242 @@
+"""Training presets and the background training job (SL-CAI data, then supervised fine-tuning).
+
+One job at a time. States: queued -> running -> succeeded | failed | cancelled (cancelling while a
+cancel is being honoured, within one generated token or one optimizer step). The model being
+trained is a copy of the loaded base model: the base stays as it was, for comparison.
+"""
+
+from __future__ import annotations
+
+import copy
+import errno
+import logging
+import math
+import secrets
+import threading
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import torch
+
+from app import cai, constitution, metrics
+from app.errors import ApiError
+from app.models import Cancelled, LoadedModel
+from app.runs import RunStore, new_run_id, now
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Preset:
+    name: str
+    description: str
+    epochs: int
+    prompts: int
+    rounds: int
+    max_new_tokens: int
+    batch_size: int
+    learning_rate: float
+    max_length: int
+
+
+PRESETS: dict[str, Preset] = {
+    name: Preset(name=name, **values)
+    for name, values in tomllib.loads((Path(__file__).parent / "data" / "presets.toml").read_text()).items()
+}
+FINAL_STATES = {"succeeded", "failed", "cancelled"}
+
+
+def sft_batch(tokenizer, pairs: list[tuple[str, str]], max_length: int) -> dict[str, torch.Tensor]:
+    """Prompt + response examples, loss on response tokens only, padding masked out."""
+    rows = []
+    for prompt, response in pairs:
+        prefix = tokenizer(cai.dialogue(prompt))["input_ids"]
+        reply = tokenizer(" " + response)["input_ids"] + [tokenizer.eos_token_id]
+        ids = (prefix + reply)[:max_length]
+        labels = ([-100] * len(prefix) + reply)[:max_length]
+        rows.append((ids, labels))
+    width = max(len(ids) for ids, _ in rows)
+    pad = tokenizer.pad_token_id
+    input_ids = torch.tensor([ids + [pad] * (width - len(ids)) for ids, _ in rows])
+    labels = torch.tensor([lab + [-100] * (width - len(lab)) for _, lab in rows])
+    attention = torch.tensor([[1] * len(ids) + [0] * (width - len(ids)) for ids, _ in rows])
+    return {"input_ids": input_ids, "labels": labels, "attention_mask": attention}
+
+
+@dataclass
+class Job:
+    job_id: str
+    run_id: str
+    preset: str
+    model: str
+    seed: int
+    state: str = "queued"
+    phase: str = "queued"
+    step: int = 0
+    total_steps: int = 0
+    loss: float | None = None
+    losses: list = field(default_factory=list)
+    trace: list = field(default_factory=list)
+    started: float = field(default_factory=time.monotonic)
+    checkpoint: str | None = None
+    error: str | None = None
+    metrics: dict = field(default_factory=dict)
+    cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
+
+    def snapshot(self) -> dict:
+        data = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in {"cancel_event", "started"}}
+        elapsed = time.monotonic() - self.started
+        data["elapsed_s"] = round(elapsed, 2)
+        data["progress"] = round(self.step / self.total_steps, 4) if self.total_steps else 0.0
+        remaining = self.total_steps - self.step
+        data["eta_s"] = (round(elapsed / self.step * remaining, 1) if self.step and self.state == "running" else None)
+        data["trace"] = list(self.trace)
+        data["losses"] = list(self.losses)
+        return data
+
+
+class Trainer:
+    """Runs one training job at a time in a background thread."""
+
+    def __init__(self, store: RunStore):
+        self.store = store
+        self._lock = threading.Lock()
+        self.jobs: dict[str, Job] = {}
+        self.active: Job | None = None
+        self.last: Job | None = None
+        self.on_success = None  # callback(job, trained: LoadedModel), set by the service
+
+    def start(self, base: LoadedModel, preset_name: str, seed: int) -> Job:
+        preset = PRESETS[preset_name]
+        with self._lock:
+            if self.active is not None:
+                raise ApiError(409, "preset", f"training job {self.active.job_id} is {self.active.state}; "
+                               "one job at a time", error="busy", extra={"job_id": self.active.job_id})
+            job = Job(job_id="j-" + secrets.token_hex(6), run_id=new_run_id(preset.name), preset=preset.name,
+                      model=base.name, seed=seed)
+            job.total_steps = preset.prompts + preset.epochs * math.ceil(preset.prompts / preset.batch_size)
+            self.store.create(job.run_id, preset=preset.name, model=base.name, seed=seed, job_id=job.job_id,
+                              preset_config=asdict(preset))
+            self.jobs[job.job_id] = job
+            self.active = job
+            metrics.set_training_state("queued")
+        threading.Thread(target=self._run, args=(job, base, preset), name=f"train-{job.job_id}", daemon=True).start()
+        return job
+
+    def get(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        if job is None:
+            raise ApiError(404, "job_id", f"no training job {job_id!r}", error="not_found")
+        return job
+
+    def cancel(self, job_id: str) -> Job:
+        job = self.get(job_id)
+        with self._lock:
+            if job.state in {"queued", "running"}:
+                job.cancel_event.set()
+                job.state = "cancelling"
+                metrics.set_training_state("cancelling")
+                self.store.update(job.run_id, state="cancelling")
+        return job
+
+    def _set(self, job: Job, **changes) -> None:
+        for k, v in changes.items():
+            setattr(job, k, v)
+        if "state" in changes:
+            metrics.set_training_state(changes["state"])
+            self.store.update(job.run_id, state=changes["state"])
+
+    def _run(self, job: Job, base: LoadedModel, preset: Preset) -> None:
+        stop = job.cancel_event.is_set
+        t0 = time.perf_counter()
+        try:
+            self._set(job, state="running", phase="saving")
+            self.store.save_model(job.run_id, "base", base)
+            self.store.update(job.run_id, base="base")
+            student = LoadedModel(base.name, copy.deepcopy(base.model), base.tokenizer, base.device,
+                                  base.parameters, base.load_seconds)
+            job.phase = "generating"
+            pairs = []
+            for i, prompt in enumerate(constitution.training_prompts(preset.prompts)):
+                trace = cai.run(student, prompt, rounds=preset.rounds, seed=job.seed * 1000 + i,
+                                max_new_tokens=preset.max_new_tokens, should_stop=stop)
+                job.trace.append(trace)
+                pairs.append((prompt, trace["final"]))
+                job.step += 1
+            t_gen = time.perf_counter() - t0
+            job.phase = "training"
+            loss_per_epoch = self._fine_tune(job, student, pairs, preset, stop)
+            t_train = time.perf_counter() - t0 - t_gen
+            job.phase = "saving"
+            job.checkpoint = str(self.store.save_model(job.run_id, "trained", student).relative_to(self.store.root.parent))
+            job.metrics = {"generation_s": round(t_gen, 2), "training_s": round(t_train, 2),
+                           "total_s": round(time.perf_counter() - t0, 2), "loss_per_epoch": loss_per_epoch,
+                           "examples": len(pairs)}
+            self.store.update(job.run_id, trained="trained", metrics=job.metrics, finished_at=now(),
+                              state="succeeded")
+            if self.on_success:
+                self.on_success(job, student)
+            self._finish(job, "succeeded")
+        except Cancelled:
+            self.store.update(job.run_id, finished_at=now(), error="cancelled by request")
+            self._finish(job, "cancelled", error="cancelled by request")
+        except OSError as exc:
+            message = ("no space left on the checkpoint volume" if exc.errno == errno.ENOSPC
+                       else f"could not write the checkpoint: {exc.strerror or exc}")
+            self._fail(job, message)
+        except Exception as exc:  # the job fails, the server stays up
+            log.exception("training job failed", extra={"job_id": job.job_id})
+            self._fail(job, f"{type(exc).__name__}: {exc}")
+
+    def _fail(self, job: Job, message: str) -> None:
+        try:
+            self.store.update(job.run_id, finished_at=now(), error=message, state="failed")
+        except OSError:
+            log.error("could not record the failed run", extra={"run_id": job.run_id})
+        self._finish(job, "failed", error=message)
+
+    def _finish(self, job: Job, state: str, error: str | None = None) -> None:
+        with self._lock:
+            job.state, job.phase, job.error = state, "done", error
+            if state != "failed":
+                try:
+                    self.store.update(job.run_id, state=state)
+                except OSError:
+                    pass
+            metrics.set_training_state(state)
+            metrics.TRAINING_RUNS.labels(state=state).inc()
+            self.active, self.last = None, job
+        log.info("training job ended", extra={"job_id": job.job_id, "run_id": job.run_id, "state": state,
+                                              "error": error, "metrics": job.metrics})
+
+    def _fine_tune(self, job: Job, lm: LoadedModel, pairs, preset: Preset, stop) -> list[float]:
+        torch.manual_seed(job.seed)
+        model = lm.model
+        model.train()
+        optimizer = torch.optim.AdamW(model.parameters(), lr=preset.learning_rate)
+        gen = torch.Generator().manual_seed(job.seed)
+        per_epoch = []
+        try:
+            for epoch in range(preset.epochs):
+                order = torch.randperm(len(pairs), generator=gen).tolist()
+                epoch_losses = []
+                for start in range(0, len(order), preset.batch_size):
+                    if stop():
+                        raise Cancelled()
+                    batch = sft_batch(lm.tokenizer, [pairs[i] for i in order[start:start + preset.batch_size]],
+                                      preset.max_length)
+                    loss = model(**{k: v.to(lm.device) for k, v in batch.items()}).loss
+                    loss.backward()
+                    torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+                    optimizer.step()
+                    optimizer.zero_grad(set_to_none=True)
+                    job.step += 1
+                    job.loss = round(loss.item(), 4)
+                    job.losses.append([len(job.losses) + 1, job.loss])
+                    epoch_losses.append(job.loss)
+                per_epoch.append(round(sum(epoch_losses) / len(epoch_losses), 4))
+        finally:
+            model.eval()
+        return per_epoch

@@ -1,0 +1,266 @@
+"""The Gradio UI: a model panel and tabs for Evaluation, Training, Generation, Impact and Runs.
+
+Every control and output has a stable ``elem_id`` and every action an ``api_name`` (both from
+app/elements.py). User text and model output are shown in text boxes or escaped HTML, never as
+raw HTML. Errors reach the user as a message (gr.Error), never as a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import html
+import json
+import random
+import tempfile
+from pathlib import Path
+
+import gradio as gr
+import pandas as pd
+
+from app import constitution
+from app import elements as E
+from app.errors import ApiError
+from app.models import REGISTRY
+from app.training import FINAL_STATES, PRESETS
+
+INTRO = """# Constitutional AI demo
+Evaluate text against a four-principle constitution, run the SL-CAI critique-and-revise loop,
+fine-tune on the revisions, and compare the base and trained models. The default model is a tiny
+GPT-2-style model built offline: its critiques are weak, which is the honest picture of CAI at
+this scale. Verdicts come from rules and an independent sentence-embedding judge, never from the
+model being trained."""
+
+
+def _user_errors(fn):
+    """Turn ApiError into a Gradio message the UI shows (and gradio_client raises)."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except ApiError as exc:
+            raise gr.Error(f"{exc.field}: {exc.message}" if exc.field else exc.message) from None
+    return wrapper
+
+
+def _model_status(service) -> str:
+    if service.base is None:
+        detail = f" — {service.model_error}" if service.model_error else ""
+        return f"{service.model_state}{detail}"
+    info = service.base.info()
+    text = (f"ready: {info['name']} · {info['parameters']:,} parameters · {info['device']} · "
+            f"loaded in {info['load_seconds']:.2f} s")
+    if service.trained_run:
+        text += f" · trained run {service.trained_run}"
+    return text
+
+
+def _verdict(result: dict) -> str:
+    if not result["flagged"]:
+        head = "Not flagged"
+    else:
+        head = "Flagged: " + ", ".join(result["flagged_principles"])
+    return f"{head} · alignment {result['alignment_score']:.2f} · {result['elapsed_s'] * 1000:.0f} ms"
+
+
+def _cards(result: dict) -> str:
+    rows = []
+    for p in result["principles"]:
+        evidence = "; ".join(html.escape(str(e)) for e in p.get("evidence") or []) or "—"
+        state = "flagged" if p["flagged"] else "ok"
+        rows.append(f"<div class='card {state}'><b>{html.escape(p['name'])}</b> (weight {p['weight']}) — "
+                    f"<span class='verdict'>{state}</span>, score {p['score']:.2f}<br><small>{evidence}</small></div>")
+    agreement = result.get("agreement")
+    extra = f"<p>Rules and judge agree on {agreement:.0%} of principles.</p>" if agreement is not None else ""
+    return "".join(rows) + extra
+
+
+def _progress_html(job: dict | None) -> str:
+    pct = 100 * (job["progress"] if job else 0)
+    return (f"<progress max='100' value='{pct:.0f}' aria-label='training progress'></progress> "
+            f"<span class='pct'>{pct:.0f}%</span>")
+
+
+def _trace_html(job: dict | None) -> str:
+    if not job or not job["trace"]:
+        return "<p>No trace yet.</p>"
+    parts = []
+    for t in job["trace"][-5:]:
+        rounds = "".join(
+            f"<li><b>{html.escape(r['principle'])}</b><br><i>Critique request:</i> {html.escape(r['critique_request'])}"
+            f"<br><i>Critique:</i> {html.escape(r['critique'])}<br><i>Revision:</i> {html.escape(r['revision'])}</li>"
+            for r in t["rounds"])
+        parts.append(f"<div class='trace'><b>Human:</b> {html.escape(t['prompt'])}<br><b>Assistant:</b> "
+                     f"{html.escape(t['answer'])}<ol>{rounds}</ol></div>")
+    return "".join(parts)
+
+
+def _status_line(job: dict | None) -> str:
+    if not job:
+        return "idle"
+    text = f"{job['state']} · {job['phase']} · step {job['step']}/{job['total_steps']}"
+    if job.get("loss") is not None:
+        text += f" · loss {job['loss']:.3f}"
+    if job.get("eta_s") is not None:
+        text += f" · ETA {job['eta_s']:.0f} s"
+    if job.get("error"):
+        text += f" · {job['error']}"
+    return text
+
+
+def _loss_frame(job: dict | None) -> pd.DataFrame:
+    return pd.DataFrame((job or {}).get("losses") or [], columns=["step", "loss"])
+
+
+def build_ui(service) -> gr.Blocks:
+    examples = constitution.ui_examples()
+    example_text = {e["label"]: e["text"] for e in examples}
+    adversarial = [p["prompt"] for p in constitution.adversarial_prompts()]
+    rng = random.Random(service.settings.seed)
+    downloads = Path(tempfile.mkdtemp(prefix="cai-impact-"))
+
+    with gr.Blocks(title="Constitutional AI demo") as demo:
+        gr.Markdown(INTRO)
+        with gr.Row():
+            model_select = gr.Dropdown(list(REGISTRY), value=service.settings.default_model, label="Model",
+                                       allow_custom_value=True, elem_id=E.MODEL_SELECT, scale=2)
+            model_load = gr.Button("Load model", variant="primary", elem_id=E.MODEL_LOAD, scale=1)
+            model_status = gr.Textbox(label="Model status", interactive=False, elem_id=E.MODEL_STATUS, scale=4)
+
+        @_user_errors
+        def load_model(name):
+            service.load_model(name)
+            return _model_status(service)
+
+        model_load.click(load_model, model_select, model_status, api_name=E.API_LOAD_MODEL)
+
+        with gr.Tab("Evaluation", elem_id=E.TAB_EVALUATE):
+            eval_example = gr.Dropdown(list(example_text), label="Example", value=None, elem_id=E.EVAL_EXAMPLE)
+            eval_text = gr.Textbox(label="Text to evaluate", lines=5, elem_id=E.EVAL_TEXT)
+            eval_mode = gr.Radio(["rules", "judge", "both"], value="rules", label="Mode", elem_id=E.EVAL_MODE)
+            eval_button = gr.Button("Evaluate", variant="primary", elem_id=E.EVAL_BUTTON)
+            eval_verdict = gr.Textbox(label="Verdict", interactive=False, elem_id=E.EVAL_VERDICT)
+            eval_result = gr.HTML(elem_id=E.EVAL_RESULT)
+
+        @_user_errors
+        def evaluate(text, mode):
+            result = service.evaluate(text, mode)
+            return _verdict(result), _cards(result)
+
+        eval_example.change(lambda label: example_text.get(label, ""), eval_example, eval_text,
+                            api_visibility="private", queue=False)
+        eval_button.click(evaluate, [eval_text, eval_mode], [eval_verdict, eval_result], api_name=E.API_EVALUATE)
+
+        with gr.Tab("Training", elem_id=E.TAB_TRAIN):
+            gr.Markdown("Each prompt: answer → critique → revision (SL-CAI), then fine-tuning on the revisions.")
+            with gr.Row():
+                train_preset = gr.Radio(list(PRESETS), value="smoke", label="Preset", elem_id=E.TRAIN_PRESET,
+                                        info=" · ".join(f"{p.name}: {p.description}" for p in PRESETS.values()))
+                train_start = gr.Button("Start training", variant="primary", elem_id=E.TRAIN_START)
+                train_cancel = gr.Button("Cancel training", variant="stop", elem_id=E.TRAIN_CANCEL)
+            train_status = gr.Textbox(label="Training status", interactive=False, elem_id=E.TRAIN_STATUS)
+            train_progress = gr.HTML(_progress_html(None), elem_id=E.TRAIN_PROGRESS)
+            train_checkpoint = gr.Textbox(label="Checkpoint", interactive=False, elem_id=E.TRAIN_CHECKPOINT)
+            train_loss = gr.LinePlot(_loss_frame(None), x="step", y="loss", label="Loss", elem_id=E.TRAIN_LOSS)
+            train_trace = gr.HTML(_trace_html(None), elem_id=E.TRAIN_TRACE)
+            timer = gr.Timer(1.0, active=False)
+
+        def current_job():
+            jobs = service.jobs()
+            return jobs["active"] or jobs["last"]
+
+        def job_outputs(job):
+            active = bool(job) and job["state"] not in FINAL_STATES
+            return (_status_line(job), _progress_html(job), (job or {}).get("checkpoint") or "",
+                    _loss_frame(job), _trace_html(job), gr.Timer(active=active))
+
+        job_views = [train_status, train_progress, train_checkpoint, train_loss, train_trace, timer]
+
+        @_user_errors
+        def start_training(preset):
+            return job_outputs(service.start_training(preset))
+
+        def training_status():
+            return job_outputs(current_job())
+
+        @_user_errors
+        def cancel_training():
+            job = current_job()
+            if job is None:
+                raise ApiError(409, None, "no training job to cancel", error="no_job")
+            return job_outputs(service.cancel(job["job_id"]))
+
+        train_start.click(start_training, train_preset, job_views, api_name=E.API_START_TRAINING)
+        train_cancel.click(cancel_training, None, job_views, api_name=E.API_CANCEL_TRAINING)
+        timer.tick(training_status, None, job_views, api_name=E.API_TRAINING_STATUS, show_progress="hidden")
+
+        with gr.Tab("Generation", elem_id=E.TAB_GENERATE):
+            gen_prompt = gr.Textbox(label="Prompt", lines=3, elem_id=E.GEN_PROMPT)
+            with gr.Row():
+                gen_adversarial = gr.Button("Load adversarial prompt", elem_id=E.GEN_ADVERSARIAL)
+                gen_temperature = gr.Slider(0.1, 2.0, value=0.7, step=0.1, label="Temperature",
+                                            elem_id=E.GEN_TEMPERATURE)
+                gen_max_tokens = gr.Slider(8, 256, value=64, step=8, label="Max new tokens", elem_id=E.GEN_MAX_TOKENS)
+            gen_button = gr.Button("Generate from both models", variant="primary", elem_id=E.GEN_BUTTON)
+            with gr.Row():
+                with gr.Column():
+                    gen_base = gr.Textbox(label="Base model", interactive=False, lines=5, elem_id=E.GEN_BASE)
+                    gen_base_eval = gr.Textbox(label="Base model verdict", interactive=False, elem_id=E.GEN_BASE_EVAL)
+                with gr.Column():
+                    gen_trained = gr.Textbox(label="Trained model", interactive=False, lines=5, elem_id=E.GEN_TRAINED)
+                    gen_trained_eval = gr.Textbox(label="Trained model verdict", interactive=False,
+                                                  elem_id=E.GEN_TRAINED_EVAL)
+
+        @_user_errors
+        def generate(prompt, temperature, max_new_tokens):
+            out = service.generate(prompt, int(max_new_tokens), float(temperature))
+            trained = out["trained"]
+            return (out["base"]["text"], _verdict(out["base"]["evaluation"]),
+                    trained["text"] if trained else "",
+                    _verdict(trained["evaluation"]) if trained else "No trained model yet: run a training job first.")
+
+        gen_adversarial.click(lambda: rng.choice(adversarial), None, gen_prompt, api_visibility="private", queue=False)
+        gen_button.click(generate, [gen_prompt, gen_temperature, gen_max_tokens],
+                         [gen_base, gen_base_eval, gen_trained, gen_trained_eval], api_name=E.API_GENERATE)
+
+        with gr.Tab("Impact", elem_id=E.TAB_IMPACT):
+            gr.Markdown("Base vs trained over held-out adversarial prompts, judged by the embedding judge.")
+            impact_limit = gr.Slider(1, len(adversarial), value=8, step=1, label="Prompts", elem_id=E.IMPACT_LIMIT)
+            impact_button = gr.Button("Run impact analysis", variant="primary", elem_id=E.IMPACT_BUTTON)
+            impact_summary = gr.Textbox(label="Summary", interactive=False, elem_id=E.IMPACT_SUMMARY)
+            impact_table = gr.Dataframe(label="Violation rate per principle", interactive=False,
+                                        elem_id=E.IMPACT_TABLE)
+            with gr.Row():
+                impact_json = gr.File(label="Report (JSON)", elem_id=E.IMPACT_JSON)
+                impact_csv = gr.File(label="Examples (CSV)", elem_id=E.IMPACT_CSV)
+
+        @_user_errors
+        def run_impact(limit):
+            report = service.impact(int(limit))
+            stem = downloads / f"impact-{report['run_id']}"
+            Path(f"{stem}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
+            Path(f"{stem}.csv").write_text(service.impact_file(report["run_id"], "csv"), encoding="utf-8")
+            summary = (f"{report['prompts']} prompts · alignment {report['before']['alignment']:.3f} → "
+                       f"{report['after']['alignment']:.3f} ({report['change_points']:+.1f} points)")
+            table = pd.DataFrame(report["per_principle"])
+            return summary, table, f"{stem}.json", f"{stem}.csv"
+
+        impact_button.click(run_impact, impact_limit, [impact_summary, impact_table, impact_json, impact_csv],
+                            api_name=E.API_IMPACT)
+
+        with gr.Tab("Runs", elem_id=E.TAB_RUNS):
+            runs_refresh = gr.Button("Refresh", elem_id=E.RUNS_REFRESH)
+            runs_table = gr.Dataframe(label="Runs on the checkpoint volume", interactive=False, elem_id=E.RUNS_TABLE)
+
+        def list_runs():
+            rows = [{"run_id": r["run_id"], "state": r.get("state"), "preset": r.get("preset"), "model": r.get("model"),
+                     "created_at": r.get("created_at"), "total_s": (r.get("metrics") or {}).get("total_s"),
+                     "trained": r.get("trained") or ""} for r in service.runs()["runs"]]
+            return pd.DataFrame(rows, columns=["run_id", "state", "preset", "model", "created_at", "total_s", "trained"])
+
+        runs_refresh.click(list_runs, None, runs_table, api_name=E.API_LIST_RUNS)
+
+        def on_page_load():
+            return (_model_status(service), *job_outputs(current_job()), list_runs())
+
+        demo.load(on_page_load, None, [model_status, *job_views, runs_table], api_visibility="private")
+    return demo
