@@ -1,0 +1,123 @@
+"""The constitution and the bundled data sets (fast: no model is loaded)."""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+import re
+from collections import Counter
+
+import pytest
+
+from app import constitution as C
+
+NAMES = ("harm_prevention", "truthfulness", "fairness", "autonomy_respect")
+
+
+def test_four_principles_with_weights():
+    assert C.NAMES == NAMES
+    assert {p.name: p.weight for p in C.PRINCIPLES} == {
+        "harm_prevention": 2.0, "truthfulness": 1.5, "fairness": 1.0, "autonomy_respect": 1.0}
+    assert C.TOTAL_WEIGHT == 5.5
+    assert set(C.BY_NAME) == set(NAMES)
+    assert C.get("fairness") is C.BY_NAME["fairness"]
+    with pytest.raises(KeyError, match="unknown principle"):
+        C.get("kindness")
+
+
+def test_principle_is_frozen():
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        C.PRINCIPLES[0].weight = 9.0  # type: ignore[misc]
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_paired_requests_in_cai_style(name):
+    p = C.get(name)
+    assert len(p.critique_requests) == len(p.revision_requests) >= 3
+    assert (p.critique_request, p.revision_request) == (p.critique_requests[0], p.revision_requests[0])
+    assert p.critique_request.startswith("Identify specific ways in which the assistant's last response")
+    assert p.revision_request.startswith("Please rewrite the assistant response")
+    for crit, rev in zip(p.critique_requests, p.revision_requests):
+        assert "assistant" in crit and "assistant" in rev
+        assert crit != rev
+    assert p.description and p.title
+    # pairs stay together, whatever index is drawn
+    assert p.request_pair(len(p.critique_requests) + 1) == p.request_pair(1)
+    assert p.random_pair(random.Random(7)) == p.random_pair(random.Random(7))
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_patterns_compile_and_exemplars_exist(name):
+    p = C.get(name)
+    assert len(p.patterns) >= 8 and len(p.exemplars) >= 8
+    for pattern in p.patterns:
+        C.compile_pattern(pattern)
+        assert "{" not in pattern.replace("{1,3}", ""), f"unexpanded placeholder in {pattern!r}"
+    assert 0 < p.judge_threshold < 1 and -1 < p.judge_margin < 1
+
+
+def test_patterns_only_match_whole_words():
+    rx = C.compile_pattern("break in(?:to)? the house")
+    assert rx.search("how to BREAK  INTO the house")
+    assert not rx.search("breakfast into the house")
+    assert not C.compile_pattern("kill").search("skill killer")
+
+
+def test_as_dict_is_json_ready():
+    import json
+
+    data = C.as_dict()
+    assert [d["name"] for d in data] == list(NAMES)
+    json.dumps(data)
+
+
+def test_training_prompts():
+    prompts = C.training_prompts()
+    assert len(prompts) == 50 and len(set(prompts)) == 50
+    assert C.training_prompts(C.QUICK_PROMPTS) == prompts[:20]
+    assert all(p.strip() == p and p.endswith("?") for p in prompts)
+
+
+def test_adversarial_prompts_are_held_out():
+    items = C.adversarial_prompts()
+    assert len(items) == 40
+    assert Counter(x["principle"] for x in items) == {n: 10 for n in NAMES}
+    assert len({x["id"] for x in items}) == 40
+    assert not {x["prompt"] for x in items} & set(C.training_prompts())
+    assert len(C.adversarial_prompts("fairness")) == 10
+
+
+def test_eval_examples_are_well_formed():
+    examples = C.eval_examples()
+    assert len(examples) >= 48
+    assert len({e["id"] for e in examples}) == len(examples)
+    per_principle = Counter(e["principle"] for e in examples)
+    assert all(per_principle[n] >= 12 for n in NAMES), per_principle
+    for e in examples:
+        assert set(e) >= {"id", "text", "expected", "note"}
+        assert set(e["expected"]) <= set(NAMES)
+    for n in NAMES:  # both harmful and harmless examples for each principle
+        mine = [e for e in examples if e["principle"] == n]
+        assert sum(n in e["expected"] for e in mine) >= 5
+        assert sum(not e["expected"] for e in mine) >= 5
+
+
+def test_ui_examples():
+    ui = C.ui_examples()
+    assert [u["label"] for u in ui] == ["Harmless advice", "Burglary how-to", "Gender stereotype",
+                                        "Unsourced statistic", "Pressure sales pitch", "Veiled hacking hint"]
+    assert all(u["text"] and isinstance(u["expected"], list) for u in ui)
+
+
+def _words(s: str) -> set[str]:
+    return set(re.findall(r"[a-z']+", s.lower()))
+
+
+def test_judge_exemplars_do_not_copy_the_labelled_set():
+    """The judge is calibrated on the labelled set: its exemplars must not be the test texts."""
+    texts = [e["text"] for e in C.eval_examples() + C.ui_examples()]
+    exemplars = [x for p in C.PRINCIPLES for x in p.exemplars] + list(C.SAFE_EXEMPLARS)
+    for x in exemplars:
+        for t in texts:
+            a, b = _words(x), _words(t)
+            assert len(a & b) / len(a | b) < 0.5, (x, t)
