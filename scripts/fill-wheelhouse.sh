@@ -1,0 +1,82 @@
+#!/usr/bin/env bash
+# Fill wheelhouse/ with a wheel for every pin in requirements/app.lock, for the offline image build
+# (`docker build --build-arg DEPS_SOURCE=wheelhouse`, or the default `auto` when wheels are present).
+# Uses this host's pip and its configuration (indexes, find-links such as /opt/wheels for the CPU
+# torch build). Wheels are chosen for the image's platform (CPython 3.11, glibc Linux x86_64),
+# whatever the host is, and only wheels are taken (the image has no compilers).
+#   - every pin already has its wheel -> nothing to do (exit 0 at once)
+#   - else: pip download --no-deps the missing ones; wheels no longer in the lock are removed.
+# Env: PYTHON (default python3), LOCK (default requirements/app.lock), WHEELHOUSE (default wheelhouse),
+#      PIP_DOWNLOAD_ARGS (extra pip args, e.g. "--extra-index-url https://download.pytorch.org/whl/cpu").
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+PYTHON="${PYTHON:-python3}"
+LOCK="${LOCK:-$ROOT/requirements/app.lock}"
+WHEELHOUSE="${WHEELHOUSE:-$ROOT/wheelhouse}"
+
+log() { printf '[fill-wheelhouse] %s\n' "$*" >&2; }
+
+mkdir -p "$WHEELHOUSE"
+
+# Prints the pins that have no wheel (one "name==version" a line); with --prune, deletes wheels
+# that match no pin. Exit status 0 either way.
+check() {
+    "$PYTHON" - "$LOCK" "$WHEELHOUSE" "$@" <<'PY'
+import os, re, sys
+lock, house, prune = sys.argv[1], sys.argv[2], "--prune" in sys.argv[3:]
+norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
+pins = {}
+for line in open(lock, encoding="utf-8"):
+    line = line.split("#", 1)[0].strip()
+    if not line:
+        continue
+    m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", line)
+    if not m:
+        sys.exit(f"fill-wheelhouse: {lock}: not a name==version pin: {line!r}")
+    pins[norm(m[1])] = m[2].lower()
+have = set()
+for f in sorted(os.listdir(house)):
+    if not f.endswith(".whl"):
+        continue
+    name, version = f[:-4].split("-")[:2]
+    key = norm(name)
+    if key in pins and version.lower().split("+")[0] == pins[key].split("+")[0]:
+        have.add(key)
+    elif prune:
+        print(f"[fill-wheelhouse] removing {f} (not in the lock)", file=sys.stderr)
+        os.remove(os.path.join(house, f))
+for key in sorted(set(pins) - have):
+    print(f"{key}=={pins[key]}")
+PY
+}
+
+missing="$(check --prune)"
+total="$(grep -cE '^[A-Za-z0-9]' "$LOCK")"
+if [ -z "$missing" ]; then
+    log "all $total pinned wheels present in $WHEELHOUSE: nothing to do"
+    exit 0
+fi
+count="$(printf '%s\n' "$missing" | wc -l)"
+log "$count of $total wheels missing: downloading into $WHEELHOUSE"
+
+platforms=()
+for minor in $(seq 36 -1 5); do platforms+=(--platform "manylinux_2_${minor}_x86_64"); done
+platforms+=(--platform manylinux2014_x86_64 --platform manylinux2010_x86_64 --platform manylinux1_x86_64 --platform linux_x86_64)
+
+reqs="$(mktemp)"
+trap 'rm -f "$reqs"' EXIT
+printf '%s\n' "$missing" >"$reqs"
+start=$SECONDS
+# shellcheck disable=SC2086  # PIP_DOWNLOAD_ARGS is a list of words on purpose
+"$PYTHON" -m pip download --no-deps --only-binary=:all: --progress-bar off \
+    --python-version 3.11 --implementation cp --abi cp311 --abi abi3 --abi none "${platforms[@]}" \
+    -d "$WHEELHOUSE" -r "$reqs" ${PIP_DOWNLOAD_ARGS:-} 2>&1 \
+    | grep -vE "^WARNING: Location '.*' is ignored" | sed 's/^/[fill-wheelhouse] pip: /' >&2 || true
+
+still="$(check)"
+if [ -n "$still" ]; then
+    log "still missing after download:"; printf '  %s\n' $still >&2
+    exit 1
+fi
+log "done in $((SECONDS - start)) s: $total wheels, $(du -sh "$WHEELHOUSE" | cut -f1) in $WHEELHOUSE"
