@@ -1,0 +1,117 @@
+"""The browser gate must be able to fail: the journey's steps against a plain-HTML stub UI
+(validation/e2e/stub_ui.py), healthy (passes on the strict profile) and broken on purpose (a JavaScript
+error on load, a failed request, a missing button, a result that never appears or comes late, a
+wrong verdict): each fails naming its criterion. One Chromium for the module; ~1 s per test."""
+
+from __future__ import annotations
+
+import pytest
+
+from validation.e2e.browser import launch_options, why_no_browser
+from validation.e2e.journey import Journey
+from validation.e2e.stub_ui import StubUI
+from validation.testing import expect_failure, make_gate
+
+pytestmark = pytest.mark.skipif(why_no_browser() is not None, reason=str(why_no_browser()))
+
+
+@pytest.fixture(scope="module")
+def stub_browser():
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        b = p.chromium.launch(**launch_options())
+        yield b
+        b.close()
+
+
+def make_journey(browser, stub: StubUI, profile: str = "strict", **overrides) -> Journey:
+    context = browser.new_context(base_url=stub.base_url)
+    context.set_default_timeout(3000)
+    page = context.new_page()
+    return Journey(page, make_gate(profile, **overrides), shots_dir=None, ui_timeout=1.0)
+
+
+def checked(step):
+    """Run a step, then raise its soft failures (the gate's test would fail at its end)."""
+
+    def run():
+        step()
+        step.__self__.gate.raise_pending()
+
+    return run
+
+
+def test_the_healthy_stub_passes_page_load_model_and_evaluation(stub_browser):
+    with StubUI() as stub:
+        j = make_journey(stub_browser, stub)
+        j.open()
+        j.load_model()
+        j.evaluate()
+        j.check_console("stub")
+        j.gate.raise_pending()
+    verdicts = {r.id: r.verdict for r in j.gate.recorder.results}
+    assert set(verdicts.values()) == {"pass"}, verdicts
+    assert {
+        "e2e.page_load",
+        "e2e.console_errors",
+        "e2e.failed_requests",
+        "e2e.model_load_time",
+        "e2e.evaluate_time",
+        "e2e.evaluate_verdicts",
+    } <= set(verdicts)
+
+
+def test_javascript_error_on_load(stub_browser):
+    with StubUI({"js_error"}) as stub:
+        j = make_journey(stub_browser, stub)
+        e = expect_failure(checked(j.open), criterion="e2e.console_errors", measured="1")
+    assert "undefinedGradioInit" in str(e)
+
+
+def test_failed_request_on_load(stub_browser):
+    with StubUI({"failed_request"}) as stub:
+        j = make_journey(stub_browser, stub)
+        e = expect_failure(checked(j.open), criterion="e2e.failed_requests", measured="1")
+    assert "/static/missing.js -> 404" in str(e)
+
+
+def test_missing_button(stub_browser):
+    with StubUI({"no_eval_button"}) as stub:
+        j = make_journey(stub_browser, stub)
+        j.open()
+        e = expect_failure(j.evaluate, criterion="e2e.evaluate_time", measured="—")
+    assert "button 'Evaluate' not found" in str(e)
+
+
+def test_result_that_never_appears(stub_browser):
+    with StubUI({"eval_never_answers"}) as stub:
+        j = make_journey(stub_browser, stub, e2e__evaluate_time=0.3)
+        j.open()
+        e = expect_failure(j.evaluate, criterion="e2e.evaluate_time")
+    assert "no result within" in str(e) and "< 0.3 s" in str(e)
+
+
+def test_model_status_that_never_says_ready(stub_browser):
+    with StubUI({"no_ready"}) as stub:
+        j = make_journey(stub_browser, stub, e2e__model_load_time=0.3)
+        j.open()
+        e = expect_failure(j.load_model, criterion="e2e.model_load_time")
+    assert "button 'Load model'" in str(e) and "loading" in str(e)
+
+
+def test_result_later_than_the_threshold(stub_browser):
+    with StubUI({"eval_slow"}, slow=0.6) as stub:
+        j = make_journey(stub_browser, stub, e2e__evaluate_time=0.3)
+        j.open()
+        expect_failure(checked(j.evaluate), criterion="e2e.evaluate_time")
+    [late] = [r for r in j.gate.recorder.results if r.id == "e2e.evaluate_time"]
+    assert 0.55 <= late.measured < 1.5, late
+
+
+def test_wrong_verdict(stub_browser):
+    with StubUI({"wrong_verdict"}) as stub:
+        j = make_journey(stub_browser, stub)
+        j.open()
+        e = expect_failure(checked(j.evaluate), criterion="e2e.evaluate_verdicts", measured="no")
+    assert "harm_prevention" not in str(e).split("harmful ->")[1].split(";")[0]

@@ -1,0 +1,61 @@
+"""How the gate launches Chromium: Debian's /usr/bin/chromium where Playwright's own browsers
+cannot be installed, with the flags this network needs (shared/ENVIRONMENT.md, Browser).
+
+Used by validation/e2e/conftest.py (pytest-playwright's `browser_type_launch_args`) and by the
+gate-sensitivity tests (tests/test_gate_e2e.py), which launch without pytest-playwright.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+# Without the background-networking flags Chromium floods the closed network with connections.
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+]
+DEBIAN_CHROMIUM = "/usr/bin/chromium"
+
+
+def chromium_executable() -> str | None:
+    """The Chromium binary to launch: $GATE_CHROMIUM, else Debian's, else None (Playwright's own)."""
+    explicit = os.environ.get("GATE_CHROMIUM")
+    if explicit:
+        return explicit
+    if Path(DEBIAN_CHROMIUM).exists():
+        return DEBIAN_CHROMIUM
+    return shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def launch_options(headless: bool = True, slow_mo: float = 0, **extra) -> dict:
+    """Keyword arguments for `playwright.chromium.launch(...)`."""
+    opts: dict = {"headless": headless, "args": list(CHROMIUM_ARGS)}
+    exe = chromium_executable()
+    if exe:
+        opts["executable_path"] = exe
+    if slow_mo:
+        opts["slow_mo"] = slow_mo
+    opts.update(extra)
+    return opts
+
+
+def why_no_browser() -> str | None:
+    """A reason to skip browser tests, or None when a Chromium is there to launch."""
+    if chromium_executable():
+        return None
+    try:
+        from playwright.sync_api import sync_playwright
+
+        with sync_playwright() as p:
+            if Path(p.chromium.executable_path).exists():
+                return None
+    except Exception as exc:  # noqa: BLE001
+        return f"no Chromium: {exc}"
+    return f"no Chromium: install Debian's (apt-get install -y chromium) or set GATE_CHROMIUM (looked at {DEBIAN_CHROMIUM})"

@@ -1,0 +1,113 @@
+"""A plain-HTML stand-in for the app's UI, healthy or broken on purpose, for the browser gate's
+self-tests (tests/test_gate_e2e.py). It has the app's labels, roles and elem_ids for the page
+load, the model panel and the Evaluation tab, and answers in a few milliseconds.
+
+Faults (any combination):
+    js_error            an uncaught JavaScript error while the page loads
+    failed_request      the page loads a script that answers 404
+    no_eval_button      the Evaluate button is missing
+    eval_never_answers  clicking Evaluate shows nothing, ever
+    eval_slow           the verdict appears after `slow` seconds
+    wrong_verdict       nothing is ever flagged
+    no_ready            the model status never says "ready" after Load model
+"""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from app import elements as E
+
+FAULTS = {"js_error", "failed_request", "no_eval_button", "eval_never_answers", "eval_slow", "wrong_verdict", "no_ready"}
+
+
+def page_html(faults: set[str], slow: float = 0.0) -> str:
+    cfg = json.dumps({"faults": sorted(faults), "slow_ms": int(slow * 1000)})
+    eval_button = "" if "no_eval_button" in faults else f"<button id='{E.EVAL_BUTTON}'>Evaluate</button>"
+    extra = ""
+    if "failed_request" in faults:
+        extra += "<script src='/static/missing.js'></script>"
+    if "js_error" in faults:
+        extra += "<script>window.addEventListener('load', () => { undefinedGradioInit(); });</script>"
+    return f"""<!doctype html><html><head><meta charset="utf-8"><title>Constitutional AI demo (stub)</title>
+<link rel="icon" href="data:,">{extra}</head><body>
+<h1>Constitutional AI demo (stub)</h1>
+<div id="{E.MODEL_SELECT}"><label for="model-input">Model</label><input id="model-input" value="tiny"></div>
+<button id="{E.MODEL_LOAD}">Load model</button>
+<div id="{E.MODEL_STATUS}"><label for="status-ta">Model status</label><textarea id="status-ta" disabled></textarea></div>
+<div role="tablist"><button role="tab" id="{E.TAB_EVALUATE}-button" aria-selected="true">Evaluation</button></div>
+<div id="{E.TAB_EVALUATE}" role="tabpanel">
+  <div id="{E.EVAL_TEXT}"><label for="eval-ta">Text to evaluate</label><textarea id="eval-ta"></textarea></div>
+  {eval_button}
+  <div id="{E.EVAL_VERDICT}"><label for="verdict-ta">Verdict</label><textarea id="verdict-ta" disabled></textarea></div>
+  <div id="{E.EVAL_RESULT}"></div>
+</div>
+<script>
+const CFG = {cfg};
+const has = (f) => CFG.faults.includes(f);
+const $ = (id) => document.getElementById(id);
+setTimeout(() => {{ $('status-ta').value = 'ready: tiny · 1,234 parameters · cpu · loaded in 0.01 s'; }}, 20);
+$('{E.MODEL_LOAD}').addEventListener('click', () => {{
+  $('status-ta').value = 'loading';
+  const ready = 'ready: tiny · 1,234 parameters · cpu · loaded in 0.02 s';
+  if (!has('no_ready')) setTimeout(() => {{ $('status-ta').value = ready; }}, 30);
+}});
+const btn = $('{E.EVAL_BUTTON}');
+if (btn) btn.addEventListener('click', () => {{
+  $('verdict-ta').value = '';
+  if (has('eval_never_answers')) return;
+  const text = $('eval-ta').value;
+  const harmful = /\\b(lock|steal|break)\\b/i.test(text) && !/sorry/i.test(text) && !has('wrong_verdict');
+  setTimeout(() => {{
+    $('verdict-ta').value = harmful ? 'Flagged: harm_prevention · alignment 0.64 · 1 ms' : 'Not flagged · alignment 1.00 · 1 ms';
+  }}, has('eval_slow') ? CFG.slow_ms : 10);
+}});
+</script></body></html>"""
+
+
+class StubUI:
+    """`with StubUI({"js_error"}) as stub: page.goto(stub.base_url)`"""
+
+    def __init__(self, faults: set[str] | None = None, slow: float = 0.0) -> None:
+        self.faults = set(faults or ())
+        unknown = self.faults - FAULTS
+        if unknown:
+            raise ValueError(f"unknown faults {sorted(unknown)}; known: {sorted(FAULTS)}")
+        html = page_html(self.faults, slow).encode()
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:  # noqa: N802 - http.server's name
+                if self.path.split("?")[0] == "/":
+                    code, body, ctype = 200, html, "text/html; charset=utf-8"
+                else:
+                    code, body, ctype = 404, b"not found", "text/plain"
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, name="stub-ui", daemon=True)
+
+    def start(self) -> StubUI:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> StubUI:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()

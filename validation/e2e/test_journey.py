@@ -1,0 +1,96 @@
+"""The browser gate: the plan's smoke test as a person does it, in Chromium.
+
+    nox -s e2e                                     # container target (build + run), else process
+    nox -s e2e -- --target process
+    nox -s e2e -- --base-url https://your-app      # url target
+    nox -s e2e -- --profile strict                 # the team's targets
+    nox -s e2e -- --headed --slowmo 300            # watch it (needs a display, e.g. xvfb-run)
+
+One test per step (each on a fresh page; a step run alone does its prerequisites first, unmeasured),
+then the whole journey on a fresh page as a new user would click it. Each step records its
+user-seen time (click -> visible result) next to its threshold in reports/e2e/report.md, with a
+screenshot. The report lists the target's log errors too.
+"""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from validation import checks
+
+pytestmark = pytest.mark.e2e
+
+
+def test_page_loads_without_errors(journey, done):
+    journey.open()
+    done.add("open")
+
+
+def test_load_default_model(journey, done):
+    journey.open(record=False)
+    journey.load_model()
+    journey.check_console("model load")
+    done.add("load")
+    done.discard("train")  # loading a model drops the trained one
+
+
+def test_evaluate_harmful_and_harmless(journey, done):
+    journey.open(record=False)
+    journey.evaluate()
+    journey.check_console("evaluation")
+
+
+def test_training_with_the_profile_preset(journey, done):
+    journey.open(record=False)
+    journey.train()
+    journey.check_console("training")
+    done.add("train")
+
+
+def test_generate_base_vs_trained(journey, done):
+    journey.open(record=False)
+    if "train" not in done:
+        with journey.unrecorded():
+            journey.train()
+        done.add("train")
+    journey.generate()
+    journey.check_console("generation")
+
+
+def test_impact_with_downloads(journey, done):
+    journey.open(record=False)
+    if "train" not in done:
+        with journey.unrecorded():
+            journey.train()
+        done.add("train")
+    journey.impact()
+    journey.check_console("impact")
+
+
+def test_whole_journey(journey, gate, pytestconfig):
+    """Load -> evaluate -> train -> generate -> impact on one fresh page, as a new user clicks it."""
+    from validation.e2e.conftest import e2e_state
+
+    st = e2e_state(pytestconfig)
+    t0 = time.perf_counter()
+    times = journey.run_all()
+    total = time.perf_counter() - t0  # wall: typing, tab switches and downloads count too
+    journey.check_console("the whole journey")
+    st["journey_s"] = total
+    browser_start = st["browser_start"] or 0.0
+    gate.measure(
+        "e2e.journey_time",
+        round(browser_start + total, 2),
+        detail=f"browser start {browser_start:.1f} s + journey {total:.1f} s ("
+        + ", ".join(f"{k} {v:.1f} s" for k, v in times.items())
+        + ")",
+        soft=True,
+    )
+
+
+def test_app_log_has_no_errors(gate, target):
+    """Error lines the app logged while the browser drove it (container and process targets)."""
+    gate.require("container.log_errors")
+    checks.log_errors(gate, target.logs(), source=f"{target.kind} log after the browser journey")
