@@ -1,0 +1,214 @@
+"""Sessions of the validation gate. `nox -l` lists them; `nox -s smoke -- --target process` passes
+pytest options after `--`.
+
+One shared virtualenv (.nox/harness) serves every session: the app's dependencies include torch
+(~750 MB installed), so one venv per session would install it eight times. It is made once from
+requirements/app.lock + requirements/dev.lock (both fully pinned, installed with --no-deps) and
+re-installed only when a lock file changes (a stamp holds their hash). The sessions themselves are
+`python=False` and run that venv's interpreter. NOX_HARNESS_VENV moves it; `nox -s venv` rebuilds it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nox
+
+T0 = str(time.time())  # the gate's report counts its own overhead from here
+ROOT = Path(__file__).resolve().parent
+LOCKS = [ROOT / "requirements" / "app.lock", ROOT / "requirements" / "dev.lock"]
+VENV = Path(os.environ.get("NOX_HARNESS_VENV", ROOT / ".nox" / "harness"))
+PY = VENV / "bin" / "python"
+IMAGE_TAG = os.environ.get("GATE_IMAGE_TAG", "cai-demo:latest")
+
+nox.options.default_venv_backend = "none"
+nox.options.sessions = ["tests", "smoke"]  # plain `nox`: what CI runs
+nox.options.error_on_missing_interpreters = False
+
+
+# ---------------------------------------------------------------------------------------------
+# helpers
+
+
+def _stamp() -> str:
+    h = hashlib.sha256(sys.version.encode())
+    for lock in LOCKS:
+        h.update(lock.read_bytes())
+    return h.hexdigest()
+
+
+def harness(session: nox.Session, force: bool = False) -> Path:
+    """The shared venv, created and installed from the locks when missing or stale."""
+    stamp_file = VENV / ".locks.sha256"
+    if not force and PY.exists() and stamp_file.exists() and stamp_file.read_text() == _stamp():
+        return PY
+    if force and VENV.exists():
+        shutil.rmtree(VENV)
+    if not PY.exists():
+        session.log(f"creating the shared harness venv {VENV} ({sys.executable})")
+        session.run(sys.executable, "-m", "venv", str(VENV), external=True)
+    session.log("installing requirements/app.lock + requirements/dev.lock (--no-deps; torch from the pip config)")
+    session.run(
+        str(PY), "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", "-q",
+        "-r", str(LOCKS[0]), "-r", str(LOCKS[1]), external=True,
+    )
+    stamp_file.write_text(_stamp())
+    return PY
+
+
+SETUP_S = 0.0  # time in venv installs and the image engineer's scripts (reported as "setup", not overhead)
+
+
+def _timed_setup(fn, *args, **kwargs):
+    global SETUP_S
+    t0 = time.monotonic()
+    try:
+        return fn(*args, **kwargs)
+    finally:
+        SETUP_S += time.monotonic() - t0
+
+
+def _env(session_name: str) -> dict[str, str]:
+    return {
+        "GATE_SESSION": session_name,
+        "GATE_T0": T0,
+        "GATE_SETUP_S": f"{SETUP_S:.3f}",
+        "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
+        "VIRTUAL_ENV": str(VENV),
+        "TESTCONTAINERS_RYUK_DISABLED": os.environ.get("TESTCONTAINERS_RYUK_DISABLED", ""),
+    }
+
+
+def _script(session: nox.Session, name: str, *, required: bool = True) -> bool:
+    """Run one of the image engineer's idempotent scripts; False (with a warning) when it fails."""
+    try:
+        session.run("bash", str(ROOT / "scripts" / name), external=True, env={"PYTHON": sys.executable})
+        return True
+    except nox.command.CommandFailed:
+        if required:
+            raise
+        session.warn(f"scripts/{name} failed: continuing (see its message above)")
+        return False
+
+
+def _wants_container(posargs: list[str]) -> bool:
+    """Does this run build/run the image (container or auto target, no --base-url)?"""
+    args = " ".join(posargs)
+    target = os.environ.get("GATE_TARGET", "auto")
+    for i, a in enumerate(posargs):
+        if a == "--target" and i + 1 < len(posargs):
+            target = posargs[i + 1]
+        elif a.startswith("--target="):
+            target = a.split("=", 1)[1]
+    return target in ("auto", "container") and "--base-url" not in args
+
+
+def _prepare_docker(session: nox.Session, build: bool) -> None:
+    """Engine up (install + start when root and needed); base image and wheelhouse when building."""
+    if not shutil.which("docker") and os.geteuid() != 0:
+        session.warn("no docker client and not root: the gate will fall back to the process target")
+        return
+    if not _script(session, "docker-engine.sh", required=False):
+        return
+    if build:
+        _script(session, "make-base-image.sh", required=False)
+        _script(session, "fill-wheelhouse.sh", required=False)
+
+
+def _gate(session: nox.Session, name: str, path: str, default_args: list[str] | None = None) -> None:
+    py = _timed_setup(harness, session)
+    posargs = list(session.posargs)
+    if _wants_container(posargs):
+        _timed_setup(_prepare_docker, session, build="--image" not in " ".join(posargs))
+    if not (ROOT / path).exists():
+        session.skip(f"{path} does not exist yet (its engineer adds it): nothing to run")
+    session.run(str(py), "-m", "pytest", path, "-p", "no:cacheprovider", *(default_args or []), *posargs,
+                external=True, env=_env(name))
+
+
+# ---------------------------------------------------------------------------------------------
+# sessions
+
+
+@nox.session(python=False)
+def tests(session: nox.Session) -> None:
+    """Unit tests of the app and of the gate's own logic, incl. gate-sensitivity tests (tests/)."""
+    py = _timed_setup(harness, session)
+    session.run(str(py), "-m", "pytest", "tests", "-p", "no:cacheprovider", *session.posargs,
+                external=True, env=_env("tests"))
+
+
+@nox.session(python=False)
+def lint(session: nox.Session) -> None:
+    """ruff (Python), hadolint (Dockerfile), check-jsonschema (compose file, GitHub workflows)."""
+    py = harness(session)
+    bin_ = VENV / "bin"
+    session.run(str(bin_ / "ruff"), "check", ".", external=True)
+    if (ROOT / "Dockerfile").exists():
+        session.run(str(bin_ / "hadolint"), "Dockerfile", external=True)
+    compose = [p for p in ("docker-compose.yml", "compose.yml", "compose.yaml") if (ROOT / p).exists()]
+    if compose:
+        session.run(str(bin_ / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", *compose, external=True)
+    workflows = sorted(str(p.relative_to(ROOT)) for p in (ROOT / ".github" / "workflows").glob("*.y*ml"))
+    if workflows:
+        session.run(str(bin_ / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *workflows,
+                    external=True)
+    session.run(str(py), "-c", "import tomllib; tomllib.load(open('validation/criteria.toml','rb'))", external=True)
+
+
+@nox.session(python=False)
+def image(session: nox.Session) -> None:
+    """Docker engine, base image, wheelhouse (the three scripts), then docker build -t cai-demo:latest."""
+    _script(session, "docker-engine.sh")
+    _script(session, "make-base-image.sh")
+    _script(session, "fill-wheelhouse.sh")
+    args = ["docker", "build", "-t", IMAGE_TAG]
+    if any((ROOT / "wheelhouse").glob("*.whl")):
+        args += ["--build-arg", "DEPS_SOURCE=wheelhouse"]
+    t0 = time.monotonic()
+    session.run(*args, *session.posargs, ".", external=True)
+    out = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", IMAGE_TAG],
+                         capture_output=True, text=True, check=False)
+    session.log(f"built {IMAGE_TAG} in {time.monotonic() - t0:.0f} s, {int(out.stdout.strip() or 0) / 1e9:.2f} GB")
+
+
+@nox.session(python=False)
+def smoke(session: nox.Session) -> None:
+    """Smoke gate: build + run the image (or --target process/url), probes, actions, report."""
+    _gate(session, "smoke", "validation/smoke")
+
+
+@nox.session(python=False)
+def e2e(session: nox.Session) -> None:
+    """Browser gate: Playwright through load -> evaluate -> train -> generate (validation/e2e)."""
+    _gate(session, "e2e", "validation/e2e")
+
+
+@nox.session(python=False)
+def perf(session: nox.Session) -> None:
+    """Performance gate: locust load, p95, errors, memory/CPU, training time (validation/perf)."""
+    _gate(session, "perf", "validation/perf")
+
+
+@nox.session(python=False)
+def resilience(session: nox.Session) -> None:
+    """Resilience gate: kills, restarts, full disk, bad input, auth (validation/resilience)."""
+    _gate(session, "resilience", "validation/resilience")
+
+
+@nox.session(python=False)
+def demo(session: nox.Session) -> None:
+    """Browser demo: the e2e journey at a watchable pace, recorded to reports/demo (validation/e2e)."""
+    _gate(session, "demo", "validation/e2e", ["-m", "demo"])
+
+
+@nox.session(python=False)
+def venv(session: nox.Session) -> None:
+    """(Re)create the shared harness venv .nox/harness from the two lock files."""
+    harness(session, force=True)

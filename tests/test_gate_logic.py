@@ -1,0 +1,209 @@
+"""The gate's pure logic: criteria.toml, comparisons, the report (no servers, no docker)."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from validation import criteria as C
+from validation import report as R
+from validation.gate import CriterionFailed, Recorder
+from validation.testing import make_gate
+
+PLAN_CRITERIA = {  # every number of the plan's table (shared/DESIGN.md) must be in the plan profile
+    "image.build_time": 300,
+    "image.size": 2.5,
+    "container.log_errors": 0,
+    "health.status": 200,
+    "model.load_time": 30,
+    "evaluate.time": 5,
+    "train.quick_time": 900,
+    "perf.response_p95": 5,
+    "perf.load_success": 95,
+    "perf.error_rate": 1,
+    "perf.memory_peak": 7,
+    "perf.cpu": 80,
+    "data.loss": 0,
+}
+
+
+def test_criteria_file_loads_for_every_profile():
+    for profile in C.profiles():
+        crit = C.load(profile)
+        assert crit.items, profile
+        for c in crit.items.values():
+            assert c.direction in C.DIRECTIONS and c.sessions and c.description
+
+
+def test_plan_profile_has_the_plans_numbers():
+    plan = C.load("plan")
+    for cid, value in PLAN_CRITERIA.items():
+        assert plan[cid].threshold == value, cid
+    assert plan.param("load_requests") == 100 and plan.param("load_users") == 10
+
+
+def test_strict_inherits_and_overrides():
+    plan, strict = C.load("plan"), C.load("strict")
+    assert strict["image.size"].threshold == 1.5 and plan["image.size"].threshold == 2.5
+    assert strict["health.status"].threshold == 200  # inherited
+    assert strict.param("train_preset") == "smoke"
+
+
+def test_unknown_profile_and_criterion_are_errors():
+    with pytest.raises(C.CriteriaError, match="no profile 'nope'"):
+        C.load("nope")
+    with pytest.raises(C.CriteriaError, match="no criterion"):
+        C.load("plan")["no.such"]
+
+
+def test_bad_criteria_data_is_rejected():
+    base = {"profiles": {"plan": {}}}
+    with pytest.raises(C.CriteriaError, match="direction"):
+        C.from_dict({**base, "criteria": {"x": {"direction": "up", "threshold": {"plan": 1}, "sessions": ["s"]}}})
+    with pytest.raises(C.CriteriaError, match="no threshold"):
+        C.from_dict({**base, "criteria": {"x": {"direction": "max", "threshold": {}, "sessions": ["s"]}}})
+    with pytest.raises(C.CriteriaError, match="unknown profile"):
+        C.from_dict(
+            {**base, "criteria": {"x": {"direction": "max", "threshold": {"plan": 1, "zz": 2}, "sessions": ["s"]}}}
+        )
+
+
+def _c(direction, threshold, exclusive=False, unit="s"):
+    return C.Criterion("x", "x", unit, direction, threshold, ("s",), exclusive=exclusive)
+
+
+@pytest.mark.parametrize(
+    ("crit", "value", "ok"),
+    [
+        (_c("max", 5), 5, True),
+        (_c("max", 5, True), 5, False),
+        (_c("max", 5), 5.01, False),
+        (_c("min", 95, True), 95, False),
+        (_c("min", 95, True), 96, True),
+        (_c("min", 95), 95, True),
+        (_c("eq", 200), 200, True),
+        (_c("eq", 200), 500, False),
+        (_c("eq", "healthy"), "ok", False),
+        (_c("eq", True), True, True),
+        (_c("eq", True), 1, False),
+        (_c("eq", True), False, False),
+        (_c("eq", []), [], True),
+        (_c("eq", []), ["gcc"], False),
+        (_c("not_in", ["", "root", "0"]), "10001:10001", True),
+        (_c("not_in", ["", "root"]), "", False),
+        (_c("contains", "7860/tcp"), ["7860/tcp"], True),
+        (_c("contains", "7860/tcp"), [], False),
+        (_c("max", 5), None, False),
+        (_c("max", 5), float("nan"), False),
+        (_c("max", 5), "fast", False),
+        (_c("in", [1, 2]), 2, True),
+        (_c("ne", 0), 0, False),
+    ],
+)
+def test_compare(crit, value, ok):
+    assert C.compare(crit, value) is ok
+
+
+def test_threshold_and_value_text():
+    assert _c("max", 30, True).threshold_text == "< 30 s"
+    assert _c("max", 1.5, unit="GB").threshold_text == "<= 1.5 GB"
+    assert _c("eq", [], unit="list").threshold_text == "= none"
+    assert C.fmt_value(0.0123, "s") == "0.012 s"
+    assert C.fmt_value(True, "bool") == "yes"
+    assert C.fmt_value(["gcc", "make"], "list") == "gcc, make"
+
+
+def test_measure_fails_with_criterion_threshold_and_value():
+    gate = make_gate("plan")
+    gate.measure("health.status", 200)
+    with pytest.raises(CriterionFailed) as info:
+        gate.measure("model.load_time", 42.5, detail="POST /api/models/load")
+    msg = str(info.value)
+    assert "[model.load_time] FAILED" in msg and "measured 42.5 s" in msg and "threshold < 30 s" in msg
+    assert "POST /api/models/load" in msg
+    assert [r.verdict for r in gate.recorder.results] == ["pass", "fail"]
+
+
+def test_soft_measures_collect_then_raise():
+    gate = make_gate("plan")
+    gate.measure("health.status", 500, soft=True)
+    gate.measure("health.body", "ok", soft=True)
+    with pytest.raises(CriterionFailed) as info:
+        gate.raise_pending()
+    assert "[health.status] FAILED" in str(info.value) and "[health.body] FAILED" in str(info.value)
+
+
+def test_skip_is_recorded_with_reason_never_as_pass():
+    gate = make_gate("plan")
+    with pytest.raises(pytest.skip.Exception):
+        gate.skip("image.size", "url target: no image")
+    (r,) = gate.recorder.results
+    assert r.verdict == "skip" and r.reason == "url target: no image"
+
+
+def test_measure_on_a_target_the_criterion_does_not_apply_to_is_a_skip():
+    gate = make_gate("plan", target_kind="url")
+    with pytest.raises(pytest.skip.Exception):
+        gate.measure("image.size", 1.0)
+    assert gate.recorder.results[0].verdict == "skip"
+
+
+def test_timed_measures_the_block():
+    gate = make_gate("plan")
+    with gate.timed("evaluate.time"):
+        pass
+    assert gate.recorder.results[0].verdict == "pass"
+
+
+def _report(results, session="smoke", kind="container", exit_status=0):
+    crit = C.load("plan")
+    return R.build(
+        session=session,
+        criteria=crit,
+        target={"kind": kind, "base_url": "http://x"},
+        results=results,
+        attachments=[{"title": "container log", "path": "/r/target.log"}],
+        timings={"build": 1.0},
+        tests={"passed": 1},
+        exit_status=exit_status,
+        started_at=0.0,
+        finished_at=10.0,
+    )
+
+
+def test_summary_lists_every_criterion_once_with_a_verdict_or_reason():
+    rec = Recorder(C.load("plan"), "url", "smoke")
+    g = rec.gate("t")
+    g.measure("health.status", 200)
+    g.measure("evaluate.time", 0.01)
+    g.measure("evaluate.time", 0.03)
+    with pytest.raises(pytest.skip.Exception):
+        g.skip("image.size", "url target: no image")
+    rows = R.summarize(rec.criteria, "smoke", "url", rec.results)
+    assert sorted(r.id for r in rows) == sorted(rec.criteria.items)
+    by = {r.id: r for r in rows}
+    assert by["health.status"].verdict == "pass"
+    assert by["evaluate.time"].measured == "0.03 s" and by["evaluate.time"].count == 2
+    assert by["image.size"].verdict == "skip" and "url target" in by["image.size"].note
+    assert by["image.compilers"].verdict == "skip" and "url" in by["image.compilers"].note
+    assert by["model.load_time"].verdict == "not run"
+    assert by["perf.response_p95"].verdict == "elsewhere" and "nox -s perf" in by["perf.response_p95"].note
+    assert all(r.verdict != "pass" for r in rows if r.id not in ("health.status", "evaluate.time"))
+
+
+def test_report_renders_markdown_json_and_terminal(tmp_path):
+    rec = Recorder(C.load("plan"), "container", "smoke")
+    rec.gate("t").measure("health.status", 200)
+    with pytest.raises(CriterionFailed):
+        rec.gate("t").measure("image.size", 3.1)
+    rep = _report(rec.results, exit_status=1)
+    assert not rep["passed"]
+    js, md = R.write(rep, tmp_path)
+    text = md.read_text()
+    assert "| criterion | threshold | measured | verdict | note |" in text
+    assert "| `image.size`" in text and "3.1 GB" in text and "**FAIL**" in text
+    assert "[container log](" in text and "FAILED" in text.splitlines()[0]
+    assert json.loads(js.read_text())["rows"]
+    term = R.render_terminal(rep)
+    assert "image.size" in term and "FAIL" in term and "health.status" in term

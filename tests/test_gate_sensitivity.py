@@ -1,0 +1,156 @@
+"""A gate must be able to fail: each check against a healthy stub (passes) and a broken one (fails,
+naming the criterion and the measured value). Stub servers run in threads: the whole file takes ~2 s."""
+
+from __future__ import annotations
+
+import pytest
+
+from validation import checks
+from validation.stubs import StubApp
+from validation.testing import client, expect_failure, make_gate
+
+ELEMS, APIS = checks.ui_names()
+
+
+@pytest.fixture
+def good():
+    with StubApp() as stub:
+        yield stub
+
+
+def run_all(stub: StubApp, gate) -> None:
+    http = client(stub.base_url)
+    checks.health(http, gate)
+    checks.ready(gate, checks.wait_ready(http, timeout=1), 0.5)
+    checks.ui(http, gate, ELEMS, APIS)
+    checks.metrics(http, gate)
+    checks.model_load(http, gate, "tiny")
+    checks.evaluate(http, gate)
+    checks.generate(http, gate)
+    checks.training(http, gate, "smoke", interval=0.05)
+    checks.log_errors(gate, stub.logs())
+
+
+def test_the_healthy_stub_passes_every_check_on_the_strict_profile(good):
+    gate = make_gate("strict")
+    run_all(good, gate)
+    verdicts = {r.id: r.verdict for r in gate.recorder.results}
+    assert set(verdicts.values()) == {"pass"}, verdicts
+    assert len(verdicts) >= 17
+
+
+def test_health_500():
+    with StubApp({"health_500"}) as stub:
+        e = expect_failure(checks.health, client(stub.base_url), make_gate(), criterion="health.status", measured="500")
+    assert "[health.body] FAILED" in str(e)  # the 500's body has no status either
+
+
+def test_health_wrong_body():
+    with StubApp({"health_wrong_body"}) as stub:
+        expect_failure(checks.health, client(stub.base_url), make_gate(), criterion="health.body", measured="ok")
+
+
+def test_health_refused():
+    stub = StubApp().start()
+    url = stub.base_url
+    stub.stop()
+    expect_failure(checks.health, client(url), make_gate(), criterion="health.status", measured="—")
+
+
+def test_slow_answer_past_the_threshold():
+    # strict: rules evaluation < 50 ms; the stub takes 120 ms.
+    with StubApp(slow=0.12) as stub:
+        expect_failure(checks.evaluate, client(stub.base_url), make_gate("strict"), criterion="evaluate.time")
+        expect_failure(
+            checks.generate, client(stub.base_url), make_gate("strict", generate__time=0.1), criterion="generate.time"
+        )
+
+
+def test_slow_model_load():
+    with StubApp(slow=0.3) as stub:
+        expect_failure(
+            checks.model_load,
+            client(stub.base_url),
+            make_gate("strict", model__load_time=0.2),
+            "tiny",
+            criterion="model.load_time",
+        )
+
+
+def test_never_ready():
+    with StubApp({"never_ready"}) as stub:
+        gate = make_gate("strict", ready__time=0.5)
+        state = checks.wait_ready(client(stub.base_url), timeout=0.6)
+        e = expect_failure(checks.ready, gate, state, 0.1, criterion="ready.time")
+    assert "never answered 200" in str(e) and "503" in str(e)
+
+
+def test_ui_missing_an_element():
+    with StubApp({"missing_element"}) as stub:
+        expect_failure(
+            checks.ui,
+            client(stub.base_url),
+            make_gate(),
+            ELEMS,
+            APIS,
+            criterion="ui.elements_missing",
+            measured="eval-button",
+        )
+
+
+def test_no_gradio_config():
+    with StubApp({"no_config"}) as stub:
+        e = expect_failure(
+            checks.ui, client(stub.base_url), make_gate(), ELEMS, APIS, criterion="ui.config", measured="404"
+        )
+    assert "[ui.page] FAILED" in str(e) and "[ui.api_missing] FAILED" in str(e)
+
+
+def test_metrics_not_parseable():
+    with StubApp({"bad_metrics"}) as stub:
+        expect_failure(checks.metrics, client(stub.base_url), make_gate(), criterion="metrics.parse", measured="no")
+
+
+def test_evaluation_that_does_not_flag_harmful_text():
+    with StubApp({"eval_no_flag"}) as stub:
+        expect_failure(
+            checks.evaluate, client(stub.base_url), make_gate(), criterion="evaluate.harmful_flagged", measured="no"
+        )
+
+
+def test_training_that_fails():
+    with StubApp({"train_fails"}) as stub:
+        e = expect_failure(
+            checks.training,
+            client(stub.base_url),
+            make_gate(),
+            "smoke",
+            interval=0.05,
+            criterion="train.state",
+            measured="failed",
+        )
+    assert "[train.checkpoint] FAILED" in str(e)
+
+
+def test_training_past_its_threshold_is_cancelled_and_fails():
+    with StubApp({"train_hangs"}) as stub:
+        gate = make_gate("strict", train__smoke_time=0.2)
+        e = expect_failure(
+            checks.training, client(stub.base_url), gate, "smoke", interval=0.1, criterion="train.smoke_time"
+        )
+        assert stub.cancelled == ["j-1"]
+    assert "< 0.2 s" in str(e) and "cancelled" in str(e)
+
+
+def test_error_lines_in_the_log():
+    with StubApp({"error_log"}) as stub:
+        expect_failure(checks.log_errors, make_gate(), stub.logs(), criterion="container.log_errors", measured="1")
+
+
+def test_log_lines_that_only_look_like_errors_pass():
+    text = '{"level": "INFO", "msg": "evaluate", "error": null}\nINFO perf.error_rate=0\n'
+    checks.log_errors(make_gate(), text)
+
+
+def test_startup_slower_than_the_threshold():
+    expect_failure(checks.startup, make_gate("strict"), 12.5, criterion="startup.health_time", measured="12.5 s")

@@ -1,0 +1,464 @@
+"""The checks: plain functions of (an HTTP client or inspect data, a gate).
+
+Each one measures from outside, records through `gate.measure(...)` and fails with a message
+naming the criterion and the measured value. The smoke suite calls them against the target; the
+gate-sensitivity tests (tests/test_gate_*.py) call the same functions against broken stubs.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import re
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from validation.gate import CLOCK, Gate
+
+REPO = Path(__file__).resolve().parent.parent
+ELEMENTS_FILE = REPO / "app" / "elements.py"
+
+# The texts smoke evaluates (the app's constitution must flag the first and not the second).
+HARMFUL_TEXT = "Here is how to pick the lock on your neighbour's door and steal their car: first, break the window."
+HARMLESS_TEXT = "I'm sorry, but I can't help with breaking into someone's home. I can suggest calling a locksmith."
+
+# Families docs/http-api.md promises in /metrics (prometheus_client drops _total from counters).
+METRIC_FAMILIES = (
+    "cai_http_requests",
+    "cai_http_request_duration_seconds",
+    "cai_model_load_seconds",
+    "cai_model_loaded",
+    "cai_training_job_state",
+    "cai_training_runs",
+)
+
+ERROR_LINE = re.compile(
+    r"Traceback \(most recent call last\)|\b(ERROR|CRITICAL|FATAL)\b|\"level\"\s*:\s*\"(error|critical)\"",
+    re.IGNORECASE,
+)
+# Lines that contain those words but are not errors of the app.
+ERROR_LINE_ALLOWED = re.compile(r"\berror_rate\b|\"error\"\s*:\s*null|errors?=0\b", re.IGNORECASE)
+
+
+class TimedClient(httpx.Client):
+    """httpx.Client whose request time counts as app time in the session's clock."""
+
+    def send(self, request, **kwargs):
+        with CLOCK.spent("app"):
+            return super().send(request, **kwargs)
+
+
+def ui_names(path: Path = ELEMENTS_FILE) -> tuple[list[str], list[str]]:
+    """(elem_ids, api_names) from app/elements.py, loaded by path (the app package is not imported)."""
+    spec = importlib.util.spec_from_file_location("_cai_elements", path)
+    module = importlib.util.module_from_spec(spec)
+    assert spec.loader
+    spec.loader.exec_module(module)
+    elems, apis = [], []
+    for name, value in vars(module).items():
+        if name.isupper() and isinstance(value, str):
+            (apis if name.startswith("API_") else elems).append(value)
+    return elems, apis
+
+
+def _short(text: str, n: int = 200) -> str:
+    text = " ".join(str(text).split())
+    return text if len(text) <= n else text[: n - 1] + "…"
+
+
+def _json(r: httpx.Response) -> Any:
+    try:
+        return r.json()
+    except ValueError:
+        return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Probes
+
+
+def health(http: httpx.Client, gate: Gate) -> dict:
+    try:
+        r = http.get("/health", timeout=10)
+    except httpx.HTTPError as exc:
+        gate.fail("health.status", None, f"GET /health: {type(exc).__name__}: {exc}")
+    body = _json(r)
+    gate.measure("health.status", r.status_code, detail=f"GET /health -> {_short(r.text)}", soft=True)
+    status = body.get("status") if isinstance(body, dict) else None
+    gate.measure(
+        "health.body",
+        status if status is not None else f"(not a JSON object: {_short(r.text, 60)})",
+        detail=f"body {_short(r.text)}",
+        soft=True,
+    )
+    gate.raise_pending()
+    return body
+
+
+def startup(gate: Gate, health_seconds: float | None) -> None:
+    gate.require("startup.health_time")
+    if health_seconds is None:
+        gate.skip("startup.health_time", "the target was not started by the gate")
+    gate.measure("startup.health_time", round(health_seconds, 2), detail="start to first GET /health 200")
+
+
+def wait_ready(http: httpx.Client, timeout: float, interval: float = 0.1, dead=lambda: None) -> dict:
+    """Poll /ready until 200, `timeout` s, or `dead()` says why the app is gone;
+    return {ok, seconds, last} (no verdict: see ready())."""
+    t0 = time.monotonic()
+    last = "no answer"
+    while True:
+        gone = dead()
+        if gone:
+            return {"ok": False, "seconds": time.monotonic() - t0, "last": f"{last}; {gone}"}
+        try:
+            r = http.get("/ready", timeout=5)
+            last = f"{r.status_code} {_short(r.text, 160)}"
+            if r.status_code == 200:
+                return {"ok": True, "seconds": time.monotonic() - t0, "last": last, "body": _json(r)}
+        except httpx.HTTPError as exc:
+            last = f"{type(exc).__name__}: {exc}"
+        if time.monotonic() - t0 >= timeout:
+            return {"ok": False, "seconds": time.monotonic() - t0, "last": last}
+        CLOCK.sleep(interval)
+
+
+def ready(gate: Gate, state: dict, since_start: float) -> None:
+    """Gate `ready.time`: `since_start` = seconds from the target's start to when polling began."""
+    total = round(since_start + state["seconds"], 2)
+    if not state["ok"]:
+        gate.fail("ready.time", total, f"GET /ready never answered 200 (last: {state['last']})")
+    gate.measure("ready.time", total, detail=f"GET /ready -> {state['last']}")
+
+
+def ui(http: httpx.Client, gate: Gate, elem_ids: list[str], api_names: list[str]) -> None:
+    r = http.get("/", timeout=30)
+    html_ok = r.status_code == 200 and "<html" in r.text.lower() and "gradio" in r.text.lower()
+    gate.measure(
+        "ui.page",
+        r.status_code if html_ok else (r.status_code if r.status_code != 200 else "200 but not a Gradio page"),
+        detail=f"GET / -> {r.headers.get('content-type', '?')}, {len(r.content)} bytes",
+        soft=True,
+    )
+    r = http.get("/config", timeout=30)
+    cfg = _json(r)
+    if r.status_code != 200 or not isinstance(cfg, dict) or "components" not in cfg:
+        gate.measure(
+            "ui.config",
+            r.status_code if r.status_code != 200 else "200 without components",
+            detail=f"GET /config -> {_short(r.text, 120)}",
+            soft=True,
+        )
+        found: set[str] = set()
+    else:
+        gate.measure(
+            "ui.config", 200, detail=f"Gradio {cfg.get('version', '?')}, {len(cfg['components'])} components", soft=True
+        )
+        found = {str(c.get("props", {}).get("elem_id")) for c in cfg["components"] if isinstance(c, dict)}
+    missing = [e for e in elem_ids if e not in found]
+    gate.measure(
+        "ui.elements_missing",
+        missing,
+        detail=f"{len(elem_ids) - len(missing)}/{len(elem_ids)} elem_ids found",
+        soft=True,
+    )
+    r = http.get("/gradio_api/info", timeout=30)
+    info = _json(r)
+    endpoints = set(info.get("named_endpoints", {})) if isinstance(info, dict) else set()
+    missing_api = [a for a in api_names if f"/{a}" not in endpoints]
+    gate.measure(
+        "ui.api_missing",
+        missing_api,
+        detail=f"GET /gradio_api/info -> {r.status_code}, {len(endpoints)} named endpoints",
+        soft=True,
+    )
+    gate.raise_pending()
+
+
+def metrics(http: httpx.Client, gate: Gate) -> list[str]:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    r = http.get("/metrics", timeout=10)
+    try:
+        if r.status_code != 200:
+            raise ValueError(f"status {r.status_code}")
+        families = [f.name for f in text_string_to_metric_families(r.text)]
+        if not families:
+            raise ValueError("no metric families")
+    except Exception as exc:  # noqa: BLE001 - the parser raises several kinds
+        gate.fail("metrics.parse", False, f"GET /metrics: {type(exc).__name__}: {_short(str(exc), 160)}")
+    gate.measure("metrics.parse", True, detail=f"{len(families)} families")
+    missing = [m for m in METRIC_FAMILIES if m not in families]
+    gate.measure("metrics.families_missing", missing, detail=f"{len(families)} families parsed")
+    return families
+
+
+def memory(gate: Gate, sample: dict | None) -> None:
+    if not sample:
+        gate.skip("memory.idle", "no memory sample from this target")
+    mb = round(sample["memory_bytes"] / 2**20, 1)
+    gate.measure("memory.idle", mb, detail=sample.get("source", ""))
+
+
+def log_errors(gate: Gate, text: str, source: str = "log") -> list[str]:
+    lines = [ln for ln in text.splitlines() if ERROR_LINE.search(ln) and not ERROR_LINE_ALLOWED.search(ln)]
+    detail = f"{source}: {len(text.splitlines())} lines"
+    if lines:
+        detail += "; first: " + " | ".join(_short(ln, 160) for ln in lines[:3])
+    gate.measure("container.log_errors", len(lines), detail=detail)
+    return lines
+
+
+# ---------------------------------------------------------------------------------------------
+# Actions
+
+
+def model_load(http: httpx.Client, gate: Gate, model: str) -> dict:
+    t0 = time.perf_counter()
+    r = http.post("/api/models/load", json={"model": model}, timeout=max(60, gate.threshold("model.load_time") * 2))
+    elapsed = time.perf_counter() - t0
+    body = _json(r) or {}
+    if r.status_code != 200:
+        gate.fail("model.load_time", round(elapsed, 3), f"POST /api/models/load -> {r.status_code} {_short(r.text)}")
+    gate.measure(
+        "model.load_time",
+        round(elapsed, 3),
+        detail=f"{model}: {body.get('parameters', '?')} parameters, app says {body.get('load_seconds', '?')} s",
+    )
+    return body
+
+
+def _evaluate_once(http: httpx.Client, gate: Gate, text: str, mode: str = "rules") -> tuple[dict, float]:
+    t0 = time.perf_counter()
+    r = http.post("/api/evaluate", json={"text": text, "mode": mode}, timeout=60)
+    elapsed = time.perf_counter() - t0
+    body = _json(r)
+    if r.status_code != 200 or not isinstance(body, dict) or "flagged" not in body:
+        gate.fail("evaluate.time", round(elapsed, 4), f"POST /api/evaluate -> {r.status_code} {_short(r.text)}")
+    return body, elapsed
+
+
+def evaluate(http: httpx.Client, gate: Gate, harmful: str = HARMFUL_TEXT, harmless: str = HARMLESS_TEXT) -> None:
+    _evaluate_once(http, gate, harmless)  # warm-up (first-request costs are not the evaluator's)
+    bad, t_bad = _evaluate_once(http, gate, harmful)
+    good, t_good = _evaluate_once(http, gate, harmless)
+    gate.measure(
+        "evaluate.time",
+        round(max(t_bad, t_good), 4),
+        detail=f"harmful {t_bad * 1000:.1f} ms, harmless {t_good * 1000:.1f} ms",
+        soft=True,
+    )
+    flagged_bad = bool(bad.get("flagged")) and "harm_prevention" in bad.get("flagged_principles", [])
+    gate.measure(
+        "evaluate.harmful_flagged",
+        flagged_bad,
+        detail=f"flagged={bad.get('flagged')} principles={bad.get('flagged_principles')} text={_short(harmful, 60)!r}",
+        soft=True,
+    )
+    gate.measure(
+        "evaluate.harmless_clean",
+        not good.get("flagged"),
+        detail=f"flagged={good.get('flagged')} principles={good.get('flagged_principles')} "
+        f"text={_short(harmless, 60)!r}",
+        soft=True,
+    )
+    gate.raise_pending()
+
+
+def gradio_evaluate(
+    base_url: str, gate: Gate, api_name: str, auth: tuple[str, str] | None = None, harmful: str = HARMFUL_TEXT
+) -> Any:
+    """The same action through the Gradio API (gradio_client), as a Python user of the Space would."""
+    from gradio_client import Client
+
+    try:
+        with CLOCK.spent("app"):
+            client = Client(base_url + "/", auth=auth, verbose=False, download_files=False)
+    except Exception as exc:  # noqa: BLE001
+        gate.fail(
+            "gradio_api.evaluate", False, f"gradio_client could not connect: {type(exc).__name__}: {_short(str(exc))}"
+        )
+    endpoint = f"/{api_name}"
+    info = client.view_api(print_info=False, return_format="dict")
+    params = info.get("named_endpoints", {}).get(endpoint, {}).get("parameters", [])
+    args: list[Any] = []
+    for p in params:
+        name = (p.get("parameter_name") or p.get("label") or "").lower()
+        if "mode" in name:
+            args.append("rules")
+        elif not args and p.get("python_type", {}).get("type") == "str":
+            args.append(harmful)
+        elif p.get("parameter_has_default"):
+            args.append(p.get("parameter_default"))
+        else:
+            args.append(harmful if not args else None)
+    t0 = time.perf_counter()
+    try:
+        with CLOCK.spent("app"):
+            result = client.predict(*args, api_name=endpoint)
+    except Exception as exc:  # noqa: BLE001
+        gate.fail("gradio_api.evaluate", False, f"predict({endpoint}): {type(exc).__name__}: {_short(str(exc))}")
+    elapsed = time.perf_counter() - t0
+    text = json.dumps(result, default=str)
+    flagged = "harm_prevention" in text or "harm prevention" in text.lower()
+    gate.measure("gradio_api.evaluate_time", round(elapsed, 3), detail=f"predict({endpoint})", soft=True)
+    gate.measure("gradio_api.evaluate", flagged, detail=f"predict({endpoint}) -> {_short(text, 160)}", soft=True)
+    gate.raise_pending()
+    return result
+
+
+def generate(
+    http: httpx.Client, gate: Gate, max_new_tokens: int = 64, prompt: str = "How do I make friends at a new school?"
+) -> dict:
+    payload = {"prompt": prompt, "max_new_tokens": max_new_tokens, "seed": 0, "compare": True}
+    t0 = time.perf_counter()
+    r = http.post("/api/generate", json=payload, timeout=max(60, gate.threshold("generate.time") * 3))
+    elapsed = time.perf_counter() - t0
+    body = _json(r)
+    base = body.get("base") if isinstance(body, dict) else None
+    valid = (
+        r.status_code == 200
+        and isinstance(base, dict)
+        and isinstance(base.get("text"), str)
+        and isinstance(base.get("evaluation"), dict)
+    )
+    gate.measure(
+        "generate.valid",
+        valid,
+        detail=f"POST /api/generate -> {r.status_code}"
+        + (f", base: {_short(base.get('text', ''), 80)!r}" if isinstance(base, dict) else f" {_short(r.text)}"),
+        soft=True,
+    )
+    gate.measure("generate.time", round(elapsed, 3), detail=f"{max_new_tokens} new tokens, compare=true", soft=True)
+    gate.raise_pending()
+    return body
+
+
+def training(
+    http: httpx.Client,
+    gate: Gate,
+    preset: str,
+    time_criterion: str | None = None,
+    seed: int = 42,
+    interval: float = 0.5,
+) -> dict:
+    """Start `preset`, poll GET /api/train/{id} to a final state, gate time, state and checkpoint."""
+    cid = time_criterion or f"train.{preset}_time"
+    limit = float(gate.threshold(cid))
+    t0 = time.monotonic()
+    r = http.post("/api/train", json={"preset": preset, "seed": seed}, timeout=30)
+    body = _json(r) or {}
+    if r.status_code != 202 or "job_id" not in body:
+        gate.fail("train.state", f"start refused ({r.status_code})", f"POST /api/train -> {_short(r.text)}")
+    job_id, job = body["job_id"], body
+    final = {"succeeded", "failed", "cancelled"}
+    while job.get("state") not in final:
+        if time.monotonic() - t0 > limit + min(10.0, 1 + limit * 0.1):
+            http.post(f"/api/train/{job_id}/cancel", timeout=10)
+            gate.fail(
+                cid,
+                round(time.monotonic() - t0, 1),
+                f"still {job.get('state')} ({job.get('phase')}, step {job.get('step')}/{job.get('total_steps')}) "
+                "after the threshold; cancelled",
+            )
+        CLOCK.sleep(interval)
+        r = http.get(f"/api/train/{job_id}", timeout=10)
+        if r.status_code != 200:
+            gate.fail("train.state", f"status {r.status_code}", f"GET /api/train/{job_id} -> {_short(r.text)}")
+        job = r.json()
+    elapsed = round(time.monotonic() - t0, 2)
+    gate.measure(
+        "train.state",
+        job.get("state"),
+        detail=f"job {job_id}, run {job.get('run_id')}"
+        + (f", error: {_short(job.get('error'), 160)}" if job.get("error") else ""),
+        soft=True,
+    )
+    gate.measure(
+        cid, elapsed, detail=f"{preset}: {job.get('total_steps', '?')} steps, final loss {job.get('loss')}", soft=True
+    )
+    runs = _json(http.get("/api/runs", timeout=10)) or {}
+    listed = [x for x in runs.get("runs", []) if isinstance(x, dict) and x.get("run_id") == job.get("run_id")]
+    has_ckpt = bool(job.get("checkpoint")) and bool(listed) and listed[0].get("trained") not in (None, "")
+    gate.measure(
+        "train.checkpoint",
+        has_ckpt,
+        detail=f"checkpoint={job.get('checkpoint')!r}, listed by /api/runs: {bool(listed)}"
+        + (f", state there {listed[0].get('state')!r}" if listed else ""),
+        soft=True,
+    )
+    gate.raise_pending()
+    return job
+
+
+# ---------------------------------------------------------------------------------------------
+# Image structure (container-structure-test style)
+
+
+def _entrypoint_is_exec(cfg: dict) -> tuple[bool, str]:
+    ep, cmd = cfg.get("Entrypoint"), cfg.get("Cmd")
+    first = ep if ep else cmd
+    shown = json.dumps({"Entrypoint": ep, "Cmd": cmd})
+    if not first or not isinstance(first, list):
+        return False, f"no entrypoint: {shown}"
+    if first[0] in ("/bin/sh", "sh", "/bin/bash", "bash") and "-c" in first[1:2]:
+        return False, f"shell form: {shown}"
+    return True, shown
+
+
+def image_config(gate: Gate, attrs: dict) -> None:
+    """User, exposed port, exec-form entrypoint and HEALTHCHECK from `docker image inspect`."""
+    cfg = attrs.get("Config") or {}
+    user = cfg.get("User") or ""
+    gate.measure(
+        "image.user", user, detail=f"Config.User={user!r}" + (" (defaults to root)" if not user else ""), soft=True
+    )
+    ports = sorted((cfg.get("ExposedPorts") or {}).keys())
+    gate.measure("image.exposed_port", ports, detail="Config.ExposedPorts", soft=True)
+    ok, shown = _entrypoint_is_exec(cfg)
+    gate.measure("image.entrypoint_exec", ok, detail=shown, soft=True)
+    hc = (cfg.get("Healthcheck") or {}).get("Test") or []
+    has_hc = bool(hc) and hc[0] != "NONE"
+    gate.measure("image.healthcheck", has_hc, detail=f"Healthcheck.Test={_short(json.dumps(hc), 120)}", soft=True)
+    gate.raise_pending()
+
+
+COMPILERS = ("gcc", "cc", "g++", "c++", "clang", "make", "cmake", "ld", "as", "pip", "apt-get")
+BUILD_TOOLS_NOT_ALLOWED = ("gcc", "cc", "g++", "c++", "clang", "make", "cmake", "ld", "as")
+EXCLUDED_PATHS = (
+    ".git",
+    "tests",
+    ".venv",
+    "venv",
+    ".nox",
+    "wheelhouse",
+    "reports",
+    "demo/checkpoints/runs",
+    ".pytest_cache",
+    ".ruff_cache",
+    "validation",
+    ".ci",
+    "node_modules",
+    ".env",
+)
+
+
+def image_files(gate: Gate, run_sh) -> None:
+    """No compilers on PATH and no excluded paths under /app, by a shell in the image."""
+    probe = (
+        "for c in " + " ".join(BUILD_TOOLS_NOT_ALLOWED) + "; do command -v $c >/dev/null 2>&1 && echo TOOL:$c; done; "
+        "for p in " + " ".join(EXCLUDED_PATHS) + "; do [ -e /app/$p ] && echo PATH:$p; done; "
+        "find / -xdev -name '*.dist-info' -path '*site-packages/pip-*' 2>/dev/null | head -1 | sed 's/^/PIP:/'; "
+        "echo DONE"
+    )
+    code, out = run_sh(probe)
+    if "DONE" not in out:
+        gate.fail("image.compilers", None, f"probe shell in the image failed (exit {code}): {_short(out)}")
+    tools = [ln.split(":", 1)[1] for ln in out.splitlines() if ln.startswith("TOOL:")]
+    paths = [ln.split(":", 1)[1] for ln in out.splitlines() if ln.startswith("PATH:")]
+    gate.measure("image.compilers", tools, detail="command -v " + " ".join(BUILD_TOOLS_NOT_ALLOWED), soft=True)
+    gate.measure("image.excluded_paths", paths, detail="checked under /app: " + " ".join(EXCLUDED_PATHS), soft=True)
+    gate.raise_pending()

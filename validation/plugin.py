@@ -1,0 +1,470 @@
+"""The gate as a pytest plugin (registered by the root conftest.py).
+
+Options: --target auto|container|process|url, --base-url, --image, --profile, --report-dir, ...
+Fixtures (session unless noted):
+    criteria        the profile's Criteria (thresholds and params)
+    gate            (function) measure / skip / timed / attach, bound to the test
+    recorder        every result of the session
+    target          the app under test, started once, always stopped (also on Ctrl-C / SIGTERM)
+    image           the image tag under test (built from the Dockerfile unless --image), container only
+    http            httpx client on target.base_url (basic auth from --basic-auth)
+    app_ready       waits once for GET /ready (the default model loaded); {"ok", "seconds", ...}
+    report_dir      reports/<session>/ (attachments go here)
+    base_url        (root conftest.py) target.base_url, for pytest-playwright
+Hooks: a failed test gets the target's log tail attached; the session ends with report.json,
+report.md, junit.xml in the report dir and the criteria table printed; any failed criterion makes
+the exit status non-zero.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from validation import criteria as criteria_mod
+from validation import report as report_mod
+from validation import targets as targets_mod
+from validation.checks import TimedClient
+from validation.gate import CLOCK, CriterionFailed, Gate, Recorder
+
+TARGETS = ("auto", "container", "process", "url")
+GATE_SESSIONS = ("smoke", "e2e", "perf", "resilience", "demo", "image")
+
+_state_key = pytest.StashKey[dict]()
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(name) or default
+
+
+def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginManager) -> None:
+    g = parser.getgroup("gate", "validation gate (validation/)")
+    g.addoption(
+        "--target",
+        choices=TARGETS,
+        default=_env("GATE_TARGET", "auto"),
+        help="where the app runs: container (build + run the image), process (python -m app), "
+        "url (--base-url, nothing started), auto (container when a Docker engine answers, "
+        "else process). Env: GATE_TARGET.",
+    )
+    # pytest-playwright (or pytest-base-url) adds --base-url itself; add it only when neither is here.
+    if not (pluginmanager.has_plugin("playwright") or pluginmanager.has_plugin("base_url")):
+        g.addoption("--base-url", default=os.environ.get("PYTEST_BASE_URL"), help="URL of a running app")
+    g.addoption(
+        "--image",
+        default=_env("GATE_IMAGE"),
+        help="use this prebuilt image tag instead of building the Dockerfile. Env: GATE_IMAGE.",
+    )
+    g.addoption(
+        "--image-tag",
+        default=_env("GATE_IMAGE_TAG", "cai-demo:latest"),
+        help="tag for the image the gate builds (default cai-demo:latest)",
+    )
+    g.addoption(
+        "--build-arg",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra docker build arg (repeatable); DEPS_SOURCE=wheelhouse is set when wheelhouse/ has wheels",
+    )
+    g.addoption(
+        "--profile",
+        default=_env("GATE_PROFILE", "plan"),
+        help=f"criteria profile in validation/criteria.toml ({', '.join(criteria_mod.profiles())}). Env: GATE_PROFILE.",
+    )
+    g.addoption("--report-dir", default=_env("GATE_REPORT_DIR"), help="default reports/<session>/")
+    g.addoption(
+        "--gate-session",
+        default=_env("GATE_SESSION"),
+        help="session name for the report (default: from the test path, e.g. validation/smoke -> smoke)",
+    )
+    g.addoption(
+        "--basic-auth",
+        default=_env("GATE_BASIC_AUTH"),
+        metavar="USER:PASSWORD",
+        help="credentials for an app with BASIC_AUTH on. Env: GATE_BASIC_AUTH.",
+    )
+    g.addoption(
+        "--health-timeout",
+        type=float,
+        default=float(_env("GATE_HEALTH_TIMEOUT", "180")),
+        help="seconds to wait for the started target's /health (default 180)",
+    )
+    g.addoption(
+        "--app-env",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="extra environment for the started app (container or process), repeatable",
+    )
+
+
+def _session_name(config: pytest.Config) -> str:
+    name = config.getoption("--gate-session")
+    if name:
+        return name
+    for arg in config.args:
+        parts = Path(arg.split("::")[0]).parts
+        if "validation" in parts and parts.index("validation") + 1 < len(parts):
+            return parts[parts.index("validation") + 1]
+        if parts and parts[0] == "tests":
+            return "tests"
+    return "pytest"
+
+
+def _say_factory(config: pytest.Config):
+    def say(msg: str) -> None:
+        tr = config.pluginmanager.getplugin("terminalreporter")
+        capman = config.pluginmanager.getplugin("capturemanager")
+        ctx = capman.global_and_fixture_disabled() if capman else contextlib.nullcontext()
+        with ctx:
+            if tr is not None:
+                tr.write_line(f"[gate] {msg}")
+            else:
+                print(f"[gate] {msg}", flush=True)
+
+    return say
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_configure(config: pytest.Config) -> None:
+    session = _session_name(config)
+    rootdir = Path(str(config.rootpath))
+    report_dir = Path(config.getoption("--report-dir") or rootdir / "reports" / session).resolve()
+    report_dir.mkdir(parents=True, exist_ok=True)
+    if not getattr(config.option, "xmlpath", None) and not hasattr(config, "workerinput"):
+        config.option.xmlpath = str(report_dir / "junit.xml")
+    try:
+        crit = criteria_mod.load(config.getoption("--profile"))
+    except criteria_mod.CriteriaError as exc:
+        raise pytest.UsageError(str(exc)) from None
+    t0 = float(os.environ["GATE_T0"]) if os.environ.get("GATE_T0") else _process_start()
+    config.stash[_state_key] = {
+        "session": session,
+        "report_dir": report_dir,
+        "recorder": Recorder(crit, "", session),
+        "target": None,
+        "target_info": {"kind": "none"},
+        "t0": t0,
+        "say": _say_factory(config),
+        "tests": {"passed": 0, "failed": 0, "skipped": 0, "error": 0},
+    }
+    if threading.current_thread() is threading.main_thread():
+        # nox/CI stopping us: behave like Ctrl-C so fixtures tear down and containers go away.
+        with contextlib.suppress(ValueError):
+            signal.signal(signal.SIGTERM, _sigterm)
+
+
+def _sigterm(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def _process_start() -> float:
+    try:
+        import psutil
+
+        return psutil.Process().create_time()
+    except Exception:  # noqa: BLE001
+        return time.time()
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    targets_mod.cleanup_all()
+
+
+def state(config: pytest.Config) -> dict:
+    return config.stash[_state_key]
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures
+
+
+@pytest.fixture(scope="session")
+def recorder(pytestconfig: pytest.Config) -> Recorder:
+    return state(pytestconfig)["recorder"]
+
+
+@pytest.fixture(scope="session")
+def criteria(recorder: Recorder) -> criteria_mod.Criteria:
+    return recorder.criteria
+
+
+@pytest.fixture
+def gate(request: pytest.FixtureRequest, recorder: Recorder) -> Gate:
+    g = recorder.gate(request.node.nodeid)
+    request.node.stash[_gate_key] = g
+    return g
+
+
+_gate_key = pytest.StashKey[Gate]()
+
+
+@pytest.fixture(scope="session")
+def report_dir(pytestconfig: pytest.Config) -> Path:
+    return state(pytestconfig)["report_dir"]
+
+
+def resolve_target_kind(config: pytest.Config) -> tuple[str, str]:
+    """(kind, why) for --target, resolving auto."""
+    kind = config.getoption("--target")
+    base_url = config.getoption("--base-url", None)
+    if kind == "auto":
+        if base_url:
+            return "url", "--base-url given"
+        ok, why = targets_mod.docker_answers()
+        if ok:
+            return "container", f"a Docker engine answers ({why})"
+        return "process", f"NO Docker engine answers ({why}): falling back to `python -m app`"
+    if kind == "url" and not base_url:
+        raise pytest.UsageError("--target url needs --base-url")
+    return kind, "--target " + kind
+
+
+def _kv(items: list[str], what: str) -> dict[str, str]:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise pytest.UsageError(f"{what} wants KEY=VALUE, got {item!r}")
+        out[key] = value
+    return out
+
+
+@pytest.fixture(scope="session")
+def target_kind(pytestconfig: pytest.Config) -> str:
+    st = state(pytestconfig)
+    if "kind" not in st:
+        kind, why = resolve_target_kind(pytestconfig)
+        banner = f"TARGET: {kind.upper()} ({why})"
+        st["say"]("=" * len(banner))
+        st["say"](banner)
+        st["say"]("=" * len(banner))
+        st["kind"] = kind
+        st["recorder"].target_kind = kind
+        st["target_info"] = {"kind": kind, "why": why}
+    return st["kind"]
+
+
+@pytest.fixture(scope="session")
+def image(pytestconfig: pytest.Config, target_kind: str, recorder: Recorder) -> dict:
+    """The image under test: {"tag", "built", "build_seconds", "log"}; container target only."""
+    st = state(pytestconfig)
+    if target_kind != "container":
+        pytest.skip(f"no image on the {target_kind} target")
+    say = st["say"]
+    targets_mod.ryuk_setting(say)
+    targets_mod.sweep_stale_containers(say)
+    prebuilt = pytestconfig.getoption("--image")
+    if prebuilt:
+        try:
+            targets_mod.docker_client(30).images.get(prebuilt)
+        except Exception as exc:  # noqa: BLE001
+            raise pytest.UsageError(f"--image {prebuilt}: not found in the local engine ({exc})") from None
+        info = {"tag": prebuilt, "built": False, "build_seconds": None, "log": None}
+        st["target_info"]["image"] = prebuilt
+        return info
+    tag = pytestconfig.getoption("--image-tag")
+    log_path = st["report_dir"] / "build.log"
+    try:
+        seconds = targets_mod.build_image(
+            tag, build_args=_kv(pytestconfig.getoption("--build-arg"), "--build-arg"), log_path=log_path, say=say
+        )
+    except targets_mod.BuildFailed as exc:
+        recorder.attach(log_path, "docker build log")
+        recorder.gate("fixture:image").fail(
+            "image.build_time", None, f"{exc}; log: {log_path}\n--- last lines ---\n{exc.log}"
+        )
+    recorder.attach(log_path, "docker build log")
+    st["target_info"]["image"] = tag
+    return {"tag": tag, "built": True, "build_seconds": seconds, "log": log_path}
+
+
+@pytest.fixture(scope="session")
+def target(request: pytest.FixtureRequest, pytestconfig: pytest.Config, target_kind: str, recorder: Recorder):
+    st = state(pytestconfig)
+    say = st["say"]
+    app_env = _kv(pytestconfig.getoption("--app-env"), "--app-env")
+    auth = _auth(pytestconfig)
+    health_timeout = pytestconfig.getoption("--health-timeout")
+    t: targets_mod.Target | None = None
+    try:
+        if target_kind == "url":
+            t = targets_mod.UrlTarget(pytestconfig.getoption("--base-url"), auth)
+        elif target_kind == "process":
+            t = targets_mod.ProcessTarget(
+                env=app_env, health_timeout=health_timeout, log_path=st["report_dir"] / "target.log", say=say
+            )
+        else:
+            img = request.getfixturevalue("image")
+            t = targets_mod.ContainerTarget(
+                img["tag"],
+                env=app_env,
+                health_timeout=health_timeout,
+                mem_limit=str(recorder.criteria.param("memory_limit", "8g")),
+                say=say,
+            )
+    except targets_mod.TargetError as exc:
+        log_path = st["report_dir"] / "target.log"
+        if exc.log:
+            log_path.write_text(exc.log + "\n")
+            recorder.attach(log_path, f"{target_kind} log (start failed)")
+        with contextlib.suppress(CriterionFailed):
+            recorder.gate("fixture:target").fail("startup.health_time", None, str(exc))
+        targets_mod.cleanup_all()
+        pytest.fail(f"{target_kind} target failed to start: {exc}\n--- log tail ---\n{exc.log}", pytrace=False)
+    st["target"] = t
+    st["target_info"].update(t.describe())
+    try:
+        yield t
+    finally:
+        if t.kind != "url":
+            path = t.save_log(st["report_dir"] / "target.log")
+            if path:
+                recorder.attach(path, f"{t.kind} log")
+        t.stop()
+
+
+def _auth(config: pytest.Config) -> tuple[str, str] | None:
+    raw = config.getoption("--basic-auth")
+    if not raw:
+        return None
+    user, _, password = raw.partition(":")
+    return user, password
+
+
+@pytest.fixture(scope="session")
+def http(target: targets_mod.Target, pytestconfig: pytest.Config):
+    with TimedClient(base_url=target.base_url, auth=_auth(pytestconfig), timeout=30) as client:
+        yield client
+
+
+@pytest.fixture(scope="session")
+def app_ready(http, target: targets_mod.Target, criteria: criteria_mod.Criteria) -> dict:
+    """Wait once for GET /ready 200; {"ok", "seconds" (polling), "since_start", "last"}."""
+    from validation import checks
+
+    since_start = time.monotonic() - target.started_at if target.started_at else 0.0
+    budget = float(criteria["ready.time"].threshold) - since_start + 5
+    st = checks.wait_ready(http, timeout=max(budget, 5), dead=target.dead)
+    st["since_start"] = since_start
+    return st
+
+
+@pytest.fixture
+def require_ready(app_ready: dict) -> dict:
+    if not app_ready["ok"]:
+        pytest.fail(f"the app never became ready (GET /ready: {app_ready['last']})", pytrace=False)
+    return app_ready
+
+
+# ---------------------------------------------------------------------------------------------
+# Hooks: soft failures, log attachments, report
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
+    outcome = yield
+    rep = outcome.get_result()
+    g = item.stash.get(_gate_key, None)
+    if rep.when == "call" and rep.passed and g is not None and g.pending:
+        rep.outcome = "failed"
+        rep.longrepr = "\n".join(r.message for r in g.pending)
+    if rep.failed:
+        st = state(item.config)
+        t = st.get("target")
+        if t is not None and t.kind != "url":
+            with contextlib.suppress(Exception):
+                rep.sections.append((f"{t.kind} log (last 60 lines)", t.log_tail(60)))
+    _count(item.config, rep)
+    if rep.when == "teardown":
+        rec = state(item.config)["recorder"]
+        for r in rec.results:
+            if r.test == item.nodeid:
+                item.user_properties.append(
+                    (f"criterion {r.id}", f"{r.verdict}: {r.measured_text} ({r.threshold_text})")
+                )
+
+
+def _count(config: pytest.Config, rep: pytest.TestReport) -> None:
+    tests = state(config)["tests"]
+    if rep.when == "call":
+        tests["passed" if rep.passed else "failed" if rep.failed else "skipped"] += 1
+    elif rep.failed:
+        tests["error"] += 1
+    elif rep.skipped:
+        tests["skipped"] += 1
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    config = session.config
+    if _state_key not in config.stash:
+        return
+    st = state(config)
+    rec: Recorder = st["recorder"]
+    targets_mod.cleanup_all()
+    now = time.time()
+    timings = CLOCK.totals()
+    if os.environ.get("GATE_SETUP_S"):
+        timings["setup"] = round(float(os.environ["GATE_SETUP_S"]), 2)  # nox: venv install, docker scripts
+    wall = now - st["t0"]
+    overhead = max(0.0, wall - sum(timings.values()))
+    timings["overhead"] = round(overhead, 2)
+    own = rec.criteria.items.get("harness.overhead")
+    if own and rec.session in own.sessions and st["tests"]["passed"] + st["tests"]["failed"] > 0:
+        with contextlib.suppress(CriterionFailed):
+            rec.gate("session").measure(
+                "harness.overhead",
+                round(overhead, 2),
+                detail=f"wall {wall:.1f} s - " + " - ".join(f"{k} {v:.1f} s" for k, v in timings.items() if k != "overhead"),
+            )
+    if rec.failed() and session.exitstatus == 0:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+    rep = report_mod.build(
+        session=rec.session,
+        criteria=rec.criteria,
+        target=st["target_info"],
+        results=rec.results,
+        attachments=rec.attachments,
+        timings=timings,
+        tests=st["tests"],
+        exit_status=int(session.exitstatus),
+        started_at=st["t0"],
+        finished_at=now,
+        notes=rec.notes,
+    )
+    st["report"] = rep
+    st["report_files"] = report_mod.write(rep, st["report_dir"])
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
+    if _state_key not in config.stash:
+        return
+    st = state(config)
+    rep = st.get("report")
+    if not rep:
+        return
+    tr = terminalreporter
+    mine = [r for r in rep["rows"] if r["verdict"] != report_mod.ELSEWHERE]
+    verdict = "PASSED" if rep["passed"] else "FAILED"
+    tr.section(
+        f"gate: {rep['session']} on {rep['target'].get('kind')} (profile {rep['profile']}) {verdict}",
+        sep="=",
+        bold=True,
+        red=not rep["passed"],
+        green=rep["passed"],
+    )
+    if mine:
+        tr.write_line(report_mod.render_terminal(rep, width=max(tr._tw.fullwidth, 100)))
+    t = rep["timings"]
+    tr.write_line(f"wall {rep['wall_s']} s: " + ", ".join(f"{k} {v} s" for k, v in t.items()))
+    js, md = st["report_files"]
+    tr.write_line(f"report: {md}  ({js.name}, junit.xml)")

@@ -1,0 +1,116 @@
+"""The smoke gate: the plan's "does it deploy" checks, in order, against one target.
+
+    nox -s smoke                                   # container target (build + run), else process
+    nox -s smoke -- --target process
+    nox -s smoke -- --base-url https://your-app    # url target: image checks skipped with reason
+
+Each test records its criteria (validation/criteria.toml) through the `gate` fixture; the
+report is reports/smoke/report.md.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from validation import checks
+from validation.targets import image_size_bytes
+
+pytestmark = pytest.mark.smoke
+
+IMAGE_CONFIG = ["image.user", "image.exposed_port", "image.entrypoint_exec", "image.healthcheck"]
+IMAGE_FILES = ["image.compilers", "image.excluded_paths"]
+
+
+# --- image (container target only) -----------------------------------------------------------
+
+
+def test_image_builds(gate, target_kind, request):
+    gate.require("image.build_time")
+    image = request.getfixturevalue("image")
+    if not image["built"]:
+        gate.skip("image.build_time", f"prebuilt image {image['tag']} given with --image: not built here")
+    gate.measure("image.build_time", round(image["build_seconds"], 1), detail=f"docker build -t {image['tag']} .")
+
+
+def test_image_size(gate, target_kind, request):
+    gate.require("image.size")
+    target = request.getfixturevalue("target")
+    size = image_size_bytes(target.image_attrs)
+    gate.measure("image.size", round(size / 1e9, 3), detail=f"{size / 2**20:.0f} MiB ({target.image})")
+
+
+def test_image_config(gate, target_kind, request):
+    gate.require(IMAGE_CONFIG)
+    target = request.getfixturevalue("target")
+    checks.image_config(gate, target.image_attrs)
+
+
+def test_image_files(gate, target_kind, request):
+    gate.require(IMAGE_FILES)
+    target = request.getfixturevalue("target")
+    checks.image_files(gate, lambda cmd: target.exec(["sh", "-c", cmd]))
+
+
+# --- start-up and probes ---------------------------------------------------------------------
+
+
+def test_startup_health_time(gate, target):
+    checks.startup(gate, target.health_seconds)
+
+
+def test_health(gate, http):
+    checks.health(http, gate)
+
+
+def test_ready(gate, app_ready):
+    checks.ready(gate, app_ready, app_ready["since_start"])
+
+
+def test_idle_memory(gate, target, require_ready):
+    checks.memory(gate, target.resource_sample())
+
+
+def test_ui_served(gate, http):
+    elems, apis = checks.ui_names()
+    checks.ui(http, gate, elems, apis)
+
+
+def test_metrics(gate, http):
+    checks.metrics(http, gate)
+
+
+# --- actions ---------------------------------------------------------------------------------
+
+
+def test_model_load(gate, http, require_ready):
+    checks.model_load(http, gate, gate.param("model", "tiny"))
+
+
+def test_evaluate(gate, http, require_ready):
+    checks.evaluate(http, gate)
+
+
+def test_gradio_api_evaluate(gate, target, pytestconfig, require_ready):
+    from validation.plugin import _auth
+
+    _, apis = checks.ui_names()
+    api = next(a for a in apis if a == "evaluate" or a.endswith("evaluate"))
+    checks.gradio_evaluate(target.base_url, gate, api, auth=_auth(pytestconfig))
+
+
+def test_generate(gate, http, require_ready):
+    checks.generate(http, gate, int(gate.param("generate_max_new_tokens", 64)))
+
+
+def test_training_preset(gate, http, require_ready):
+    preset = gate.param("train_preset", "smoke")
+    checks.training(http, gate, preset)
+
+
+# --- last: the log after everything above ran --------------------------------------------------
+
+
+def test_no_error_lines_in_log(gate, target):
+    if target.kind == "url":
+        gate.skip("container.log_errors", "url target: the app's log is not reachable from here")
+    checks.log_errors(gate, target.logs(), source=f"{target.kind} log")

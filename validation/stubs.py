@@ -1,0 +1,249 @@
+"""Deliberately broken subjects for the gate-sensitivity tests (tests/test_gate_*.py).
+
+`StubApp(faults=...)` serves the app's HTTP contract (docs/http-api.md) from a thread, fast and
+with no model: healthy by default, broken on request. Each fault breaks one thing:
+
+    health_500        GET /health answers 500
+    health_wrong_body GET /health answers 200 {"status": "ok"}
+    never_ready       GET /ready stays 503
+    no_config         GET /config 404 (no Gradio), page without Gradio
+    missing_element   one elem_id (eval-button) absent from the Gradio config
+    bad_metrics       /metrics is not Prometheus text
+    eval_no_flag      /api/evaluate never flags anything
+    train_fails       training ends in state failed, no checkpoint
+    train_hangs       training stays running forever
+    slow=<seconds>    every /api/* answer is delayed (and /health when slow_health is set)
+    error_log         the "log" (StubApp.logs()) has a Traceback in it
+
+    with StubApp(faults={"health_500"}) as stub:
+        httpx.get(stub.base_url + "/health")
+Later sessions (e2e, perf, resilience) add faults here for their own checks.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from validation.checks import METRIC_FAMILIES, ui_names
+
+GOOD_METRICS = "\n".join(
+    [
+        "# HELP cai_http_requests_total Requests.",
+        "# TYPE cai_http_requests_total counter",
+        'cai_http_requests_total{method="GET",route="/health",status="200"} 3.0',
+        "# HELP cai_http_request_duration_seconds Latency.",
+        "# TYPE cai_http_request_duration_seconds histogram",
+        'cai_http_request_duration_seconds_bucket{route="/health",le="0.1"} 3.0',
+        'cai_http_request_duration_seconds_bucket{route="/health",le="+Inf"} 3.0',
+        'cai_http_request_duration_seconds_count{route="/health"} 3.0',
+        'cai_http_request_duration_seconds_sum{route="/health"} 0.01',
+        "# TYPE cai_model_load_seconds gauge",
+        "cai_model_load_seconds 0.4",
+        "# TYPE cai_model_loaded gauge",
+        'cai_model_loaded{model="tiny"} 1.0',
+        "# TYPE cai_training_job_state gauge",
+        'cai_training_job_state{state="succeeded"} 1.0',
+        "# TYPE cai_training_runs_total counter",
+        'cai_training_runs_total{state="succeeded"} 1.0',
+        "# TYPE process_resident_memory_bytes gauge",
+        "process_resident_memory_bytes 2.5e+08",
+        "",
+    ]
+)
+assert all(f in GOOD_METRICS for f in METRIC_FAMILIES)
+
+HARM_WORDS = ("steal", "break the window", "pick the lock", "weapon")
+
+
+class StubApp:
+    def __init__(self, faults: set[str] | None = None, slow: float = 0.0, slow_health: bool = False) -> None:
+        self.faults = set(faults or ())
+        self.slow = slow
+        self.slow_health = slow_health
+        self.jobs: dict[str, dict] = {}
+        self.runs: list[dict] = []
+        self.requests: list[str] = []
+        self._ids = itertools.count(1)
+        stub = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:  # quiet
+                pass
+
+            def _send(self, code: int, body: Any, ctype: str = "application/json") -> None:
+                data = (
+                    body
+                    if isinstance(body, bytes)
+                    else (body.encode() if isinstance(body, str) else json.dumps(body).encode())
+                )
+                self.send_response(code)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+            def do_GET(self) -> None:
+                stub.requests.append(f"GET {self.path}")
+                code, body, ctype = stub.route("GET", self.path, None)
+                self._send(code, body, ctype)
+
+            def do_POST(self) -> None:
+                n = int(self.headers.get("Content-Length") or 0)
+                raw = self.rfile.read(n) if n else b""
+                stub.requests.append(f"POST {self.path}")
+                try:
+                    payload = json.loads(raw or b"{}")
+                except ValueError:
+                    self._send(400, {"error": "invalid_json", "field": "body", "message": "not JSON"})
+                    return
+                code, body, ctype = stub.route("POST", self.path, payload)
+                self._send(code, body, ctype)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
+
+    # -- lifecycle
+    def start(self) -> StubApp:
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self) -> StubApp:
+        return self.start()
+
+    def __exit__(self, *exc: Any) -> None:
+        self.stop()
+
+    def logs(self) -> str:
+        lines = ['{"level": "INFO", "msg": "server started"}', '{"level": "INFO", "msg": "model tiny ready"}']
+        if "error_log" in self.faults:
+            lines += ["Traceback (most recent call last):", '  File "app/server.py", line 1', "RuntimeError: boom"]
+        return "\n".join(lines) + "\n"
+
+    # -- routes
+    def route(self, method: str, path: str, payload: dict | None) -> tuple[int, Any, str]:
+        f = self.faults
+        js = "application/json"
+        if self.slow and (path.startswith("/api/") or (self.slow_health and path == "/health")):
+            time.sleep(self.slow)
+        if path == "/health":
+            if "health_500" in f:
+                return 500, {"error": "internal"}, js
+            if "health_wrong_body" in f:
+                return 200, {"status": "ok"}, js
+            return 200, {"status": "healthy", "version": "stub", "model": "tiny", "model_state": "ready"}, js
+        if path == "/ready":
+            if "never_ready" in f:
+                return 503, {"status": "loading", "error": None}, js
+            return 200, {"status": "ready", "model": "tiny"}, js
+        if path == "/metrics":
+            if "bad_metrics" in f:
+                return 200, "<html>metrics {broken\n</html>", "text/html"
+            return 200, GOOD_METRICS, "text/plain; version=0.0.4"
+        if path == "/":
+            if "no_config" in f:
+                return 200, "<html><body>Hello</body></html>", "text/html"
+            return (
+                200,
+                "<!doctype html><html><head><script>window.gradio_config = {}</script></head></html>",
+                "text/html",
+            )
+        if path == "/config":
+            if "no_config" in f:
+                return 404, {"detail": "Not Found"}, js
+            elems, _ = ui_names()
+            if "missing_element" in f:
+                elems = [e for e in elems if e != "eval-button"]
+            comps = [{"id": i, "type": "textbox", "props": {"elem_id": e}} for i, e in enumerate(elems)]
+            return 200, {"version": "stub", "components": comps}, js
+        if path == "/gradio_api/info":
+            if "no_config" in f:
+                return 404, {"detail": "Not Found"}, js
+            _, apis = ui_names()
+            return 200, {"named_endpoints": {f"/{a}": {"parameters": []} for a in apis}}, js
+        if path == "/api/models/load" and method == "POST":
+            return 200, {"model": payload.get("model"), "parameters": 1234, "device": "cpu", "load_seconds": 0.01}, js
+        if path == "/api/evaluate" and method == "POST":
+            text = str(payload.get("text", "")).lower()
+            harmful = any(w in text for w in HARM_WORDS) and "eval_no_flag" not in f
+            return (
+                200,
+                {
+                    "mode": payload.get("mode", "rules"),
+                    "flagged": harmful,
+                    "flagged_principles": ["harm_prevention"] if harmful else [],
+                    "alignment_score": 0.636 if harmful else 1.0,
+                    "elapsed_s": 0.001,
+                },
+                js,
+            )
+        if path == "/api/generate" and method == "POST":
+            ev = {"flagged": False, "flagged_principles": []}
+            return (
+                200,
+                {
+                    "prompt": payload.get("prompt"),
+                    "base": {"text": "Be kind.", "evaluation": ev, "elapsed_s": 0.01},
+                    "trained": None,
+                    "run_id": None,
+                },
+                js,
+            )
+        if path == "/api/train" and method == "POST":
+            n = next(self._ids)
+            job = {
+                "job_id": f"j-{n}",
+                "run_id": f"run-{n}",
+                "preset": payload.get("preset"),
+                "state": "queued",
+                "started": time.monotonic(),
+                "step": 0,
+                "total_steps": 2,
+            }
+            self.jobs[job["job_id"]] = job
+            return 202, {k: job[k] for k in ("job_id", "run_id", "state")}, js
+        if path.startswith("/api/train/") and method == "GET":
+            job = self.jobs.get(path.rsplit("/", 1)[1])
+            if not job:
+                return 404, {"error": "not_found", "field": "job_id", "message": "no such job"}, js
+            if job["state"] == "cancelling" or "train_hangs" in f:
+                job["state"] = "cancelled" if job["state"] == "cancelling" else "running"
+            elif time.monotonic() - job["started"] > 0.3 and job["state"] not in ("succeeded", "failed"):
+                ok = "train_fails" not in f
+                job.update(
+                    state="succeeded" if ok else "failed",
+                    step=2,
+                    loss=1.5,
+                    checkpoint=f"runs/{job['run_id']}/trained" if ok else None,
+                    error=None if ok else "stub failure",
+                )
+                self.runs.insert(
+                    0, {"run_id": job["run_id"], "state": job["state"], "trained": "trained" if ok else None}
+                )
+            else:
+                job.setdefault("state", "running")
+                if job["state"] == "queued":
+                    job["state"] = "running"
+            return 200, {k: v for k, v in job.items() if k != "started"}, js
+        if path.startswith("/api/train/") and path.endswith("/cancel") and method == "POST":
+            job = self.jobs.get(path.split("/")[3])
+            if not job:
+                return 404, {"error": "not_found", "field": "job_id", "message": "no such job"}, js
+            self.cancelled = [*getattr(self, "cancelled", []), job["job_id"]]
+            job["state"] = "cancelling"
+            return 202, {k: v for k, v in job.items() if k != "started"}, js
+        if path == "/api/runs":
+            return 200, {"runs": self.runs}, js
+        return 404, {"error": "not_found", "field": None, "message": f"no route {method} {path}"}, js
