@@ -55,8 +55,18 @@ def harness(session: nox.Session, force: bool = False) -> Path:
         session.run(sys.executable, "-m", "venv", str(VENV), external=True)
     session.log("installing requirements/app.lock + requirements/dev.lock (--no-deps; torch from the pip config)")
     session.run(
-        str(PY), "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", "-q",
-        "-r", str(LOCKS[0]), "-r", str(LOCKS[1]), external=True,
+        str(PY),
+        "-m",
+        "pip",
+        "install",
+        "--disable-pip-version-check",
+        "--no-deps",
+        "-q",
+        "-r",
+        str(LOCKS[0]),
+        "-r",
+        str(LOCKS[1]),
+        external=True,
     )
     stamp_file.write_text(_stamp())
     return PY
@@ -128,8 +138,9 @@ def _gate(session: nox.Session, name: str, path: str, default_args: list[str] | 
         _timed_setup(_prepare_docker, session, build="--image" not in " ".join(posargs))
     if not (ROOT / path).exists():
         session.skip(f"{path} does not exist yet (its engineer adds it): nothing to run")
-    session.run(str(py), "-m", "pytest", path, "-p", "no:cacheprovider", *(default_args or []), *posargs,
-                external=True, env=_env(name))
+    session.run(
+        str(py), "-m", "pytest", path, "-p", "no:cacheprovider", *(default_args or []), *posargs, external=True, env=_env(name)
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -140,8 +151,7 @@ def _gate(session: nox.Session, name: str, path: str, default_args: list[str] | 
 def tests(session: nox.Session) -> None:
     """Unit tests of the app and of the gate's own logic, incl. gate-sensitivity tests (tests/)."""
     py = _timed_setup(harness, session)
-    session.run(str(py), "-m", "pytest", "tests", "-p", "no:cacheprovider", *session.posargs,
-                external=True, env=_env("tests"))
+    session.run(str(py), "-m", "pytest", "tests", "-p", "no:cacheprovider", *session.posargs, external=True, env=_env("tests"))
 
 
 @nox.session(python=False)
@@ -157,8 +167,7 @@ def lint(session: nox.Session) -> None:
         session.run(str(bin_ / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", *compose, external=True)
     workflows = sorted(str(p.relative_to(ROOT)) for p in (ROOT / ".github" / "workflows").glob("*.y*ml"))
     if workflows:
-        session.run(str(bin_ / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *workflows,
-                    external=True)
+        session.run(str(bin_ / "check-jsonschema"), "--builtin-schema", "vendor.github-workflows", *workflows, external=True)
     session.run(str(py), "-c", "import tomllib; tomllib.load(open('validation/criteria.toml','rb'))", external=True)
 
 
@@ -173,15 +182,17 @@ def image(session: nox.Session) -> None:
         args += ["--build-arg", "DEPS_SOURCE=wheelhouse"]
     t0 = time.monotonic()
     session.run(*args, *session.posargs, ".", external=True)
-    out = subprocess.run(["docker", "image", "inspect", "--format", "{{.Size}}", IMAGE_TAG],
-                         capture_output=True, text=True, check=False)
+    out = subprocess.run(
+        ["docker", "image", "inspect", "--format", "{{.Size}}", IMAGE_TAG], capture_output=True, text=True, check=False
+    )
     session.log(f"built {IMAGE_TAG} in {time.monotonic() - t0:.0f} s, {int(out.stdout.strip() or 0) / 1e9:.2f} GB")
 
 
 @nox.session(python=False)
 def smoke(session: nox.Session) -> None:
     """Smoke gate: build + run the image (or --target process/url), probes, actions, report."""
-    _gate(session, "smoke", "validation/smoke")
+    # The browser and load-test plugins are not needed here: not loading them saves a second.
+    _gate(session, "smoke", "validation/smoke", ["-p", "no:playwright", "-p", "no:locust"])
 
 
 @nox.session(python=False)

@@ -67,13 +67,17 @@ def _run_sh(client, tag):
 def test_an_image_that_runs_as_root_fails_the_structure_checks(images):
     client, tags = images
     attrs = client.images.get(tags["bad"]).attrs
-    e = expect_failure(checks.image_config, make_gate(target_kind="container"), attrs, criterion="image.user",
-                       measured='""')
+    e = expect_failure(checks.image_config, make_gate(target_kind="container"), attrs, criterion="image.user", measured='""')
     for cid in ("image.exposed_port", "image.entrypoint_exec", "image.healthcheck"):
         assert f"[{cid}] FAILED" in str(e)
     assert "shell form" in str(e) and "defaults to root" in str(e)
-    e = expect_failure(checks.image_files, make_gate(target_kind="container"), _run_sh(client, tags["bad"]),
-                       criterion="image.compilers", measured="gcc")
+    e = expect_failure(
+        checks.image_files,
+        make_gate(target_kind="container"),
+        _run_sh(client, tags["bad"]),
+        criterion="image.compilers",
+        measured="gcc",
+    )
     assert "[image.excluded_paths] FAILED" in str(e) and "measured .git, tests" in str(e)
 
 

@@ -64,9 +64,7 @@ def test_bad_criteria_data_is_rejected():
     with pytest.raises(C.CriteriaError, match="no threshold"):
         C.from_dict({**base, "criteria": {"x": {"direction": "max", "threshold": {}, "sessions": ["s"]}}})
     with pytest.raises(C.CriteriaError, match="unknown profile"):
-        C.from_dict(
-            {**base, "criteria": {"x": {"direction": "max", "threshold": {"plan": 1, "zz": 2}, "sessions": ["s"]}}}
-        )
+        C.from_dict({**base, "criteria": {"x": {"direction": "max", "threshold": {"plan": 1, "zz": 2}, "sessions": ["s"]}}})
 
 
 def _c(direction, threshold, exclusive=False, unit="s"):

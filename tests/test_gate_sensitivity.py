@@ -61,9 +61,7 @@ def test_slow_answer_past_the_threshold():
     # strict: rules evaluation < 50 ms; the stub takes 120 ms.
     with StubApp(slow=0.12) as stub:
         expect_failure(checks.evaluate, client(stub.base_url), make_gate("strict"), criterion="evaluate.time")
-        expect_failure(
-            checks.generate, client(stub.base_url), make_gate("strict", generate__time=0.1), criterion="generate.time"
-        )
+        expect_failure(checks.generate, client(stub.base_url), make_gate("strict", generate__time=0.1), criterion="generate.time")
 
 
 def test_slow_model_load():
@@ -100,9 +98,7 @@ def test_ui_missing_an_element():
 
 def test_no_gradio_config():
     with StubApp({"no_config"}) as stub:
-        e = expect_failure(
-            checks.ui, client(stub.base_url), make_gate(), ELEMS, APIS, criterion="ui.config", measured="404"
-        )
+        e = expect_failure(checks.ui, client(stub.base_url), make_gate(), ELEMS, APIS, criterion="ui.config", measured="404")
     assert "[ui.page] FAILED" in str(e) and "[ui.api_missing] FAILED" in str(e)
 
 
@@ -113,9 +109,7 @@ def test_metrics_not_parseable():
 
 def test_evaluation_that_does_not_flag_harmful_text():
     with StubApp({"eval_no_flag"}) as stub:
-        expect_failure(
-            checks.evaluate, client(stub.base_url), make_gate(), criterion="evaluate.harmful_flagged", measured="no"
-        )
+        expect_failure(checks.evaluate, client(stub.base_url), make_gate(), criterion="evaluate.harmful_flagged", measured="no")
 
 
 def test_training_that_fails():
@@ -135,9 +129,7 @@ def test_training_that_fails():
 def test_training_past_its_threshold_is_cancelled_and_fails():
     with StubApp({"train_hangs"}) as stub:
         gate = make_gate("strict", train__smoke_time=0.2)
-        e = expect_failure(
-            checks.training, client(stub.base_url), gate, "smoke", interval=0.1, criterion="train.smoke_time"
-        )
+        e = expect_failure(checks.training, client(stub.base_url), gate, "smoke", interval=0.1, criterion="train.smoke_time")
         assert stub.cancelled == ["j-1"]
     assert "< 0.2 s" in str(e) and "cancelled" in str(e)
 

@@ -154,9 +154,7 @@ def ui(http: httpx.Client, gate: Gate, elem_ids: list[str], api_names: list[str]
         )
         found: set[str] = set()
     else:
-        gate.measure(
-            "ui.config", 200, detail=f"Gradio {cfg.get('version', '?')}, {len(cfg['components'])} components", soft=True
-        )
+        gate.measure("ui.config", 200, detail=f"Gradio {cfg.get('version', '?')}, {len(cfg['components'])} components", soft=True)
         found = {str(c.get("props", {}).get("elem_id")) for c in cfg["components"] if isinstance(c, dict)}
     missing = [e for e in elem_ids if e not in found]
     gate.measure(
@@ -261,8 +259,7 @@ def evaluate(http: httpx.Client, gate: Gate, harmful: str = HARMFUL_TEXT, harmle
     gate.measure(
         "evaluate.harmless_clean",
         not good.get("flagged"),
-        detail=f"flagged={good.get('flagged')} principles={good.get('flagged_principles')} "
-        f"text={_short(harmless, 60)!r}",
+        detail=f"flagged={good.get('flagged')} principles={good.get('flagged_principles')} text={_short(harmless, 60)!r}",
         soft=True,
     )
     gate.raise_pending()
@@ -278,9 +275,7 @@ def gradio_evaluate(
         with CLOCK.spent("app"):
             client = Client(base_url + "/", auth=auth, verbose=False, download_files=False)
     except Exception as exc:  # noqa: BLE001
-        gate.fail(
-            "gradio_api.evaluate", False, f"gradio_client could not connect: {type(exc).__name__}: {_short(str(exc))}"
-        )
+        gate.fail("gradio_api.evaluate", False, f"gradio_client could not connect: {type(exc).__name__}: {_short(str(exc))}")
     endpoint = f"/{api_name}"
     info = client.view_api(print_info=False, return_format="dict")
     params = info.get("named_endpoints", {}).get(endpoint, {}).get("parameters", [])
@@ -377,9 +372,7 @@ def training(
         + (f", error: {_short(job.get('error'), 160)}" if job.get("error") else ""),
         soft=True,
     )
-    gate.measure(
-        cid, elapsed, detail=f"{preset}: {job.get('total_steps', '?')} steps, final loss {job.get('loss')}", soft=True
-    )
+    gate.measure(cid, elapsed, detail=f"{preset}: {job.get('total_steps', '?')} steps, final loss {job.get('loss')}", soft=True)
     runs = _json(http.get("/api/runs", timeout=10)) or {}
     listed = [x for x in runs.get("runs", []) if isinstance(x, dict) and x.get("run_id") == job.get("run_id")]
     has_ckpt = bool(job.get("checkpoint")) and bool(listed) and listed[0].get("trained") not in (None, "")
@@ -413,9 +406,7 @@ def image_config(gate: Gate, attrs: dict) -> None:
     """User, exposed port, exec-form entrypoint and HEALTHCHECK from `docker image inspect`."""
     cfg = attrs.get("Config") or {}
     user = cfg.get("User") or ""
-    gate.measure(
-        "image.user", user, detail=f"Config.User={user!r}" + (" (defaults to root)" if not user else ""), soft=True
-    )
+    gate.measure("image.user", user, detail=f"Config.User={user!r}" + (" (defaults to root)" if not user else ""), soft=True)
     ports = sorted((cfg.get("ExposedPorts") or {}).keys())
     gate.measure("image.exposed_port", ports, detail="Config.ExposedPorts", soft=True)
     ok, shown = _entrypoint_is_exec(cfg)

@@ -187,11 +187,8 @@ def render_terminal(report: dict, width: int = 120) -> str:
         line = f"{r['id']:<{w_id}}  {r['threshold']:<{w_th}}  {measured:<{w_me}}  {_ICON[r['verdict']]:<7}  {r['note']}"
         out.append(line if len(line) <= width else line[: width - 1] + "…")
     if others:
-        out.append(
-            f"({len(others)} criteria of other sessions listed in report.md: "
-            + ", ".join(sorted({r["note"].removeprefix("measured by ") for r in others}))
-            + ")"
-        )
+        sessions = sorted({s for r in others for s in r["note"].removeprefix("measured by ").split(", ")})
+        out.append(f"({len(others)} criteria of other sessions listed in report.md: {', '.join(sessions)})")
     return "\n".join(out)
 
 

@@ -79,9 +79,7 @@ class StubApp:
 
             def _send(self, code: int, body: Any, ctype: str = "application/json") -> None:
                 data = (
-                    body
-                    if isinstance(body, bytes)
-                    else (body.encode() if isinstance(body, str) else json.dumps(body).encode())
+                    body if isinstance(body, bytes) else (body.encode() if isinstance(body, str) else json.dumps(body).encode())
                 )
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
@@ -229,9 +227,7 @@ class StubApp:
                     checkpoint=f"runs/{job['run_id']}/trained" if ok else None,
                     error=None if ok else "stub failure",
                 )
-                self.runs.insert(
-                    0, {"run_id": job["run_id"], "state": job["state"], "trained": "trained" if ok else None}
-                )
+                self.runs.insert(0, {"run_id": job["run_id"], "state": job["state"], "trained": "trained" if ok else None})
             else:
                 job.setdefault("state", "running")
                 if job["state"] == "queued":

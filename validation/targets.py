@@ -89,8 +89,9 @@ def docker_answers(timeout: float = 3.0) -> tuple[bool, str]:
         import docker
 
         client = docker.from_env(timeout=timeout)
-        client.ping()
-        v = client.version()
+        with CLOCK.spent("engine"):
+            client.ping()
+            v = client.version()
         return True, f"Docker engine {v.get('Version', '?')} at {client.api.base_url}"
     except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
         return False, f"{type(exc).__name__}: {exc}"
@@ -423,9 +424,7 @@ def build_image(
         + (f" ({', '.join(f'{k}={v}' for k, v in args.items())})" if args else "")
         + (f"; log: {log_path}" if log_path else "")
     )
-    image = _image_class()(
-        path=str(repo), tag=tag, clean_up=False, no_cache=no_cache, buildargs=args, say=say, log_path=log_path
-    )
+    image = _image_class()(path=str(repo), tag=tag, clean_up=False, no_cache=no_cache, buildargs=args, say=say, log_path=log_path)
     t0 = time.perf_counter()
     with CLOCK.spent("build"):
         image.build()
@@ -622,7 +621,7 @@ def ryuk_setting(say: Say = _noop) -> str:
     from testcontainers.core.config import testcontainers_config as tc
 
     present = False
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception), CLOCK.spent("engine"):
         docker_client(10).images.get(tc.ryuk_image)
         present = True
     if not present:
