@@ -91,7 +91,6 @@ def _env(session_name: str) -> dict[str, str]:
         "GATE_SETUP_S": f"{SETUP_S:.3f}",
         "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "VIRTUAL_ENV": str(VENV),
-        "TESTCONTAINERS_RYUK_DISABLED": os.environ.get("TESTCONTAINERS_RYUK_DISABLED", ""),
     }
 
 

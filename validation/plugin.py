@@ -333,14 +333,19 @@ def target(request: pytest.FixtureRequest, pytestconfig: pytest.Config, target_k
                 say=say,
             )
     except targets_mod.TargetError as exc:
+        failure = exc
+    else:
+        failure = None
+    if failure is not None:
         log_path = st["report_dir"] / "target.log"
-        if exc.log:
-            log_path.write_text(exc.log + "\n")
+        if failure.log:
+            log_path.write_text(failure.log + "\n")
             recorder.attach(log_path, f"{target_kind} log (start failed)")
         with contextlib.suppress(CriterionFailed):
-            recorder.gate("fixture:target").fail("startup.health_time", None, str(exc))
+            recorder.gate("fixture:target").fail("startup.health_time", None, str(failure))
         targets_mod.cleanup_all()
-        pytest.fail(f"{target_kind} target failed to start: {exc}\n--- log tail ---\n{exc.log}", pytrace=False)
+        tail = f"\n--- {target_kind} log, last lines ---\n{failure.log}" if failure.log else " (no log)"
+        pytest.fail(f"{target_kind} target failed to start: {failure}{tail}", pytrace=False)
     st["target"] = t
     st["target_info"].update(t.describe())
     try:

@@ -526,8 +526,10 @@ class ContainerTarget(Target):
         except Exception as exc:  # noqa: BLE001 - any start failure: report with the log
             log = self.log_tail()
             if isinstance(exc, TimeoutError):
-                exc = TargetError(f"/health did not answer 200 within {health_timeout:.0f} s")
-            raise TargetError(f"container target did not become healthy: {exc}", log) from None
+                raise TargetError(f"container did not answer GET /health 200 within {health_timeout:.0f} s", log) from None
+            if isinstance(exc, TargetError):
+                raise TargetError(f"container did not become healthy: {exc}", log) from None
+            raise TargetError(f"container could not be started: {type(exc).__name__}: {exc}", log) from None
         self.health_seconds = time.monotonic() - self.started_at
         host = self.tc.get_container_host_ip()
         self.host_port = int(self.tc.get_exposed_port(APP_PORT))
@@ -616,7 +618,7 @@ def image_size_bytes(attrs: dict[str, Any]) -> int:
 def ryuk_setting(say: Say = _noop) -> str:
     """Decide Ryuk: honour TESTCONTAINERS_RYUK_DISABLED when set; else disable it when its image
     is not present locally (no registry here) and rely on our own cleanup."""
-    if "TESTCONTAINERS_RYUK_DISABLED" in os.environ:
+    if os.environ.get("TESTCONTAINERS_RYUK_DISABLED", "").strip():
         return os.environ["TESTCONTAINERS_RYUK_DISABLED"]
     from testcontainers.core.config import testcontainers_config as tc
 
