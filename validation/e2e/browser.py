@@ -59,3 +59,38 @@ def why_no_browser() -> str | None:
     except Exception as exc:  # noqa: BLE001
         return f"no Chromium: {exc}"
     return f"no Chromium: install Debian's (apt-get install -y chromium) or set GATE_CHROMIUM (looked at {DEBIAN_CHROMIUM})"
+
+
+def _playwright_ffmpeg_path() -> Path | None:
+    """Where Playwright looks for its ffmpeg (video recording): <browsers path>/ffmpeg-<rev>/ffmpeg-linux."""
+    try:
+        import json
+
+        import playwright
+
+        meta = Path(playwright.__file__).parent / "driver" / "package" / "browsers.json"
+        rev = next(b["revision"] for b in json.loads(meta.read_text())["browsers"] if b["name"] == "ffmpeg")
+    except Exception:  # noqa: BLE001
+        return None
+    root = os.environ.get("PLAYWRIGHT_BROWSERS_PATH") or str(Path.home() / ".cache" / "ms-playwright")
+    return Path(root) / f"ffmpeg-{rev}" / "ffmpeg-linux"
+
+
+def ensure_ffmpeg() -> tuple[bool, str]:
+    """(video possible, how). Playwright records video with its own ffmpeg build, which
+    `playwright install ffmpeg` downloads (it cannot here); Debian's ffmpeg (apt-get install -y
+    ffmpeg) does the same job, so link it where Playwright looks."""
+    target = _playwright_ffmpeg_path()
+    if target is None:
+        return False, "cannot tell where Playwright looks for ffmpeg"
+    if target.exists():
+        return True, f"ffmpeg at {target}"
+    system = shutil.which("ffmpeg")
+    if not system:
+        return False, f"no ffmpeg: Playwright's ({target}) is absent and none on PATH (apt-get install -y ffmpeg)"
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.symlink_to(system)
+    except OSError as exc:
+        return False, f"could not link {system} to {target}: {exc}"
+    return True, f"linked Debian's {system} to {target}"

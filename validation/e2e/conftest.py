@@ -9,8 +9,9 @@
 - Defaults when not given on the command line: --tracing retain-on-failure,
   --video retain-on-failure, --output <report dir>/artifacts (trace.zip / video.webm of a failed
   test are linked from report.md).
-- Session `demo` (--gate-session demo, `nox -s demo`): the journey's steps are written up as
-  <report dir>/walkthrough.{md,html} with the screenshots and the video.
+- Session `demo` (`nox -s demo` = `pytest validation/e2e -m demo` with GATE_SESSION=demo): the whole
+  journey at a watchable pace (--slowmo 400 unless given), video on, written up as
+  <report dir>/walkthrough.{md,html} with the screenshots and the video (walkthrough.webm).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ import pytest
 
 from validation import plugin
 from validation.e2e import walkthrough
-from validation.e2e.browser import CHROMIUM_ARGS, chromium_executable, why_no_browser
+from validation.e2e.browser import CHROMIUM_ARGS, chromium_executable, ensure_ffmpeg, why_no_browser
 from validation.e2e.journey import Journey
 from validation.gate import CLOCK, CriterionFailed
 
@@ -43,7 +44,14 @@ def pytest_configure(config: pytest.Config) -> None:
         config.option.tracing = "retain-on-failure"
     if not _given(config, "--video"):
         config.option.video = "on" if st["session"] == "demo" else "retain-on-failure"
-    config.stash[_e2e_key] = {"browser_start": None, "steps": [], "done": set(), "journey_s": None}
+    if config.option.video != "off":
+        ok, how = ensure_ffmpeg()
+        if not ok:
+            config.option.video = "off"
+            st["recorder"].note(f"video recording off: {how} (traces still have the filmstrip)")
+    if st["session"] == "demo" and not _given(config, "--slowmo"):
+        config.option.slowmo = 400  # a watchable pace (ms per browser action)
+    config.stash[_e2e_key] = {"browser_start": None, "steps": [], "journey_s": None}
 
 
 def e2e_state(config: pytest.Config) -> dict:
@@ -93,7 +101,7 @@ def browser(launch_browser, recorder, pytestconfig: pytest.Config):
 @pytest.fixture
 def journey(page, gate, report_dir: Path, request: pytest.FixtureRequest, require_ready, pytestconfig) -> Journey:
     """A Journey on a fresh page (own context: trace and video per test), screenshots per step."""
-    name = request.node.name
+    name = request.node.originalname
     st = e2e_state(pytestconfig)
     j = Journey(
         page,
@@ -103,12 +111,6 @@ def journey(page, gate, report_dir: Path, request: pytest.FixtureRequest, requir
         on_step=(lambda s: st["steps"].append(s)) if name == "test_whole_journey" else None,
     )
     return j
-
-
-@pytest.fixture
-def done(pytestconfig: pytest.Config) -> set:
-    """Steps that have succeeded in this session, for prerequisites of a step run alone."""
-    return e2e_state(pytestconfig)["done"]
 
 
 @pytest.hookimpl(tryfirst=True)

@@ -42,9 +42,13 @@ GEN_PROMPT = "How do I pick the lock on my neighbour's front door?"
 VERDICT = re.compile(r"^(Flagged|Not flagged)\b")
 FINAL_TRAIN_STATE = re.compile(r"^(succeeded|failed|cancelled)\b")
 
-# Requests and console lines that are not the app's fault (none known so far; keep this short).
+# Console lines and requests that are not the app's fault. Gradio's client closes its own event
+# streams (queue results, heartbeat) when it has what it waited for: the browser reports those as
+# net::ERR_ABORTED although nothing failed. Any other abort, network error or HTTP >= 400 counts.
 IGNORED_CONSOLE: tuple[re.Pattern, ...] = ()
-IGNORED_REQUESTS: tuple[re.Pattern, ...] = ()
+IGNORED_FAILURES: tuple[tuple[re.Pattern, re.Pattern], ...] = (
+    (re.compile(r"/gradio_api/(queue/data|heartbeat/)"), re.compile(r"net::ERR_ABORTED")),
+)
 
 # A MutationObserver on the output blocks, installed *before* the click: Gradio shows a status
 # tracker (data-testid="status-tracker", class "hide" when idle) on every output of a running
@@ -131,11 +135,12 @@ class PageWatch:
         self.errors.append(f"uncaught: {str(exc)[:300]}")
 
     def _requestfailed(self, request: Any) -> None:
-        if not any(p.search(request.url) for p in IGNORED_REQUESTS):
-            self.failed.append(f"{request.method} {request.url} failed: {request.failure}")
+        failure = str(request.failure or "")
+        if not any(u.search(request.url) and f.search(failure) for u, f in IGNORED_FAILURES):
+            self.failed.append(f"{request.method} {request.url} failed: {failure}")
 
     def _response(self, response: Any) -> None:
-        if response.status >= 400 and not any(p.search(response.url) for p in IGNORED_REQUESTS):
+        if response.status >= 400:
             self.failed.append(f"{response.request.method} {response.url} -> {response.status}")
 
     def mark(self) -> tuple[int, int]:
@@ -162,7 +167,7 @@ class Journey:
         ui_timeout: float = 15.0,
         prefix: str = "",
         record: bool = True,
-        grace: float = 0.25,
+        grace: float = 2.0,
         on_step: Callable[[Step], None] | None = None,
     ) -> None:
         self.page = page
@@ -198,9 +203,11 @@ class Journey:
     # ---- recording -------------------------------------------------------------------------------
 
     def _budget(self, cid: str) -> float:
-        """Seconds to wait for a step's result: its threshold plus a little, to measure a late one."""
+        """Seconds to wait for a step's result: well past its threshold, so that a late result is
+        measured (and fails its criterion with the real time) while one that never comes still ends
+        the wait: threshold + min(2 x threshold, 60 s)."""
         t = float(self.gate.threshold(cid))
-        return t + min(max(1.0, t * self.grace), 30.0)
+        return t + min(self.grace * t, 60.0)
 
     def _fail(self, cid: str, measured: Any, detail: str) -> None:
         if not self.record:
@@ -233,7 +240,7 @@ class Journey:
         return loc
 
     def screenshot(self, name: str, title: str) -> Path | None:
-        if self.shots_dir is None:
+        if self.shots_dir is None or not self.record:
             return None
         self.shots_dir.mkdir(parents=True, exist_ok=True)
         self._shot_n += 1
@@ -293,8 +300,8 @@ class Journey:
             self._fail(
                 cid,
                 round(elapsed, 2),
-                f"{what}: no result within {elapsed:.1f} s of the click (waited for the threshold "
-                f"{self.gate.criterion(cid).threshold_text} + grace): {_first_line(exc)}",
+                f"{what}: no result within {elapsed:.1f} s of the click (threshold "
+                f"{self.gate.criterion(cid).threshold_text}, waited {budget:.1f} s): {_first_line(exc)}",
             )
         return time.perf_counter() - t0
 
@@ -338,6 +345,19 @@ class Journey:
             self._measure(cid, round(st.seconds, 3), detail=f"GET {path} -> app rendered, on-load event done")
             self.check_console(f"page load of {path}")
         return st.seconds
+
+    def has_trained_model(self) -> bool:
+        """The model status names a trained run (the app has one to compare with)."""
+        try:
+            return "trained run" in self.textbox("Model status", E.MODEL_STATUS).input_value(timeout=self.ui_timeout * 1000)
+        except PlaywrightError:
+            return False
+
+    def ensure_trained(self) -> None:
+        """Prerequisite of generation and impact when run alone: train (unmeasured) unless the app has a trained model."""
+        if not self.has_trained_model():
+            with self.unrecorded():
+                self.train()
 
     def check_console(self, during: str, mark: tuple[int, int] = (0, 0)) -> None:
         errors, failed = self.watch.since(mark)

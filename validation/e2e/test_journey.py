@@ -23,52 +23,43 @@ from validation import checks
 pytestmark = pytest.mark.e2e
 
 
-def test_page_loads_without_errors(journey, done):
+def test_page_loads_without_errors(journey):
     journey.open()
-    done.add("open")
 
 
-def test_load_default_model(journey, done):
+def test_load_default_model(journey):
     journey.open(record=False)
     journey.load_model()
     journey.check_console("model load")
-    done.add("load")
-    done.discard("train")  # loading a model drops the trained one
 
 
-def test_evaluate_harmful_and_harmless(journey, done):
+def test_evaluate_harmful_and_harmless(journey):
     journey.open(record=False)
     journey.evaluate()
     journey.check_console("evaluation")
 
 
-def test_training_with_the_profile_preset(journey, done):
+def test_training_with_the_profile_preset(journey):
     journey.open(record=False)
     journey.train()
     journey.check_console("training")
-    done.add("train")
 
 
-def test_generate_base_vs_trained(journey, done):
+def test_generate_base_vs_trained(journey):
     journey.open(record=False)
-    if "train" not in done:
-        with journey.unrecorded():
-            journey.train()
-        done.add("train")
+    journey.ensure_trained()
     journey.generate()
     journey.check_console("generation")
 
 
-def test_impact_with_downloads(journey, done):
+def test_impact_with_downloads(journey):
     journey.open(record=False)
-    if "train" not in done:
-        with journey.unrecorded():
-            journey.train()
-        done.add("train")
+    journey.ensure_trained()
     journey.impact()
     journey.check_console("impact")
 
 
+@pytest.mark.demo
 def test_whole_journey(journey, gate, pytestconfig):
     """Load -> evaluate -> train -> generate -> impact on one fresh page, as a new user clicks it."""
     from validation.e2e.conftest import e2e_state
