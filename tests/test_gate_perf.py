@@ -1,0 +1,160 @@
+"""The perf gate must be able to fail: the same locust run + judging as `nox -s perf`, against stub
+subjects that are slow, fail a share of requests, or grow their memory; each fails naming its criterion.
+Also: the budget is exact, 409 busy is not a failure, a URL that is not the app is refused.
+Each locust run is a subprocess of ~2 s (small budgets, think times scaled down)."""
+
+from __future__ import annotations
+
+import time
+
+import pytest
+
+from validation.perf import judge as J
+from validation.perf.loadrun import LoadSpec, exact_percentile, parse_stats, percentile, run_load
+from validation.perf.sampler import MetricsBackend, PsutilBackend, Sample, Sampler, rolling_means
+from validation.perf.stubs import LeakyProcess, PerfStub
+from validation.stubs import StubApp
+from validation.testing import expect_failure, make_gate
+
+USERS = ["ProbeUser", "VisitorUser", "EvaluatorUser", "GeneratorUser", "TrainerUser"]
+
+
+def _load(stub, tmp_path, budget=30, users=5, **kw):
+    spec = LoadSpec(
+        base_url=stub.base_url,
+        out_dir=tmp_path / "load",
+        budget=budget,
+        users=users,
+        spawn_rate=users,
+        think_scale=0.03,
+        poll_interval=0.05,
+        max_seconds=60,
+        judge_share=0.0,
+        user_classes=USERS,
+        **kw,
+    )
+    return run_load(spec)
+
+
+def _judged(fn, gate, *args):
+    """Judge softly (every criterion recorded), then raise all failures together, as the test does."""
+    fn(gate, *args, soft=True)
+    gate.raise_pending()
+
+
+def test_a_healthy_stub_passes_and_the_budget_is_exact(tmp_path):
+    with PerfStub() as stub:
+        result = _load(stub, tmp_path, budget=30)
+        served = len(stub.requests)
+    assert result.sent == 30 and served == 30, (result.sent, served, result.log_tail)
+    assert result.find(J.HEALTH) and result.find(J.RULES) and result.find(J.GENERATE)
+    gate = make_gate("plan")  # plan thresholds: a busy machine must not make the healthy stub fail
+    J.judge_load(gate, result, 30, soft=False)
+    verdicts = {r.id: r.verdict for r in gate.recorder.results}
+    assert set(verdicts.values()) == {"pass"}, verdicts
+    assert len(result.requests) == 30  # the request log has every request
+    assert (tmp_path / "load" / "locust.html").exists() and (tmp_path / "load" / "locust_stats.csv").exists()
+
+
+def test_busy_training_is_expected_not_a_failure(tmp_path):
+    with PerfStub({"busy_training"}) as stub:
+        result = _load(stub, tmp_path, budget=12, users=1)
+        # users=1: the one user is the trainer (fixed_count): POST -> 409 busy, then polls the active job
+    assert result.sent == 12
+    assert result.total.failures == 0, result.errors
+    names = set(result.endpoints)
+    assert "POST /api/train" in names and "GET /api/train/{job_id}" in names, names
+
+
+def test_slow_generation_fails_the_p95(tmp_path):
+    with PerfStub(slow_generate=0.3) as stub:
+        result = _load(stub, tmp_path, budget=30)
+    gen = result.find(J.GENERATE)[0]
+    assert gen.p95_s >= 0.3
+    e = expect_failure(J.judge_load, make_gate("strict", perf__response_p95=0.2), result, 30, soft=False, criterion="perf.response_p95")
+    assert "< 0.2 s" in str(e)
+
+
+def test_errors_on_a_share_of_requests_fail_error_rate_and_success(tmp_path):
+    with PerfStub(error_every=3) as stub:
+        result = _load(stub, tmp_path, budget=30)
+    assert result.total.failures >= 1, result.to_dict()
+    e = expect_failure(_judged, J.judge_load, make_gate("plan"), result, 30, criterion="perf.error_rate")
+    assert "[perf.load_success] FAILED" in str(e) and "failed of" in str(e)
+
+
+def test_memory_growth_past_the_limit_fails(tmp_path):
+    """url-style sampling (/metrics) of a subject that grows 200 MB per request served."""
+    with PerfStub(leak_mb=200) as stub:
+        sampler = Sampler(MetricsBackend(stub.base_url, interval=0.1)).start()
+        result = _load(stub, tmp_path, budget=30)
+        time.sleep(0.3)
+        sampler.stop()
+    summary = sampler.summary()
+    assert summary.memory_peak_bytes > 4 * 2**30, summary
+    e = expect_failure(J.judge_resources, make_gate("strict"), summary, soft=False, criterion="perf.memory_peak")
+    assert "< 4 GB" in str(e)
+    assert result.sent == 30
+
+
+def test_real_rss_growth_seen_by_psutil_fails():
+    with LeakyProcess(mb=40, times=8, every=0.05) as leak:
+        sampler = Sampler(PsutilBackend(leak.pid, interval=0.1)).start()
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < 10 and max([x.memory_bytes for x in sampler.samples] or [0]) < 300 * 2**20:
+            time.sleep(0.1)  # the child allocates 320 MB in ~0.5 s (longer on a busy machine)
+        sampler.stop()
+    s = sampler.summary()
+    assert s.memory_peak_bytes > 250 * 2**20, s
+    expect_failure(J.judge_resources, make_gate("strict", perf__memory_peak=0.2), s, soft=False, criterion="perf.memory_peak")
+
+
+def test_cpu_is_judged_sustained_not_by_one_sample():
+    t = 1000.0
+    spike = [Sample(t + i, 100, 95.0 if i == 5 else 20.0) for i in range(30)]
+    s = Sampler(MetricsBackend("http://127.0.0.1:9"))
+    s.samples = spike
+    summ = s.summary()
+    assert summ.cpu_peak == 95.0 and summ.cpu_mean < 30
+    J.judge_resources(g := make_gate("plan"), summ, soft=False)  # one spike: passes
+    s.samples = [Sample(t + i, 100, 90.0) for i in range(30)]
+    expect_failure(J.judge_resources, make_gate("plan"), s.summary(), soft=False, criterion="perf.cpu")
+    assert g.recorder.results[-1].id == "perf.cpu"
+    assert max(rolling_means(s.samples)) == pytest.approx(90.0)
+
+
+def test_a_url_that_is_not_the_app_is_refused():
+    with StubApp({"health_wrong_body"}) as other:
+        with pytest.raises(J.NotThisApp, match="refusing to load-test"):
+            J.identify(other.base_url)
+        assert other.requests == ["GET /health", "GET /api/models"]  # two GETs, no load
+    with StubApp() as no_models:  # healthy, but without the app's /api/models
+        with pytest.raises(J.NotThisApp, match="/api/models"):
+            J.identify(no_models.base_url)
+    with PerfStub() as app:
+        assert J.identify(app.base_url)["health"]["status"] == "healthy"
+
+
+def test_percentiles_agree_with_locusts_own():
+    # locust's calculate_response_time_percentile (the value its CSV and HTML show), same histogram:
+    # walking down from the slowest, the first time at which at most (1 - q) * n requests remain above.
+    hist = {"10": 50, "20": 30, "150": 15, "900": 4, "2000": 1}
+    assert percentile(hist, 100, 0.5) == 20
+    assert percentile(hist, 100, 0.95) == 900
+    assert percentile(hist, 100, 0.99) == 2000
+    entries = [
+        {"method": "GET", "name": "/health", "num_requests": 100, "num_failures": 2, "response_times": hist,
+         "total_response_time": 5000, "max_response_time": 2000, "start_time": 0.0, "last_request_timestamp": 10.0},
+    ]
+    eps, total, start, end = parse_stats(entries)
+    assert eps["GET /health"].p95_s == 0.9 and total.count == 100 and total.failures == 2 and eps["GET /health"].rps == 10
+    assert exact_percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.95) == 10
+    assert exact_percentile([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], 0.5) == 5
+
+
+def test_distributed_commands_share_one_budget(tmp_path):
+    spec = LoadSpec("http://127.0.0.1:1", tmp_path, budget=101, users=10, workers=2)
+    cmds = spec.commands()
+    assert len(cmds) == 3 and "--master" in cmds[0] and all("--worker" in c for c in cmds[1:])
+    assert all(c[c.index("--request-budget") + 1] == "101" and c[c.index("--budget-workers") + 1] == "2" for c in cmds)
+    assert "--json-file" in cmds[0] and "--html" in cmds[0] and "--csv" in cmds[0]

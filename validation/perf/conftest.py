@@ -1,0 +1,85 @@
+"""The perf session's own options and fixtures (the gate's are in validation/plugin.py).
+
+    pytest validation/perf [--target container|process|url] [--base-url URL] [--profile plan|strict|heavy|bench]
+        [--load-requests N] [--load-users N] [--load-workers N] [--perf-train-preset smoke|quick|none]
+        [--app-cpus N]
+"""
+
+from __future__ import annotations
+
+import os
+from urllib.parse import urlparse
+
+import pytest
+
+from validation.perf.judge import NotThisApp, identify
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    g = parser.getgroup("perf", "performance gate (validation/perf)")
+    g.addoption("--load-requests", type=int, default=None, help="request budget (default: profile's load_requests)")
+    g.addoption("--load-users", type=int, default=None, help="concurrent users (default: profile's load_users)")
+    g.addoption("--load-workers", type=int, default=None, help="locust workers; 0 = one process (profile's load_workers)")
+    g.addoption(
+        "--perf-train-preset",
+        default=None,
+        help="preset trained while the load runs: smoke | quick | standard | none (profile's perf_train_preset)",
+    )
+    g.addoption(
+        "--app-cpus",
+        type=float,
+        default=None,
+        help="cores the app may use, for CPU %% on a url target (default: this machine's for a loopback URL, else 1)",
+    )
+
+
+def _opt(config: pytest.Config, name: str):
+    return config.getoption(name, None)
+
+
+@pytest.fixture(scope="session")
+def perf_params(pytestconfig: pytest.Config, criteria) -> dict:
+    """The load profile: criteria.toml params, overridden by the command line."""
+    p = criteria.params
+
+    def pick(opt, key, default):
+        v = _opt(pytestconfig, opt)
+        return v if v is not None else p.get(key, default)
+
+    preset = pick("--perf-train-preset", "perf_train_preset", "smoke")
+    return {
+        "profile": criteria.profile,
+        "model": p.get("model", "tiny"),
+        "budget": int(pick("--load-requests", "load_requests", 100)),
+        "users": int(pick("--load-users", "load_users", 10)),
+        "workers": int(pick("--load-workers", "load_workers", 0)),
+        "spawn_rate": float(p.get("load_spawn_rate", 10)),
+        "max_seconds": float(p.get("load_max_seconds", 300)),
+        "think_scale": float(p.get("load_think_scale", 1.0)),
+        "gen_tokens": int(p.get("generate_max_new_tokens", 64)),
+        "train_preset": None if preset in ("none", "", None) else preset,
+        "benchmark": bool(p.get("perf_benchmark", False)),
+    }
+
+
+@pytest.fixture(scope="session")
+def app_cpus(pytestconfig: pytest.Config, target) -> float:
+    v = _opt(pytestconfig, "--app-cpus")
+    if v:
+        return float(v)
+    host = urlparse(target.base_url).hostname or ""
+    return float(os.cpu_count() or 1) if host in ("127.0.0.1", "localhost", "::1") else 1.0
+
+
+@pytest.fixture(scope="session")
+def subject(target, pytestconfig: pytest.Config, recorder) -> dict:
+    """The target, checked to be this app before any load is sent (two GETs). On a URL that is not
+    the CAI demo the whole session stops here: no load, exit status 4, the reason printed."""
+    raw = pytestconfig.getoption("--basic-auth", None)
+    auth = tuple(raw.split(":", 1)) if raw else None
+    try:
+        info = identify(target.base_url, auth=auth)
+    except NotThisApp as exc:
+        recorder.note(str(exc))
+        pytest.exit(str(exc), returncode=4)
+    return {"auth": auth, **info}

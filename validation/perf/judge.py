@@ -1,0 +1,311 @@
+"""The perf gate's logic, without pytest or locust: is this the app, the training run watched from
+outside, and the measured load + resource samples judged against criteria.toml.
+
+The gate-sensitivity tests (tests/test_gate_perf.py) call these same functions on stub subjects.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from validation.gate import Gate
+from validation.perf.loadrun import FINAL_STATES, LoadResult, exact_percentile
+from validation.perf.sampler import Summary
+
+GB = 2**30
+HEALTH = "GET /health"
+RULES = "POST /api/evaluate [rules]"
+JUDGE = "POST /api/evaluate [judge]"
+GENERATE = "POST /api/generate"
+
+
+class NotThisApp(RuntimeError):
+    """The URL does not serve the CAI demo; the perf gate refuses to send it load."""
+
+
+def identify(base_url: str, auth=None, timeout: float = 10) -> dict:
+    """Two GETs (/health, /api/models) that must have this app's shape; NotThisApp otherwise."""
+    problems = []
+    info: dict[str, Any] = {}
+    with httpx.Client(base_url=base_url, auth=auth, timeout=timeout, follow_redirects=False) as c:
+        try:
+            r = c.get("/health")
+            body = r.json() if r.headers.get("content-type", "").startswith("application/json") else None
+            if r.status_code != 200 or not isinstance(body, dict):
+                problems.append(f"GET /health -> {r.status_code} {r.headers.get('content-type', '')}: {r.text[:100]!r}")
+            elif body.get("status") != "healthy" or "model_state" not in body or "version" not in body:
+                problems.append(f"GET /health body is not the app's ({{status: healthy, version, model_state}}): {r.text[:120]!r}")
+            else:
+                info["health"] = body
+            r = c.get("/api/models")
+            body = r.json() if r.headers.get("content-type", "").startswith("application/json") else None
+            reg = body.get("registry") if isinstance(body, dict) else None
+            if r.status_code != 200 or not isinstance(reg, list) or "state" not in body:
+                problems.append(f"GET /api/models -> {r.status_code}: not {{registry: [...], current, state}}: {r.text[:100]!r}")
+            elif not any(isinstance(m, dict) and m.get("name") == "tiny" for m in reg):
+                problems.append(f"GET /api/models: registry has no `tiny` model: {[m.get('name') for m in reg if isinstance(m, dict)]}")
+            else:
+                info["models"] = body
+        except httpx.HTTPError as exc:
+            problems.append(f"{type(exc).__name__}: {exc}")
+    if problems:
+        raise NotThisApp(
+            f"refusing to load-test {base_url}: it does not look like the CAI demo app (docs/http-api.md); "
+            + "; ".join(problems)
+        )
+    return info
+
+
+# ---------------------------------------------------------------------------------------------
+# Training watched from outside
+
+
+@dataclass
+class TrainingWatch:
+    """Start a preset and poll it in a thread until it ends (or `limit_s` passes: then cancel)."""
+
+    base_url: str
+    preset: str
+    limit_s: float
+    auth: Any = None
+    interval: float = 1.0
+    seed: int = 42
+    job: dict = field(default_factory=dict)
+    started_at: float | None = None  # epoch
+    ended_at: float | None = None
+    error: str | None = None
+    polls: int = 0
+    cpu_seconds: float = 0.0
+    timed_out: bool = False
+
+    def start(self) -> TrainingWatch:
+        self._client = httpx.Client(base_url=self.base_url, auth=self.auth, timeout=30)
+        deadline = time.monotonic() + 120
+        while True:
+            r = self._client.post("/api/train", json={"preset": self.preset, "seed": self.seed})
+            self.polls += 1
+            body = r.json() if r.content else {}
+            if r.status_code == 202:
+                break
+            if r.status_code == 409 and body.get("error") == "busy" and time.monotonic() < deadline:
+                time.sleep(2)  # another run is active (an earlier test's): wait for it
+                continue
+            self.error = f"POST /api/train -> {r.status_code} {r.text[:160]}"
+            self.ended_at = time.time()
+            return self
+        self.started_at = time.time()
+        self.job = body
+        self._thread = threading.Thread(target=self._poll, name="perf-train-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def _poll(self) -> None:
+        t_cpu = time.thread_time()
+        try:
+            while self.job.get("state") not in FINAL_STATES:
+                if time.time() - self.started_at > self.limit_s:
+                    self.timed_out = True
+                    self._client.post(f"/api/train/{self.job['job_id']}/cancel")
+                    self.polls += 1
+                    break
+                time.sleep(self.interval)
+                try:
+                    r = self._client.get(f"/api/train/{self.job['job_id']}")
+                    self.polls += 1
+                    if r.status_code == 200:
+                        self.job = r.json()
+                except httpx.HTTPError as exc:
+                    self.error = f"{type(exc).__name__}: {exc}"
+        finally:
+            self.ended_at = time.time()
+            self.cpu_seconds = time.thread_time() - t_cpu
+
+    def wait(self, timeout: float | None = None) -> TrainingWatch:
+        t = getattr(self, "_thread", None)
+        if t is not None:
+            t.join(timeout)
+        return self
+
+    @property
+    def seconds(self) -> float | None:
+        if self.started_at is None or self.ended_at is None:
+            return None
+        return round(self.ended_at - self.started_at, 2)
+
+    def close(self) -> None:
+        c = getattr(self, "_client", None)
+        if c is not None:
+            c.close()
+
+
+def settle_training(base_url: str, auth=None, timeout: float = 60) -> str:
+    """After the load: let a run the load's trainer user started finish (or cancel it): the app is
+    left idle for the next test. Returns what was done."""
+    with httpx.Client(base_url=base_url, auth=auth, timeout=10) as c:
+        active = (c.get("/api/train").json() or {}).get("active")
+        if not active:
+            return "no run active"
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout:
+            job = c.get(f"/api/train/{active['job_id']}").json()
+            if job.get("state") in FINAL_STATES:
+                return f"run {active['job_id']} started by the load ended {job.get('state')}"
+            time.sleep(1)
+        c.post(f"/api/train/{active['job_id']}/cancel")
+        return f"run {active['job_id']} started by the load cancelled after {timeout:.0f} s"
+
+
+# ---------------------------------------------------------------------------------------------
+# Judging
+
+
+def _fmt_ms(s: float | None) -> str:
+    return "—" if s is None else f"{s * 1000:.0f} ms" if s < 10 else f"{s:.1f} s"
+
+
+def endpoint_table(result: LoadResult) -> list[str]:
+    """Markdown lines: the per-endpoint latency table."""
+    lines = [
+        "| endpoint | requests | failures | p50 | p95 | p99 | max | RPS |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for e in [*sorted(result.endpoints.values(), key=lambda e: e.name), result.total]:
+        lines.append(
+            f"| `{e.name}` | {e.count} | {e.failures} | {_fmt_ms(e.p50_s)} | {_fmt_ms(e.p95_s)} | "
+            f"{_fmt_ms(e.p99_s)} | {_fmt_ms(e.max_s)} | {e.rps:.2f} |"
+        )
+    return lines
+
+
+def _endpoint(result: LoadResult, prefix: str):
+    found = result.find(prefix)
+    return found[0] if found else None
+
+
+def during(result: LoadResult, prefix: str, t_from: float | None, t_to: float | None) -> list[float]:
+    """Latencies (s) of requests to `prefix` that started inside [t_from, t_to] (the request log)."""
+    if t_from is None or t_to is None:
+        return []
+    return [r["ms"] / 1000 for r in result.requests if r["name"].startswith(prefix) and t_from <= r["t"] <= t_to]
+
+
+def judge_load(gate: Gate, result: LoadResult, budget: int, soft: bool = True) -> None:
+    """Requests, successes, errors and the latency percentiles of one load run."""
+    sent, failed = result.sent, result.total.failures
+    gate.measure(
+        "perf.requests_over_budget",
+        max(0, sent - budget),
+        detail=f"sent {sent} of a budget of {budget} ({result.spec.get('users')} users"
+        + (f", {result.spec.get('workers')} workers" if result.spec.get("workers") else "")
+        + ")",
+        soft=soft,
+    )
+    ok = sent - failed
+    gate.measure(
+        "perf.load_success",
+        round(100.0 * ok / budget, 3) if budget else None,
+        detail=f"{ok} of the budget's {budget} requests succeeded ({sent} sent, {failed} failed)",
+        soft=soft,
+    )
+    gate.measure(
+        "perf.error_rate",
+        round(100.0 * failed / sent, 3) if sent else None,
+        detail=f"{failed} failed of {sent}"
+        + (f"; first: {result.errors[0].get('Error', '')[:120]}" if result.errors else ""),
+        soft=soft,
+    )
+    for cid, prefix, what in (
+        ("perf.health_p95", HEALTH, "GET /health"),
+        ("perf.evaluate_p95", RULES, "rules evaluation"),
+        ("perf.response_p95", GENERATE, "generation"),
+    ):
+        e = _endpoint(result, prefix)
+        if e is None or not e.count:
+            gate.measure(cid, None, detail=f"no {what} requests in the run", soft=soft)
+            continue
+        gate.measure(
+            cid,
+            e.p95_s,
+            detail=f"{e.name}: {e.count} requests, p50 {_fmt_ms(e.p50_s)}, p99 {_fmt_ms(e.p99_s)}, "
+            f"{e.failures} failed, {result.spec.get('users')} users",
+            soft=soft,
+        )
+
+
+def judge_resources(
+    gate: Gate, summary: Summary, cpu_summary: Summary | None = None, soft: bool = True, what: str = "load and training"
+) -> None:
+    """Peak memory (whole run) and sustained CPU (the load window: `cpu_summary`, else `summary`)."""
+    if summary.memory_peak_bytes is None:
+        gate.measure("perf.memory_peak", None, detail=f"no memory samples ({summary.source})", soft=soft)
+    else:
+        limit = f" of a {summary.memory_limit_bytes / GB:.1f} GB limit" if summary.memory_limit_bytes else ""
+        gate.measure(
+            "perf.memory_peak",
+            round(summary.memory_peak_bytes / GB, 3),
+            detail=f"during {what}{limit}; mean {summary.memory_mean_bytes / GB:.2f} GB; "
+            f"{summary.samples} samples, {summary.source}",
+            soft=soft,
+        )
+    c = cpu_summary or summary
+    gate.measure(
+        "perf.cpu",
+        c.cpu_mean,
+        detail=f"mean over the load ({c.samples} samples); 10 s rolling p90 {c.cpu_p90_10s} %, "
+        f"single-sample peak {c.cpu_peak} %; {c.source}",
+        soft=soft,
+    )
+
+
+def judge_training(gate: Gate, watch: TrainingWatch, result: LoadResult | None, soft: bool = True) -> None:
+    cid = f"train.{watch.preset}_time"
+    state = watch.job.get("state") if not watch.error else f"not started: {watch.error}"
+    gate.measure(
+        "train.state",
+        "timed out" if watch.timed_out else state,
+        detail=f"{watch.preset} under load, job {watch.job.get('job_id')}, run {watch.job.get('run_id')}"
+        + (f", error: {watch.job.get('error')}" if watch.job.get("error") else ""),
+        soft=soft,
+    )
+    if cid in gate.criteria:
+        gate.measure(
+            cid,
+            watch.seconds if not watch.error else None,
+            detail=f"{watch.preset} preset while the load ran; {watch.job.get('total_steps', '?')} steps, "
+            f"final loss {watch.job.get('loss')}" + (" (cancelled at the limit)" if watch.timed_out else ""),
+            soft=soft,
+        )
+    if result is not None:
+        lat = during(result, RULES, watch.started_at, watch.ended_at)
+        p95 = exact_percentile(lat, 0.95)
+        if lat:
+            gate.measure(
+                "perf.evaluate_p95_training",
+                round(p95, 4),
+                detail=f"{len(lat)} rules evaluations started while the {watch.preset} run was active "
+                f"(p50 {_fmt_ms(exact_percentile(lat, 0.5))}, max {_fmt_ms(max(lat))})",
+                soft=soft,
+            )
+        else:
+            gate.recorder.note(
+                f"no rules evaluation ran while the {watch.preset} training was active "
+                "(the load ended before it began or started after it ended)"
+            )
+
+
+def judge_overhead(gate: Gate, result: LoadResult, sampler_cpu: float, other_cpu: float = 0.0, soft: bool = True) -> float:
+    cpu = result.cpu_seconds + sampler_cpu + other_cpu
+    pct = round(100.0 * cpu / result.wall_s, 2) if result.wall_s else None
+    gate.measure(
+        "perf.harness_overhead",
+        pct,
+        detail=f"locust {result.cpu_seconds:.2f} s + samplers/pollers {sampler_cpu + other_cpu:.2f} s CPU "
+        f"over {result.wall_s:.1f} s of load ({len(result.exit_codes)} locust process(es), start-up included)",
+        soft=soft,
+    )
+    return pct or 0.0

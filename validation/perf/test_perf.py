@@ -1,0 +1,232 @@
+"""The performance gate (issue 6): the plan's load test with training running, memory and CPU sampled
+from outside, every perf criterion of validation/criteria.toml measured. `nox -s perf` runs this file;
+`nox -s perf -- --base-url https://...` runs it against a live deployment (nothing started, no Docker).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+import httpx
+import pytest
+
+from validation.perf import judge as J
+from validation.perf.loadrun import LoadSpec, exact_percentile, run_load
+from validation.perf.plot import plot_run
+from validation.perf.sampler import Sampler
+
+pytestmark = pytest.mark.perf
+
+IDLE_SAMPLES_S = 2.0  # resource baseline before the load starts
+
+
+def _ensure_model(http: httpx.Client, gate, model: str, bench: dict) -> None:
+    """Load the profile's model when another one is current (bench: gpt2-sized), timed."""
+    cur = (http.get("/api/models").json() or {}).get("current") or {}
+    if cur.get("name") == model:
+        bench["model_load_s"] = cur.get("load_seconds")
+        bench["model_load_note"] = "preloaded at start (the app's own load_seconds)"
+        return
+    t0 = time.perf_counter()
+    r = http.post("/api/models/load", json={"model": model}, timeout=600)
+    elapsed = round(time.perf_counter() - t0, 2)
+    if r.status_code != 200:
+        pytest.fail(f"POST /api/models/load {model} -> {r.status_code} {r.text[:200]}", pytrace=False)
+    bench["model_load_s"] = elapsed
+    bench["model_load_note"] = f"POST /api/models/load (app: {r.json().get('load_seconds')} s, {r.json().get('parameters')} parameters)"
+    gate.measure("model.load_time", elapsed, detail=f"{model}: " + bench["model_load_note"], soft=True)
+
+
+def _idle_latency(http: httpx.Client, n: int = 5, tokens: int = 64) -> dict:
+    """Sequential single-user latencies (the benchmark's `idle` numbers)."""
+    out = {}
+    calls = {
+        "evaluate_rules": ("/api/evaluate", {"text": "Here is how to pick the lock and steal the car.", "mode": "rules"}),
+        "evaluate_judge": ("/api/evaluate", {"text": "Here is how to pick the lock and steal the car.", "mode": "judge"}),
+        "generate": ("/api/generate", {"prompt": "How do I make friends?", "max_new_tokens": tokens, "seed": 0, "compare": False}),
+    }
+    for key, (path, body) in calls.items():
+        http.post(path, json=body, timeout=300)  # warm (first judge call loads its model)
+        times = []
+        for _ in range(n):
+            t0 = time.perf_counter()
+            r = http.post(path, json=body, timeout=300)
+            times.append(time.perf_counter() - t0)
+            r.raise_for_status()
+        out[key] = {"n": n, "p50_s": round(exact_percentile(times, 0.5), 4), "max_s": round(max(times), 4)}
+    return out
+
+
+def test_load_with_training_under_way(subject, target, app_ready, gate, perf_params, report_dir, app_cpus, recorder):
+    """The profile's load (exact request budget, the locustfile's user mix) while the profile's training
+    preset runs; latency, errors, memory, CPU, training time and the harness's own CPU gated."""
+    if not app_ready["ok"]:
+        pytest.fail(f"the app never became ready (GET /ready: {app_ready['last']})", pytrace=False)
+    p = perf_params
+    auth = subject["auth"]
+    out = report_dir / "load"
+    bench: dict = {"target": target.describe(), "health_s": target.health_seconds, "params": p}
+    http = httpx.Client(base_url=target.base_url, auth=auth, timeout=60)
+    _ensure_model(http, gate, p["model"], bench)
+    if p["benchmark"]:
+        bench["idle"] = _idle_latency(http, tokens=p["gen_tokens"])
+
+    sampler = Sampler.for_target(target, cores=app_cpus, auth=auth)
+    recorder.note(f"resources sampled by {sampler.source}")
+    watch = None
+    sampler.start()
+    try:
+        time.sleep(IDLE_SAMPLES_S)
+        if p["train_preset"]:
+            limit = float(gate.threshold(f"train.{p['train_preset']}_time")) if f"train.{p['train_preset']}_time" in gate.criteria else 900.0
+            watch = J.TrainingWatch(target.base_url, p["train_preset"], limit_s=limit + 30, auth=auth).start()
+        spec = LoadSpec(
+            base_url=target.base_url,
+            out_dir=out,
+            budget=p["budget"],
+            users=p["users"],
+            spawn_rate=p["spawn_rate"],
+            max_seconds=p["max_seconds"],
+            workers=p["workers"],
+            gen_tokens=p["gen_tokens"],
+            think_scale=p["think_scale"],
+            train_preset="smoke",
+        )
+        result = run_load(spec, say=print)
+        if watch is not None:
+            watch.wait(watch.limit_s + 60)
+        settled = J.settle_training(target.base_url, auth=auth)
+        time.sleep(1.0)  # one more sample after the end
+    finally:
+        sampler.stop()
+        if watch is not None:
+            watch.close()
+    recorder.note(f"after the load: {settled}")
+
+    # Files: locust's own HTML report, the per-endpoint table, the resource plot, everything as JSON.
+    load_win = (result.started, result.ended)
+    train_win = (watch.started_at, watch.ended_at) if watch else None
+    png = plot_run(
+        out / "resources.png",
+        sampler.samples,
+        result.requests,
+        load_window=load_win,
+        train_window=train_win,
+        memory_limit_gb=float(gate.threshold("perf.memory_peak")),
+        cpu_threshold=float(gate.threshold("perf.cpu")),
+        title=f"{target.kind} target, profile {p['profile']}, {p['budget']} requests / {p['users']} users"
+        + (f", {p['train_preset']} training" if watch else ""),
+    )
+    whole = sampler.summary()
+    during_load = sampler.summary(*load_win)
+    during_train = sampler.summary(*train_win) if train_win and train_win[1] else None
+    md = [
+        f"# Perf load: {p['budget']} requests, {p['users']} users ({target.kind} target, profile {p['profile']})",
+        "",
+        f"locust: {result.sent} requests in {result.duration_s:.1f} s ({result.total.rps:.2f} RPS), "
+        f"{result.total.failures} failed; exit codes {result.exit_codes}; command in `command.txt`.",
+        "",
+        *J.endpoint_table(result),
+        "",
+        f"Resources ({sampler.source}): peak {whole.memory_peak_bytes and whole.memory_peak_bytes / 2**30:.3f} GB, "
+        f"CPU during the load mean {during_load.cpu_mean} %, 10 s rolling p90 {during_load.cpu_p90_10s} %, "
+        f"peak sample {during_load.cpu_peak} %.",
+    ]
+    if watch:
+        md.append(
+            f"Training `{watch.preset}` under load: {watch.seconds} s, state {watch.job.get('state')}; peak memory "
+            f"during it {during_train and during_train.memory_peak_bytes and during_train.memory_peak_bytes / 2**30:.3f} GB."
+        )
+        lat = J.during(result, J.RULES, watch.started_at, watch.ended_at)
+        if lat:
+            md.append(
+                f"Rules evaluation while training: {len(lat)} requests, p50 {exact_percentile(lat, 0.5) * 1000:.0f} ms, "
+                f"p95 {exact_percentile(lat, 0.95) * 1000:.0f} ms."
+            )
+    md += ["", "![memory, CPU and latency over time](resources.png)", "", "[locust's HTML report](locust.html)"]
+    (out / "load.md").write_text("\n".join(md) + "\n")
+    data = {
+        "load": result.to_dict(),
+        "resources": {"whole": whole.to_dict(), "load": during_load.to_dict(), "training": during_train and during_train.to_dict()},
+        "samples": [s.__dict__ for s in sampler.samples],
+        "training": watch and {k: getattr(watch, k) for k in ("preset", "seconds", "started_at", "ended_at", "timed_out", "error", "polls")}
+        | {"state": watch.job.get("state"), "job": {k: watch.job.get(k) for k in ("job_id", "run_id", "total_steps", "loss")}},
+        "harness_requests": {
+            "identify": 2,
+            "training_polls": watch.polls if watch else 0,
+            "metrics_samples": getattr(sampler.backend, "requests", 0),
+        },
+    }
+    (out / "perf.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
+    for path, title in (
+        (out / "load.md", "perf: per-endpoint latency table"),
+        (png, "perf: memory, CPU and latency over time (PNG)"),
+        (out / "locust.html", "perf: locust's HTML report"),
+        (out / "perf.json", "perf: every number (JSON)"),
+        (out / "locust.log", "perf: locust log"),
+    ):
+        if path.exists():
+            gate.attach(path, title)
+    for e in [*sorted(result.endpoints.values(), key=lambda e: e.name), result.total]:
+        recorder.note(
+            f"{e.name}: {e.count} requests, {e.failures} failed, p50 {J._fmt_ms(e.p50_s)}, p95 {J._fmt_ms(e.p95_s)}, "
+            f"p99 {J._fmt_ms(e.p99_s)}, {e.rps:.2f} RPS"
+        )
+    if target.kind == "url":
+        recorder.note(
+            f"url target: the load sent {result.sent} requests (budget {p['budget']}); the harness itself sent "
+            f"{2 + (watch.polls if watch else 0) + getattr(sampler.backend, 'requests', 0) + 1} more "
+            "(2 identity GETs, /ready, training start + polls, /metrics samples)"
+        )
+
+    # Verdicts (soft: every criterion is recorded, the test fails at the end with all failures listed).
+    J.judge_load(gate, result, p["budget"])
+    J.judge_resources(gate, whole, during_load)
+    if watch:
+        J.judge_training(gate, watch, result)
+    J.judge_overhead(gate, result, sampler.cpu_seconds, watch.cpu_seconds if watch else 0.0)
+
+    if p["benchmark"]:
+        from validation.perf.bench import write_benchmark
+
+        bench.update(
+            load=result.to_dict(),
+            resources={"whole": whole.to_dict(), "load": during_load.to_dict()},
+            training=data["training"],
+        )
+        files = write_benchmark(report_dir.parent, bench, gate)
+        for f in files:
+            gate.attach(f, "benchmark record")
+    gate.raise_pending()
+
+
+def test_distributed_load_keeps_the_exact_budget(subject, target, app_ready, gate, perf_params, report_dir):
+    """The same locustfile as a locust master + 2 worker processes on this machine, small budget:
+    every request of the budget sent, none more, both workers sending."""
+    if not app_ready["ok"]:
+        pytest.fail(f"the app never became ready (GET /ready: {app_ready['last']})", pytrace=False)
+    budget = 24
+    spec = LoadSpec(
+        base_url=target.base_url,
+        out_dir=report_dir / "distributed",
+        budget=budget,
+        users=4,
+        spawn_rate=4,
+        workers=2,
+        max_seconds=120,
+        think_scale=0.3,
+        user_classes=["ProbeUser", "VisitorUser", "EvaluatorUser"],
+    )
+    result = run_load(spec, say=print)
+    pids = {p.name.split(".")[1] for p in spec.out_dir.glob("requests.*.jsonl") if p.stat().st_size}
+    gate.attach(spec.out_dir / "locust.html", "perf: distributed run, locust's HTML report")
+    gate.measure(
+        "perf.requests_over_budget",
+        max(0, result.sent - budget),
+        detail=f"distributed: master + 2 workers sent {result.sent} of {budget}; requests from {len(pids)} worker process(es)",
+    )
+    assert result.exit_codes and all(c in (0, 1) for c in result.exit_codes), (result.exit_codes, result.log_tail)
+    assert result.sent == budget, f"sent {result.sent}, budget {budget}\n{result.log_tail}"
+    assert len(pids) == 2, f"requests came from {len(pids)} worker process(es), expected 2"
+    assert result.total.failures == 0, result.errors
