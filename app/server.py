@@ -159,6 +159,8 @@ async def read_body(request: Request) -> dict:
         body = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise ApiError(400, "body", f"request body is not valid UTF-8 JSON: {str(exc)[:120]}") from None
+    except RecursionError:  # e.g. [[[[...]]]] nested deeper than the parser's stack
+        raise ApiError(400, "body", "request body is nested too deeply") from None
     if not isinstance(body, dict):
         raise ApiError(422, "body", "request body must be a JSON object")
     return body

@@ -38,7 +38,9 @@ def _user_errors(fn):
         try:
             return fn(*args, **kwargs)
         except ApiError as exc:
-            raise gr.Error(f"{exc.field}: {exc.message}" if exc.field else exc.message) from None
+            # Gradio shows this message as HTML in a toast: escape the user input it may echo.
+            message = f"{exc.field}: {exc.message}" if exc.field else exc.message
+            raise gr.Error(html.escape(message, quote=False)) from None
     return wrapper
 
 

@@ -1,0 +1,473 @@
+"""The resilience and security checks: plain functions that measure, record through the gate and
+fail naming the criterion. tests/test_gate_resilience.py runs them against broken subjects.
+
+Faults:   snapshot_runs / data_loss / interrupted_run / restart_window
+Security: auth_routes / rate_limit / scan_secrets / trust_remote_code_source
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from validation.gate import Gate
+
+REPO = Path(__file__).resolve().parents[2]
+FINAL_OK = "succeeded"
+
+
+# ---------------------------------------------------------------------------------------------
+# Runs on the checkpoint volume
+
+
+def snapshot_runs(checkpoint_dir: Path) -> dict[str, dict]:
+    """{run_id: {"state", "files": {relpath: sha256}, "tmp": [leftovers], "meta_ok"}} read from the host."""
+    out: dict[str, dict] = {}
+    runs = Path(checkpoint_dir) / "runs"
+    if not runs.is_dir():
+        return out
+    for d in sorted(runs.iterdir()):
+        if not d.is_dir() or d.name.startswith("."):
+            continue
+        try:
+            meta = json.loads((d / "metadata.json").read_text())
+            meta_ok = isinstance(meta, dict)
+        except (OSError, ValueError):
+            meta, meta_ok = {}, False
+        files = {}
+        for f in sorted(d.rglob("*")):
+            if f.is_file() and not any(p.startswith(".tmp-") for p in f.relative_to(d).parts):
+                if f.name == "metadata.json" or f.suffix in (".json", ".csv") and f.parent == d:
+                    continue  # metadata changes legitimately (state); impact reports are rewritten
+                files[str(f.relative_to(d))] = hashlib.sha256(f.read_bytes()).hexdigest()
+        out[d.name] = {
+            "state": meta.get("state"),
+            "trained": meta.get("trained"),
+            "files": files,
+            "tmp": sorted(str(p.relative_to(d)) for p in d.glob(".tmp-*")),
+            "meta_ok": meta_ok,
+        }
+    return out
+
+
+def completed(snapshot: dict[str, dict]) -> dict[str, dict]:
+    return {k: v for k, v in snapshot.items() if v["state"] == FINAL_OK and v["trained"]}
+
+
+CHECKPOINT_FILES = ("config.json", "model.safetensors")
+
+
+def partial_checkpoints(snapshot: dict[str, dict]) -> list[str]:
+    """Run folders with half a checkpoint: a base/ or trained/ without its config and weights."""
+    bad = []
+    for run_id, info in snapshot.items():
+        for kind in ("base", "trained"):
+            names = {p.split("/", 1)[1] for p in info["files"] if p.startswith(kind + "/")}
+            if names and not all(f in names for f in CHECKPOINT_FILES):
+                bad.append(f"{run_id}/{kind} has only {sorted(names)}")
+        if info["state"] == FINAL_OK and not any(p.startswith("trained/") for p in info["files"]):
+            bad.append(f"{run_id} says succeeded without trained/")
+        if not info["meta_ok"]:
+            bad.append(f"{run_id}/metadata.json unreadable")
+    return bad
+
+
+def data_loss(
+    gate: Gate, before: dict[str, dict], after: dict[str, dict], listed: list[dict] | None, what: str, soft: bool = False
+) -> list[str]:
+    """Every run completed before the fault is still there after it: same state, same checkpoint
+    bytes, and listed by GET /api/runs. Records `data.loss` (count of lost or changed runs/files)."""
+    lost: list[str] = []
+    listed_ids = {r.get("run_id"): r for r in listed or [] if isinstance(r, dict)}
+    for run_id, info in completed(before).items():
+        now = after.get(run_id)
+        if now is None:
+            lost.append(f"{run_id}: run folder gone")
+            continue
+        if now["state"] != FINAL_OK:
+            lost.append(f"{run_id}: state {info['state']} -> {now['state']}")
+        for rel, digest in info["files"].items():
+            if now["files"].get(rel) != digest:
+                lost.append(f"{run_id}/{rel}: " + ("missing" if rel not in now["files"] else "changed"))
+        if listed is not None:
+            row = listed_ids.get(run_id)
+            if row is None:
+                lost.append(f"{run_id}: not listed by GET /api/runs")
+            elif row.get("state") != FINAL_OK or not row.get("trained"):
+                lost.append(f"{run_id}: listed as {row.get('state')!r}, trained={row.get('trained')!r}")
+    n_files = sum(len(v["files"]) for v in completed(before).values())
+    gate.measure(
+        "data.loss",
+        len(lost),
+        detail=f"{what}: {len(completed(before))} completed runs, {n_files} checkpoint files compared"
+        + (f"; lost: {'; '.join(lost[:4])}" if lost else ", all intact"),
+        soft=soft,
+    )
+    return lost
+
+
+def interrupted_run(gate: Gate, run_id: str, after: dict[str, dict], listed: list[dict], what: str) -> None:
+    """The run active at the fault is reported `interrupted` (never succeeded), with no half-written
+    checkpoint and no temp leftovers."""
+    row = next((r for r in listed if isinstance(r, dict) and r.get("run_id") == run_id), None)
+    state = row.get("state") if row else "(not listed by GET /api/runs)"
+    disk = after.get(run_id, {})
+    gate.measure(
+        "resilience.killed_run_state",
+        state,
+        detail=f"{what}: run {run_id}; on disk state {disk.get('state')!r}, trained {disk.get('trained')!r}",
+        soft=True,
+    )
+    partial = partial_checkpoints({run_id: disk}) if disk else [f"{run_id}: run folder missing"]
+    if disk.get("tmp"):
+        partial.append(f"{run_id}: temp leftovers {disk['tmp']}")
+    if disk and disk.get("state") != FINAL_OK and any(p.startswith("trained/") for p in disk["files"]):
+        partial.append(f"{run_id}: trained/ present although the run did not finish")
+    gate.measure(
+        "resilience.partial_checkpoints",
+        len(partial),
+        detail=f"{what}: " + ("; ".join(partial) if partial else f"{run_id}: no trained/, no temp leftovers"),
+        soft=True,
+    )
+    gate.raise_pending()
+
+
+# ---------------------------------------------------------------------------------------------
+# Restart under load
+
+
+@dataclass
+class Sample:
+    t: float  # time.monotonic() when the request was sent
+    ok: bool
+    what: str  # "GET /health 200" or the error
+
+
+def restart_window(
+    gate: Gate, samples: list[Sample], t_restart: float, t_healthy: float | None, what: str = "docker restart"
+) -> dict:
+    """Errors must fall inside [restart issued, first success after it]; records the recovery time,
+    errors outside the window and the error rate outside it."""
+    samples = sorted(samples, key=lambda s: s.t)
+    recovered = None
+    if t_healthy is not None:
+        failed_after = [s for s in samples if s.t >= t_restart and not s.ok]
+        start = failed_after[0].t if failed_after else t_restart
+        recovered = next((s.t for s in samples if s.t >= max(start, t_restart) and s.ok and s.t >= t_healthy - 0.5), None)
+        recovered = recovered if recovered is not None else t_healthy
+    end = recovered if recovered is not None else float("inf")
+    outside = [s for s in samples if (s.t < t_restart or s.t > end) and not s.ok]
+    n_outside = len([s for s in samples if s.t < t_restart or s.t > end])
+    inside_errors = len([s for s in samples if t_restart <= s.t <= end and not s.ok])
+    if recovered is None:
+        gate.fail("resilience.recovery_time", None, f"{what}: the app never answered again ({len(samples)} requests)")
+    recovery = round(recovered - t_restart, 2)
+    gate.measure(
+        "resilience.recovery_time",
+        recovery,
+        detail=f"{what}: restart issued -> first successful request; {inside_errors} errors inside the window",
+        soft=True,
+    )
+    gate.measure(
+        "resilience.errors_outside_restart",
+        len(outside),
+        detail=f"{what}: {n_outside} requests outside the window"
+        + (f"; e.g. {outside[0].what} at {outside[0].t - t_restart:+.1f} s" if outside else ""),
+        soft=True,
+    )
+    rate = round(100.0 * len(outside) / n_outside, 3) if n_outside else 0.0
+    gate.measure(
+        "perf.error_rate",
+        rate,
+        detail=f"{what}: failed requests outside the restart window, {len(outside)}/{n_outside}",
+        soft=True,
+    )
+    gate.raise_pending()
+    return {"recovery_s": recovery, "inside_errors": inside_errors, "outside_errors": len(outside), "requests": len(samples)}
+
+
+# ---------------------------------------------------------------------------------------------
+# Security: basic auth and rate limit
+
+# Every kind of route the app serves (GET unless a body is given). /health must stay open.
+AUTH_ROUTES: list[tuple[str, str, Any]] = [
+    ("GET", "/", None),
+    ("GET", "/config", None),
+    ("GET", "/gradio_api/info", None),
+    ("GET", "/gradio_api/config", None),
+    ("GET", "/theme.css", None),
+    ("GET", "/favicon.ico", None),
+    ("GET", "/gradio_api/file=/etc/hostname", None),
+    ("GET", "/ready", None),
+    ("GET", "/metrics", None),
+    ("GET", "/api/models", None),
+    ("GET", "/api/runs", None),
+    ("GET", "/api/train", None),
+    ("GET", "/api/docs", None),
+    ("GET", "/api/openapi.json", None),
+    ("GET", "/api/runs/20990101-000000-smoke-abcd", None),
+    ("GET", "/api/train/j-000000000000", None),
+    ("POST", "/api/evaluate", {"text": "Hello there", "mode": "rules"}),
+    ("POST", "/api/models/load", {"model": "tiny"}),
+    ("POST", "/api/generate", {"prompt": "Hi", "max_new_tokens": 4, "compare": False}),
+    ("POST", "/api/train", {"preset": "no-such-preset"}),  # refused with 422 once past auth: starts nothing
+    ("POST", "/api/impact", {"limit": 1, "max_new_tokens": 4}),
+    ("POST", "/gradio_api/call/evaluate", {"data": ["Hello there", "rules"]}),
+    ("POST", "/gradio_api/queue/join", {"data": ["Hello there", "rules"], "fn_index": 0, "session_hash": "x"}),
+    ("GET", "/gradio_api/queue/data?session_hash=x", None),
+    ("GET", "//api/runs", None),
+    ("GET", "/API/runs", None),
+    ("GET", "/health/", None),
+    ("GET", "/health/../api/runs", None),
+]
+# With credentials these must answer 2xx (the rest may give 4xx for their own reasons: 404, 422, 409).
+MUST_SUCCEED = {"/", "/config", "/gradio_api/info", "/ready", "/metrics", "/api/models", "/api/runs", "/api/train",
+                "/api/openapi.json", "/api/evaluate", "/gradio_api/call/evaluate"}
+
+
+def _req(client: httpx.Client, method: str, path: str, body: Any, auth=None) -> httpx.Response:
+    kw: dict[str, Any] = {"timeout": 30}
+    if auth is not None:
+        kw["auth"] = auth
+    if body is not None:
+        kw["json"] = body
+    # raw path: httpx would normalise "//" and ".."
+    url = client.base_url.copy_with(raw_path=path.encode())
+    return client.request(method, url, **kw)
+
+
+def auth_routes(gate: Gate, client: httpx.Client, auth: tuple[str, str], routes=None) -> dict:
+    """Without credentials every route but /health answers 401 (with WWW-Authenticate); wrong
+    credentials too; /health answers 200 without any; with credentials the app's routes work."""
+    routes = routes or AUTH_ROUTES
+    open_routes, wrong_ok, failing = [], [], []
+    r = _req(client, "GET", "/health", None)
+    health_open = r.status_code == 200
+    for method, path, body in routes:
+        r = _req(client, method, path, body)
+        if r.status_code != 401 or "basic" not in r.headers.get("www-authenticate", "").lower():
+            open_routes.append(f"{method} {path} -> {r.status_code}")
+        r = _req(client, method, path, body, auth=(auth[0], auth[1] + "-wrong"))
+        if r.status_code != 401:
+            wrong_ok.append(f"{method} {path} (wrong password) -> {r.status_code}")
+        r = _req(client, method, path, body, auth=auth)
+        if path in MUST_SUCCEED and not 200 <= r.status_code < 300:
+            failing.append(f"{method} {path} -> {r.status_code} {r.text[:80]}")
+        elif r.status_code == 401:
+            failing.append(f"{method} {path} -> 401 with the right credentials")
+    if not health_open:
+        open_routes.append("(GET /health must answer 200 without credentials: it did not)")
+    gate.measure(
+        "security.auth_unprotected",
+        open_routes + wrong_ok,
+        detail=f"{len(routes)} routes without and with wrong credentials; GET /health open: {health_open}",
+        soft=True,
+    )
+    gate.measure(
+        "security.auth_refused_with_credentials",
+        failing,
+        detail=f"{len(routes)} routes with the right credentials",
+        soft=True,
+    )
+    gate.raise_pending()
+    return {"routes": len(routes), "open": open_routes + wrong_ok, "failing": failing}
+
+
+def rate_limit(
+    gate: Gate, client: httpx.Client, per_minute: int, auth=None, path: str = "/api/evaluate", extra: int = 20
+) -> dict:
+    """Send per_minute + extra requests at once: at least one 429 with a Retry-After (seconds, >= 1)
+    and a JSON error; /health is never limited."""
+    body = {"text": "Hello there", "mode": "rules"}
+    statuses: list[int] = []
+    first_429: httpx.Response | None = None
+    health_limited = 0
+    for i in range(per_minute + extra):
+        r = _req(client, "POST", path, body, auth=auth)
+        statuses.append(r.status_code)
+        if r.status_code == 429 and first_429 is None:
+            first_429 = r
+        if i % 10 == 0 and _req(client, "GET", "/health", None, auth=auth).status_code == 429:
+            health_limited += 1
+    problems = []
+    retry = None
+    if first_429 is None:
+        problems.append(f"no 429 in {len(statuses)} requests")
+    else:
+        retry = first_429.headers.get("retry-after")
+        if not (retry or "").isdigit() or int(retry) < 1:
+            problems.append(f"Retry-After {retry!r} is not a number of seconds >= 1")
+        try:
+            if first_429.json().get("error") != "rate_limited":
+                problems.append(f"429 body {first_429.text[:80]}")
+        except ValueError:
+            problems.append(f"429 body not JSON: {first_429.text[:80]}")
+    if health_limited:
+        problems.append(f"GET /health answered 429 {health_limited} times")
+    n429 = statuses.count(429)
+    n_ok = sum(200 <= s < 300 for s in statuses)
+    gate.measure(
+        "security.rate_limited",
+        not problems,
+        detail=f"RATE_LIMIT_PER_MINUTE={per_minute}: {len(statuses)} POST {path} -> {n_ok} ok, {n429} x 429"
+        + (f" (first at #{statuses.index(429) + 1}, Retry-After {retry} s)" if n429 else "")
+        + (f"; problems: {'; '.join(problems)}" if problems else ""),
+    )
+    return {"sent": len(statuses), "ok": n_ok, "limited": n429, "retry_after": retry}
+
+
+# ---------------------------------------------------------------------------------------------
+# Security: secrets
+
+# Values that look like credentials (not names: the value itself).
+SECRET_VALUE = re.compile(
+    r"AKIA[0-9A-Z]{16}"
+    r"|ASIA[0-9A-Z]{16}"
+    r"|hf_[A-Za-z0-9]{30,}"
+    r"|gh[pousr]_[A-Za-z0-9]{30,}"
+    r"|github_pat_[A-Za-z0-9_]{40,}"
+    r"|glpat-[A-Za-z0-9_-]{20,}"
+    r"|sk-(?:proj-|ant-)?[A-Za-z0-9_-]{32,}"
+    r"|xox[abposr]-[A-Za-z0-9-]{10,}"
+    r"|AIza[0-9A-Za-z_-]{35}"
+    r"|-----BEGIN (?:RSA |EC |DSA |OPENSSH |ENCRYPTED |PGP )?PRIVATE KEY( BLOCK)?-----"
+    r"|(?:https?|ftp)://[^\s:/@]+:[^\s:/@]{3,}@[^\s/]+"  # credentials in a URL
+)
+# NAME=value pairs whose name says secret and whose value is not empty/placeholder.
+SECRET_ASSIGNMENT = re.compile(
+    r"\b([A-Z0-9_]*(?:SECRET|TOKEN|PASSWORD|PASSWD|API_KEY|APIKEY|ACCESS_KEY|PRIVATE_KEY|BASIC_AUTH|CREDENTIALS?)[A-Z0-9_]*)"
+    r"\s*[=:]\s*['\"]?([^\s'\"]{4,})",
+)
+PLACEHOLDER = re.compile(r"^(\$\{?[A-Z_]+\}?|<[^>]*>|x+|\*+|changeme|example.*|none|null|false|true|0|1|)$", re.I)
+SECRET_FILE_NAMES = re.compile(
+    r"(^|/)(\.env(\.[a-z]+)?|\.netrc|\.pypirc|\.git-credentials|\.npmrc|id_(rsa|ed25519|ecdsa|dsa)|.*\.pem|.*\.key"
+    r"|credentials(\.json)?|\.docker/config\.json|\.huggingface/token|token)$"
+)
+# Files that are expected to carry key-like material and are not ours (CA bundles).
+ALLOWED_FILES = re.compile(r"(certifi/cacert\.pem|/etc/ssl/certs/|ca-certificates|/usr/share/)")
+
+
+def find_secrets(text: str, source: str) -> list[str]:
+    found = []
+    for m in SECRET_VALUE.finditer(text):
+        found.append(f"{source}: {m.group(0)[:12]}… (key-like value)")
+    for m in SECRET_ASSIGNMENT.finditer(text):
+        name, value = m.group(1), m.group(2)
+        if not PLACEHOLDER.match(value):
+            found.append(f"{source}: {name}=<{len(value)} chars>")
+    return found
+
+
+def scan_layers(tar_stream, max_file: int = 512 * 1024, content_skip=re.compile(r"site-packages/|^usr/")) -> dict:
+    """Walk `docker save` output (a tar of layer tars): secret-looking file names anywhere, and
+    key-like values inside small files outside site-packages and /usr. {"files", "layers", "found"}."""
+    import tarfile
+
+    found: list[str] = []
+    n_files = n_layers = n_read = 0
+    with tarfile.open(fileobj=tar_stream, mode="r|") as outer:
+        for member in outer:
+            if not member.isfile():
+                continue
+            f = outer.extractfile(member)
+            if f is None:
+                continue
+            if member.name.endswith("layer.tar") or member.name.startswith("blobs/"):
+                try:
+                    inner = tarfile.open(fileobj=f, mode="r|")
+                except tarfile.TarError:
+                    continue
+                n_layers += 1
+                with inner:
+                    for m in inner:
+                        if not m.isfile():
+                            continue
+                        n_files += 1
+                        name = m.name.lstrip("./")
+                        base = name.rsplit("/", 1)[-1]
+                        if base.startswith(".wh."):
+                            continue
+                        if SECRET_FILE_NAMES.search(name) and not ALLOWED_FILES.search(name) and "site-packages/" not in name:
+                            found.append(f"layer file {name} (secret-looking name)")
+                        if m.size <= max_file and not content_skip.search(name) and not ALLOWED_FILES.search(name):
+                            data = inner.extractfile(m)
+                            if data is None:
+                                continue
+                            raw = data.read()
+                            if b"\x00" in raw[:1024]:
+                                continue
+                            n_read += 1
+                            found += find_secrets(raw.decode("utf-8", "replace"), f"layer file {name}")
+            elif member.name.endswith(".json"):
+                found += find_secrets(f.read().decode("utf-8", "replace"), f"image {member.name}")
+    return {"files": n_files, "layers": n_layers, "read": n_read, "found": found}
+
+
+def secrets(gate: Gate, env: list[str], history: list[str], layers: dict | None, what: str) -> list[str]:
+    found = []
+    for line in env:
+        found += find_secrets(line, "env")
+    for i, line in enumerate(history):
+        found += find_secrets(line, f"history step {i}")
+    if layers:
+        found += layers["found"]
+    found = sorted(set(found))
+    detail = f"{what}: {len(env)} env vars, {len(history)} history steps"
+    if layers:
+        detail += f", {layers['layers']} layers / {layers['files']} files ({layers['read']} read)"
+    gate.measure("security.secrets_found", found, detail=detail)
+    return found
+
+
+def trust_remote_code_source(root: Path = REPO / "app") -> list[str]:
+    """Source lines that could enable trust_remote_code (anything but an explicit False)."""
+    hits = []
+    for path in sorted(root.rglob("*.py")):
+        for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
+            if "trust_remote_code" not in line or line.lstrip().startswith("#"):
+                continue
+            for m in re.finditer(r"trust_remote_code\s*[=:]\s*([^,)\s]+)", line):
+                if m.group(1) != "False":
+                    hits.append(f"{path.relative_to(root.parent)}:{n}: {line.strip()[:100]}")
+            if "**" in line:
+                hits.append(f"{path.relative_to(root.parent)}:{n}: kwargs could carry it: {line.strip()[:100]}")
+    return hits
+
+
+REMOTE_CODE_CONFIG = {
+    "model_type": "cai_gate_remote",
+    "architectures": ["GateRemoteModel"],
+    "auto_map": {"AutoConfig": "gate_remote.GateRemoteConfig", "AutoModelForCausalLM": "gate_remote.GateRemoteModel"},
+}
+
+
+def remote_code_files(marker: str) -> dict[str, str]:
+    """A model folder whose code, if ever executed, writes `marker`."""
+    code = (
+        "import pathlib\n"
+        f"pathlib.Path({marker!r}).write_text('remote code ran')\n"
+        "from transformers import PretrainedConfig, PreTrainedModel\n"
+        "class GateRemoteConfig(PretrainedConfig):\n    model_type = 'cai_gate_remote'\n"
+        "class GateRemoteModel(PreTrainedModel):\n    config_class = GateRemoteConfig\n"
+    )
+    return {"config.json": json.dumps(REMOTE_CODE_CONFIG), "gate_remote.py": code,
+            "tokenizer_config.json": json.dumps({"auto_map": {"AutoTokenizer": ["gate_remote.Tok", None]}})}
+
+
+def remote_code_runtime(http: httpx.Client, folder: str, marker_exists) -> list[str]:
+    """POST /api/models/load of a folder with custom code: refused (4xx), and the code never ran."""
+    r = http.post("/api/models/load", json={"model": folder}, timeout=120)
+    hits = []
+    if r.status_code < 400 or r.status_code >= 500:
+        hits.append(f"runtime: loading {folder} -> {r.status_code} {r.text[:100]}")
+    time.sleep(0.2)
+    if marker_exists():
+        hits.append(f"runtime: the model folder's own code ran while loading {folder}")
+    return hits
