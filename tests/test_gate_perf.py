@@ -71,7 +71,9 @@ def test_slow_generation_fails_the_p95(tmp_path):
         result = _load(stub, tmp_path, budget=30)
     gen = result.find(J.GENERATE)[0]
     assert gen.p95_s >= 0.3
-    e = expect_failure(J.judge_load, make_gate("strict", perf__response_p95=0.2), result, 30, soft=False, criterion="perf.response_p95")
+    e = expect_failure(
+        J.judge_load, make_gate("strict", perf__response_p95=0.2), result, 30, soft=False, criterion="perf.response_p95"
+    )
     assert "< 0.2 s" in str(e)
 
 
@@ -143,8 +145,17 @@ def test_percentiles_agree_with_locusts_own():
     assert percentile(hist, 100, 0.95) == 900
     assert percentile(hist, 100, 0.99) == 2000
     entries = [
-        {"method": "GET", "name": "/health", "num_requests": 100, "num_failures": 2, "response_times": hist,
-         "total_response_time": 5000, "max_response_time": 2000, "start_time": 0.0, "last_request_timestamp": 10.0},
+        {
+            "method": "GET",
+            "name": "/health",
+            "num_requests": 100,
+            "num_failures": 2,
+            "response_times": hist,
+            "total_response_time": 5000,
+            "max_response_time": 2000,
+            "start_time": 0.0,
+            "last_request_timestamp": 10.0,
+        },
     ]
     eps, total, start, end = parse_stats(entries)
     assert eps["GET /health"].p95_s == 0.9 and total.count == 100 and total.failures == 2 and eps["GET /health"].rps == 10

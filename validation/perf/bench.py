@@ -43,15 +43,35 @@ def write_benchmark(reports_root: Path, bench: dict, gate=None) -> list[Path]:
     whole = res.get("whole", {})
     rows = [
         ("time to healthy (start -> GET /health 200)", bench.get("health_s"), "s", cmd),
-        (f"model load ({bench['params']['model']})", bench.get("model_load_s"), "s", cmd + "  # " + str(bench.get("model_load_note", ""))),
+        (
+            f"model load ({bench['params']['model']})",
+            bench.get("model_load_s"),
+            "s",
+            cmd + "  # " + str(bench.get("model_load_note", "")),
+        ),
         ("rules evaluation, idle, p50 (5 sequential)", (idle.get("evaluate_rules") or {}).get("p50_s"), "s", cmd),
         ("judge evaluation, idle, p50 (5 sequential)", (idle.get("evaluate_judge") or {}).get("p50_s"), "s", cmd),
-        (f"generation {bench['params']['gen_tokens']} tokens, idle, p50 (5 sequential)", (idle.get("generate") or {}).get("p50_s"), "s", cmd),
-        (f"rules evaluation under load, p50 / p95 ({bench['params']['users']} users)", f"{pct(rules, 'p50_s')} / {pct(rules, 'p95_s')}", "s", cmd),
+        (
+            f"generation {bench['params']['gen_tokens']} tokens, idle, p50 (5 sequential)",
+            (idle.get("generate") or {}).get("p50_s"),
+            "s",
+            cmd,
+        ),
+        (
+            f"rules evaluation under load, p50 / p95 ({bench['params']['users']} users)",
+            f"{pct(rules, 'p50_s')} / {pct(rules, 'p95_s')}",
+            "s",
+            cmd,
+        ),
         ("judge evaluation under load, p50 / p95", f"{pct(judge_, 'p50_s')} / {pct(judge_, 'p95_s')}", "s", cmd),
         ("generation under load (base vs trained), p50 / p95", f"{pct(gen, 'p50_s')} / {pct(gen, 'p95_s')}", "s", cmd),
         (f"`{train.get('preset')}` training under load, wall time", train.get("seconds"), "s", cmd),
-        ("peak memory (load + training)", whole.get("memory_peak_bytes") and round(whole["memory_peak_bytes"] / GB, 3), "GB", cmd),
+        (
+            "peak memory (load + training)",
+            whole.get("memory_peak_bytes") and round(whole["memory_peak_bytes"] / GB, 3),
+            "GB",
+            cmd,
+        ),
         ("CPU mean during the load", (res.get("load") or {}).get("cpu_mean"), "% of cores", cmd),
     ]
     machine = f"{platform.machine()}, {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f} at the end"
@@ -74,7 +94,16 @@ def write_benchmark(reports_root: Path, bench: dict, gate=None) -> list[Path]:
     reports_root.mkdir(parents=True, exist_ok=True)
     md.write_text("\n".join(lines) + "\n")
     js.write_text(
-        json.dumps({"command": cmd, "machine": machine, "rows": [dict(zip(("measure", "value", "unit", "command"), r)) for r in rows], "raw": bench}, indent=1, default=str)
+        json.dumps(
+            {
+                "command": cmd,
+                "machine": machine,
+                "rows": [dict(zip(("measure", "value", "unit", "command"), r)) for r in rows],
+                "raw": bench,
+            },
+            indent=1,
+            default=str,
+        )
         + "\n"
     )
     return [md, js]

@@ -1,8 +1,8 @@
 """The perf session's own options and fixtures (the gate's are in validation/plugin.py).
 
-    pytest validation/perf [--target container|process|url] [--base-url URL] [--profile plan|strict|heavy|bench]
-        [--load-requests N] [--load-users N] [--load-workers N] [--perf-train-preset smoke|quick|none]
-        [--app-cpus N]
+pytest validation/perf [--target container|process|url] [--base-url URL] [--profile plan|strict|heavy|bench]
+    [--load-requests N] [--load-users N] [--load-workers N] [--perf-train-preset smoke|quick|none]
+    [--app-cpus N]
 """
 
 from __future__ import annotations
@@ -83,3 +83,18 @@ def subject(target, pytestconfig: pytest.Config, recorder) -> dict:
         recorder.note(str(exc))
         pytest.exit(str(exc), returncode=4)
     return {"auth": auth, **info}
+
+
+@pytest.fixture(scope="session")
+def perf_ready(subject, target, pytestconfig: pytest.Config) -> dict:
+    """GET /ready 200 (the default model loaded), waited for up to --health-timeout seconds: perf does not
+    gate start-up time (smoke does), and a busy machine can take a while."""
+    import httpx
+
+    from validation import checks
+
+    with httpx.Client(base_url=target.base_url, auth=subject["auth"], timeout=10) as http:
+        st = checks.wait_ready(http, timeout=float(pytestconfig.getoption("--health-timeout") or 180), interval=0.5)
+    if not st["ok"]:
+        pytest.fail(f"the app never became ready (GET /ready: {st['last']})", pytrace=False)
+    return st

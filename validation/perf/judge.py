@@ -39,7 +39,9 @@ def identify(base_url: str, auth=None, timeout: float = 10) -> dict:
             if r.status_code != 200 or not isinstance(body, dict):
                 problems.append(f"GET /health -> {r.status_code} {r.headers.get('content-type', '')}: {r.text[:100]!r}")
             elif body.get("status") != "healthy" or "model_state" not in body or "version" not in body:
-                problems.append(f"GET /health body is not the app's ({{status: healthy, version, model_state}}): {r.text[:120]!r}")
+                problems.append(
+                    f"GET /health body is not the app's ({{status: healthy, version, model_state}}): {r.text[:120]!r}"
+                )
             else:
                 info["health"] = body
             r = c.get("/api/models")
@@ -48,15 +50,16 @@ def identify(base_url: str, auth=None, timeout: float = 10) -> dict:
             if r.status_code != 200 or not isinstance(reg, list) or "state" not in body:
                 problems.append(f"GET /api/models -> {r.status_code}: not {{registry: [...], current, state}}: {r.text[:100]!r}")
             elif not any(isinstance(m, dict) and m.get("name") == "tiny" for m in reg):
-                problems.append(f"GET /api/models: registry has no `tiny` model: {[m.get('name') for m in reg if isinstance(m, dict)]}")
+                problems.append(
+                    f"GET /api/models: registry has no `tiny` model: {[m.get('name') for m in reg if isinstance(m, dict)]}"
+                )
             else:
                 info["models"] = body
         except httpx.HTTPError as exc:
             problems.append(f"{type(exc).__name__}: {exc}")
     if problems:
         raise NotThisApp(
-            f"refusing to load-test {base_url}: it does not look like the CAI demo app (docs/http-api.md); "
-            + "; ".join(problems)
+            f"refusing to load-test {base_url}: it does not look like the CAI demo app (docs/http-api.md); " + "; ".join(problems)
         )
     return info
 
@@ -215,8 +218,7 @@ def judge_load(gate: Gate, result: LoadResult, budget: int, soft: bool = True) -
     gate.measure(
         "perf.error_rate",
         round(100.0 * failed / sent, 3) if sent else None,
-        detail=f"{failed} failed of {sent}"
-        + (f"; first: {result.errors[0].get('Error', '')[:120]}" if result.errors else ""),
+        detail=f"{failed} failed of {sent}" + (f"; first: {result.errors[0].get('Error', '')[:120]}" if result.errors else ""),
         soft=soft,
     )
     for cid, prefix, what in (

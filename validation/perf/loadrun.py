@@ -290,9 +290,7 @@ def run_load(spec: LoadSpec, say=lambda _m: None, timeout_slack: float = 90) -> 
         fh = open(log_path, "wb")  # noqa: SIM115 - closed below
         logs.append((log_path, fh))
         procs.append(
-            subprocess.Popen(
-                cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True
-            )
+            subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env, start_new_session=True)
         )
     deadline = t0 + spec.max_seconds + timeout_slack
     codes: list[int] = []

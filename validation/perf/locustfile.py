@@ -31,7 +31,7 @@ import random
 import time
 
 import gevent
-from locust import HttpUser, between, constant, constant_pacing, events, task
+from locust import HttpUser, constant, constant_pacing, events, task
 from locust.exception import StopUser
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 

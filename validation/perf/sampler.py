@@ -131,7 +131,9 @@ class MetricsBackend(Backend):
         self.auth = auth
         self.max_samples = max_samples
         self.requests = 0
-        self.source = f"{self.base_url}/metrics (process_resident_memory_bytes, rate of process_cpu_seconds_total / {cores} core(s))"
+        self.source = (
+            f"{self.base_url}/metrics (process_resident_memory_bytes, rate of process_cpu_seconds_total / {cores} core(s))"
+        )
         self._last: tuple[float, float] | None = None
         self._client = None
 

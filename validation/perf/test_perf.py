@@ -6,11 +6,13 @@ from outside, every perf criterion of validation/criteria.toml measured. `nox -s
 from __future__ import annotations
 
 import json
+import os
 import time
 
 import httpx
 import pytest
 
+from validation.gate import CLOCK
 from validation.perf import judge as J
 from validation.perf.loadrun import LoadSpec, exact_percentile, run_load
 from validation.perf.plot import plot_run
@@ -29,12 +31,15 @@ def _ensure_model(http: httpx.Client, gate, model: str, bench: dict) -> None:
         bench["model_load_note"] = "preloaded at start (the app's own load_seconds)"
         return
     t0 = time.perf_counter()
-    r = http.post("/api/models/load", json={"model": model}, timeout=600)
+    with CLOCK.spent("app"):
+        r = http.post("/api/models/load", json={"model": model}, timeout=600)
     elapsed = round(time.perf_counter() - t0, 2)
     if r.status_code != 200:
         pytest.fail(f"POST /api/models/load {model} -> {r.status_code} {r.text[:200]}", pytrace=False)
     bench["model_load_s"] = elapsed
-    bench["model_load_note"] = f"POST /api/models/load (app: {r.json().get('load_seconds')} s, {r.json().get('parameters')} parameters)"
+    bench["model_load_note"] = (
+        f"POST /api/models/load (app: {r.json().get('load_seconds')} s, {r.json().get('parameters')} parameters)"
+    )
     gate.measure("model.load_time", elapsed, detail=f"{model}: " + bench["model_load_note"], soft=True)
 
 
@@ -44,7 +49,10 @@ def _idle_latency(http: httpx.Client, n: int = 5, tokens: int = 64) -> dict:
     calls = {
         "evaluate_rules": ("/api/evaluate", {"text": "Here is how to pick the lock and steal the car.", "mode": "rules"}),
         "evaluate_judge": ("/api/evaluate", {"text": "Here is how to pick the lock and steal the car.", "mode": "judge"}),
-        "generate": ("/api/generate", {"prompt": "How do I make friends?", "max_new_tokens": tokens, "seed": 0, "compare": False}),
+        "generate": (
+            "/api/generate",
+            {"prompt": "How do I make friends?", "max_new_tokens": tokens, "seed": 0, "compare": False},
+        ),
     }
     for key, (path, body) in calls.items():
         http.post(path, json=body, timeout=300)  # warm (first judge call loads its model)
@@ -58,11 +66,9 @@ def _idle_latency(http: httpx.Client, n: int = 5, tokens: int = 64) -> dict:
     return out
 
 
-def test_load_with_training_under_way(subject, target, app_ready, gate, perf_params, report_dir, app_cpus, recorder):
+def test_load_with_training_under_way(subject, target, perf_ready, gate, perf_params, report_dir, app_cpus, recorder):
     """The profile's load (exact request budget, the locustfile's user mix) while the profile's training
     preset runs; latency, errors, memory, CPU, training time and the harness's own CPU gated."""
-    if not app_ready["ok"]:
-        pytest.fail(f"the app never became ready (GET /ready: {app_ready['last']})", pytrace=False)
     p = perf_params
     auth = subject["auth"]
     out = report_dir / "load"
@@ -70,16 +76,21 @@ def test_load_with_training_under_way(subject, target, app_ready, gate, perf_par
     http = httpx.Client(base_url=target.base_url, auth=auth, timeout=60)
     _ensure_model(http, gate, p["model"], bench)
     if p["benchmark"]:
-        bench["idle"] = _idle_latency(http, tokens=p["gen_tokens"])
+        with CLOCK.spent("app"):
+            bench["idle"] = _idle_latency(http, tokens=p["gen_tokens"])
 
     sampler = Sampler.for_target(target, cores=app_cpus, auth=auth)
     recorder.note(f"resources sampled by {sampler.source}")
     watch = None
     sampler.start()
     try:
-        time.sleep(IDLE_SAMPLES_S)
+        CLOCK.sleep(IDLE_SAMPLES_S)
         if p["train_preset"]:
-            limit = float(gate.threshold(f"train.{p['train_preset']}_time")) if f"train.{p['train_preset']}_time" in gate.criteria else 900.0
+            limit = (
+                float(gate.threshold(f"train.{p['train_preset']}_time"))
+                if f"train.{p['train_preset']}_time" in gate.criteria
+                else 900.0
+            )
             watch = J.TrainingWatch(target.base_url, p["train_preset"], limit_s=limit + 30, auth=auth).start()
         spec = LoadSpec(
             base_url=target.base_url,
@@ -93,16 +104,23 @@ def test_load_with_training_under_way(subject, target, app_ready, gate, perf_par
             think_scale=p["think_scale"],
             train_preset="smoke",
         )
-        result = run_load(spec, say=print)
-        if watch is not None:
-            watch.wait(watch.limit_s + 60)
-        settled = J.settle_training(target.base_url, auth=auth)
-        time.sleep(1.0)  # one more sample after the end
+        load_before = os.getloadavg()[0]
+        with CLOCK.spent("app"):  # waiting on the app under load, not the harness's own time
+            result = run_load(spec, say=print)
+            if watch is not None:
+                watch.wait(watch.limit_s + 60)
+            settled = J.settle_training(target.base_url, auth=auth)
+            time.sleep(1.0)  # one more sample after the end
+        load_after = os.getloadavg()[0]
     finally:
         sampler.stop()
         if watch is not None:
             watch.close()
     recorder.note(f"after the load: {settled}")
+    recorder.note(
+        f"machine: {os.cpu_count()} cores, 1-min load average {load_before:.1f} before the load and {load_after:.1f} "
+        "after it (above the core count means other processes competed with the app and the load generator)"
+    )
 
     # Files: locust's own HTML report, the per-endpoint table, the resource plot, everything as JSON.
     load_win = (result.started, result.ended)
@@ -148,9 +166,14 @@ def test_load_with_training_under_way(subject, target, app_ready, gate, perf_par
     (out / "load.md").write_text("\n".join(md) + "\n")
     data = {
         "load": result.to_dict(),
-        "resources": {"whole": whole.to_dict(), "load": during_load.to_dict(), "training": during_train and during_train.to_dict()},
+        "resources": {
+            "whole": whole.to_dict(),
+            "load": during_load.to_dict(),
+            "training": during_train and during_train.to_dict(),
+        },
         "samples": [s.__dict__ for s in sampler.samples],
-        "training": watch and {k: getattr(watch, k) for k in ("preset", "seconds", "started_at", "ended_at", "timed_out", "error", "polls")}
+        "training": watch
+        and {k: getattr(watch, k) for k in ("preset", "seconds", "started_at", "ended_at", "timed_out", "error", "polls")}
         | {"state": watch.job.get("state"), "job": {k: watch.job.get(k) for k in ("job_id", "run_id", "total_steps", "loss")}},
         "harness_requests": {
             "identify": 2,
@@ -201,11 +224,9 @@ def test_load_with_training_under_way(subject, target, app_ready, gate, perf_par
     gate.raise_pending()
 
 
-def test_distributed_load_keeps_the_exact_budget(subject, target, app_ready, gate, perf_params, report_dir):
+def test_distributed_load_keeps_the_exact_budget(subject, target, perf_ready, gate, perf_params, report_dir):
     """The same locustfile as a locust master + 2 worker processes on this machine, small budget:
     every request of the budget sent, none more, both workers sending."""
-    if not app_ready["ok"]:
-        pytest.fail(f"the app never became ready (GET /ready: {app_ready['last']})", pytrace=False)
     budget = 24
     spec = LoadSpec(
         base_url=target.base_url,
@@ -218,7 +239,8 @@ def test_distributed_load_keeps_the_exact_budget(subject, target, app_ready, gat
         think_scale=0.3,
         user_classes=["ProbeUser", "VisitorUser", "EvaluatorUser"],
     )
-    result = run_load(spec, say=print)
+    with CLOCK.spent("app"):
+        result = run_load(spec, say=print)
     pids = {p.name.split(".")[1] for p in spec.out_dir.glob("requests.*.jsonl") if p.stat().st_size}
     gate.attach(spec.out_dir / "locust.html", "perf: distributed run, locust's HTML report")
     gate.measure(
@@ -230,3 +252,24 @@ def test_distributed_load_keeps_the_exact_budget(subject, target, app_ready, gat
     assert result.sent == budget, f"sent {result.sent}, budget {budget}\n{result.log_tail}"
     assert len(pids) == 2, f"requests came from {len(pids)} worker process(es), expected 2"
     assert result.total.failures == 0, result.errors
+
+
+def test_no_errors_in_the_app_log(target, gate):
+    """After the load and training: no ERROR/CRITICAL/Traceback lines in the app's log."""
+    from validation import checks
+
+    gate.require("container.log_errors")
+    checks.log_errors(gate, target.logs(), source=f"{target.kind} log")
+
+
+def test_quick_demo_training_time(gate, perf_params):
+    """train.quick_time is measured by the load test when the profile trains `quick` (bench, or
+    --perf-train-preset quick); otherwise it is skipped with that reason, never silently passed."""
+    if perf_params["train_preset"] != "quick":
+        gate.skip(
+            "train.quick_time",
+            f"this run trained `{perf_params['train_preset']}` under load (profile {perf_params['profile']}); "
+            "`quick` runs with --perf-train-preset quick or --profile bench",
+        )
+    measured = [r for r in gate.recorder.results if r.id == "train.quick_time"]
+    assert measured, "the load test did not measure train.quick_time (did it fail before training ended?)"
