@@ -408,7 +408,9 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         t = st.get("target")
         if t is not None and t.kind != "url":
             with contextlib.suppress(Exception):
-                rep.sections.append((f"{t.kind} log (last 60 lines)", t.log_tail(60)))
+                gone = t.dead()
+                title = f"{t.kind} log (last 60 lines)" + (f" — {gone}" if gone else "")
+                rep.sections.append((title, t.log_tail(60)))
     _count(item.config, rep)
     if rep.when == "teardown":
         rec = state(item.config)["recorder"]
