@@ -282,7 +282,8 @@ def test_lock_pins_every_package_and_covers_app_in():
 
 
 @pytest.mark.parametrize("script", ["run.sh", "scripts/docker-engine.sh", "scripts/make-base-image.sh",
-                                    "scripts/fill-wheelhouse.sh", "scripts/install-compose.sh"])
+                                    "scripts/fill-wheelhouse.sh", "scripts/install-compose.sh",
+                                    "scripts/measure-image.sh"])
 def test_scripts_are_executable_bash_with_strict_mode(script):
     path = ROOT / script
     assert os.access(path, os.X_OK), f"{script} is not executable"
