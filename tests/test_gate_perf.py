@@ -19,7 +19,7 @@ from validation.testing import expect_failure, make_gate
 USERS = ["ProbeUser", "VisitorUser", "EvaluatorUser", "GeneratorUser", "TrainerUser"]
 
 
-def _load(stub, tmp_path, budget=30, users=5, **kw):
+def _load(stub, tmp_path, budget=30, users=5, classes=USERS, **kw):
     spec = LoadSpec(
         base_url=stub.base_url,
         out_dir=tmp_path / "load",
@@ -30,7 +30,7 @@ def _load(stub, tmp_path, budget=30, users=5, **kw):
         poll_interval=0.05,
         max_seconds=60,
         judge_share=0.0,
-        user_classes=USERS,
+        user_classes=classes,
         **kw,
     )
     return run_load(spec)
@@ -78,8 +78,8 @@ def test_slow_generation_fails_the_p95(tmp_path):
 
 
 def test_errors_on_a_share_of_requests_fail_error_rate_and_success(tmp_path):
-    with PerfStub(error_every=3) as stub:
-        result = _load(stub, tmp_path, budget=30)
+    with PerfStub(error_every=4) as stub:  # every 4th evaluation answers 500
+        result = _load(stub, tmp_path, budget=30, users=4, classes=["EvaluatorUser", "ProbeUser"])
     assert result.total.failures >= 1, result.to_dict()
     e = expect_failure(_judged, J.judge_load, make_gate("plan"), result, 30, criterion="perf.error_rate")
     assert "[perf.load_success] FAILED" in str(e) and "failed of" in str(e)
