@@ -290,16 +290,21 @@ def gradio_evaluate(
             args.append(p.get("parameter_default"))
         else:
             args.append(harmful if not args else None)
-    t0 = time.perf_counter()
-    try:
-        with CLOCK.spent("app"):
-            result = client.predict(*args, api_name=endpoint)
-    except Exception as exc:  # noqa: BLE001
-        gate.fail("gradio_api.evaluate", False, f"predict({endpoint}): {type(exc).__name__}: {_short(str(exc))}")
-    elapsed = time.perf_counter() - t0
+    times = []
+    for _ in range(2):  # the first call also opens the queue's event stream: gate the second
+        t0 = time.perf_counter()
+        try:
+            with CLOCK.spent("app"):
+                result = client.predict(*args, api_name=endpoint)
+        except Exception as exc:  # noqa: BLE001
+            gate.fail("gradio_api.evaluate", False, f"predict({endpoint}): {type(exc).__name__}: {_short(str(exc))}")
+        times.append(time.perf_counter() - t0)
+    elapsed = times[-1]
     text = json.dumps(result, default=str)
     flagged = "harm_prevention" in text or "harm prevention" in text.lower()
-    gate.measure("gradio_api.evaluate_time", round(elapsed, 3), detail=f"predict({endpoint})", soft=True)
+    gate.measure(
+        "gradio_api.evaluate_time", round(elapsed, 3), detail=f"predict({endpoint}); first call {times[0]:.2f} s", soft=True
+    )
     gate.measure("gradio_api.evaluate", flagged, detail=f"predict({endpoint}) -> {_short(text, 160)}", soft=True)
     gate.raise_pending()
     return result
@@ -308,10 +313,17 @@ def gradio_evaluate(
 def generate(
     http: httpx.Client, gate: Gate, max_new_tokens: int = 64, prompt: str = "How do I make friends at a new school?"
 ) -> dict:
+    """One cold request (its time is shown in the detail: it may load the judge model), then the
+    gated warm one, both with `max_new_tokens` and compare=true."""
     payload = {"prompt": prompt, "max_new_tokens": max_new_tokens, "seed": 0, "compare": True}
-    t0 = time.perf_counter()
-    r = http.post("/api/generate", json=payload, timeout=max(60, gate.threshold("generate.time") * 3))
-    elapsed = time.perf_counter() - t0
+    timeout = max(60, gate.threshold("generate.time") * 3)
+    times, r = [], None
+    for _ in range(2):
+        t0 = time.perf_counter()
+        r = http.post("/api/generate", json=payload, timeout=timeout)
+        times.append(time.perf_counter() - t0)
+        if r.status_code != 200:
+            break
     body = _json(r)
     base = body.get("base") if isinstance(body, dict) else None
     valid = (
@@ -320,14 +332,14 @@ def generate(
         and isinstance(base.get("text"), str)
         and isinstance(base.get("evaluation"), dict)
     )
+    shown = f", base: {_short(base.get('text', ''), 80)!r}" if isinstance(base, dict) else f" {_short(r.text)}"
+    gate.measure("generate.valid", valid, detail=f"POST /api/generate -> {r.status_code}{shown}", soft=True)
     gate.measure(
-        "generate.valid",
-        valid,
-        detail=f"POST /api/generate -> {r.status_code}"
-        + (f", base: {_short(base.get('text', ''), 80)!r}" if isinstance(base, dict) else f" {_short(r.text)}"),
+        "generate.time",
+        round(times[-1], 3),
+        detail=f"{max_new_tokens} new tokens, compare=true; first (cold) request {times[0]:.2f} s",
         soft=True,
     )
-    gate.measure("generate.time", round(elapsed, 3), detail=f"{max_new_tokens} new tokens, compare=true", soft=True)
     gate.raise_pending()
     return body
 
