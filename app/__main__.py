@@ -1,5 +1,5 @@
-"""`python -m app` serves the app; `python -m app build-models [NAME ...]` builds registry models
-into MODEL_CACHE_DIR (the image does this at build time, so the container needs no network)."""
+"""`python -m app` serves the app (settings from the environment: see app/config.py, .env.example).
+Models are built with `python -m app.models build [NAME ...]`."""
 
 from __future__ import annotations
 
@@ -28,14 +28,9 @@ def main(argv: list[str]) -> int:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
 
-    if argv[:1] == ["build-models"]:
+    if argv[:1] == ["build-models"]:  # the same as `python -m app.models build`
         from app import models
-        for name in argv[1:] or ["tiny"]:
-            if name not in models.REGISTRY:
-                print(f"unknown model {name!r}; registry: {', '.join(models.REGISTRY)}", file=sys.stderr)
-                return 2
-            print(f"built {name} in {models.ensure_built(name, settings.model_cache_dir)}", flush=True)
-        return 0
+        return models.main(["build", *argv[1:]])
     if argv:
         print(__doc__, file=sys.stderr)
         return 2

@@ -15,6 +15,8 @@ Names the loader accepts:
 
 from __future__ import annotations
 
+import fcntl
+import hashlib
 import json
 import logging
 import os
@@ -36,6 +38,8 @@ log = logging.getLogger(__name__)
 DATA_DIR = Path(__file__).parent / "data"
 HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 BUILD_SEED = 1234
+RECIPE_VERSION = "1"  # bump when the build code changes
+RECIPE_FILE = "recipe.txt"
 
 
 @dataclass(frozen=True)
@@ -45,11 +49,16 @@ class ModelSpec:
     build: Callable[[Path], None]
 
 
+# The bundled text the tiny tokenizer and warm-start are made from (the image copies just these
+# before building the model, so a code change does not rebuild it).
+CORPUS_FILES = ("corpus.txt", "few_shot.txt", "training_prompts.json", "adversarial_prompts.json")
+
+
 def _corpus_lines() -> list[str]:
-    """The bundled text the tiny tokenizer and warm-start are made from (data, not code)."""
-    lines = (DATA_DIR / "corpus.txt").read_text(encoding="utf-8").splitlines()
-    for path in sorted(DATA_DIR.glob("*.json")):
-        lines.extend(_strings(json.loads(path.read_text(encoding="utf-8"))))
+    lines: list[str] = []
+    for name in CORPUS_FILES:
+        text = (DATA_DIR / name).read_text(encoding="utf-8")
+        lines.extend(_strings(json.loads(text)) if name.endswith(".json") else text.splitlines())
     return [line.strip() for line in lines if line.strip()]
 
 
@@ -87,10 +96,12 @@ def _warm_start(model, tokenizer, lines: list[str], steps: int) -> None:
     """A few seeded LM steps on the bundled text, so the tiny model speaks in words."""
     text = "\n\n".join(lines)
     ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
-    block, batch = 128, 8
+    block, batch = 64, 8
     gen = torch.Generator().manual_seed(BUILD_SEED)
-    opt = torch.optim.AdamW(model.parameters(), lr=3e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
     model.train()
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # small ops: one thread is as fast, and the result is the same everywhere
     for _ in range(steps):
         starts = torch.randint(0, max(1, len(ids) - block - 1), (batch,), generator=gen)
         x = torch.stack([ids[s : s + block] for s in starts])
@@ -98,6 +109,7 @@ def _warm_start(model, tokenizer, lines: list[str], steps: int) -> None:
         loss.backward()
         opt.step()
         opt.zero_grad()
+    torch.set_num_threads(threads)
     model.eval()
 
 
@@ -114,7 +126,7 @@ def _build_gpt2(dest: Path, *, tiny: bool) -> None:
     config.bos_token_id = config.eos_token_id = config.pad_token_id = tokenizer.eos_token_id
     model = GPT2LMHeadModel(config)
     if tiny:
-        _warm_start(model, tokenizer, lines, steps=200)
+        _warm_start(model, tokenizer, lines, steps=80)
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
 
@@ -128,19 +140,39 @@ REGISTRY: dict[str, ModelSpec] = {
 _build_lock = threading.Lock()
 
 
+def recipe(name: str) -> str:
+    """Fingerprint of what a registry model is built from: a cached build with another is rebuilt."""
+    digest = hashlib.sha256(f"{name}|{BUILD_SEED}|{RECIPE_VERSION}".encode())
+    for line in _corpus_lines():
+        digest.update(line.encode())
+    return digest.hexdigest()[:16]
+
+
+def _is_built(dest: Path, name: str) -> bool:
+    try:
+        return (dest / "config.json").exists() and (dest / RECIPE_FILE).read_text().strip() == recipe(name)
+    except OSError:
+        return False
+
+
 def ensure_built(name: str, cache_dir: Path) -> Path:
-    """Build a registry model into the cache once (temp dir + rename), return its folder."""
+    """Build a registry model into the cache once (temp dir + rename), return its folder.
+    A file lock makes concurrent processes sharing the cache build it once."""
     dest = cache_dir / name
-    if (dest / "config.json").exists():
+    if _is_built(dest, name):
         return dest
-    with _build_lock:
-        if (dest / "config.json").exists():
+    cache_dir.mkdir(parents=True, exist_ok=True)
+    with _build_lock, open(cache_dir / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if _is_built(dest, name):
             return dest
-        cache_dir.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".build-{name}-", dir=cache_dir))
         started = time.perf_counter()
         try:
             REGISTRY[name].build(tmp)
+            (tmp / RECIPE_FILE).write_text(recipe(name))
+            if dest.exists():  # an outdated build
+                shutil.rmtree(dest)
             os.replace(tmp, dest)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
@@ -238,3 +270,27 @@ def generate(lm: LoadedModel, prompt: str, *, max_new_tokens: int, temperature: 
         out.append(next_id.item())
         step_input = next_id
     return tok.decode(out, skip_special_tokens=True).strip()
+
+
+def main(argv: list[str]) -> int:
+    """`python -m app.models build [NAME ...]`: build registry models into MODEL_CACHE_DIR (the
+    image does this at build time, so the container needs no network)."""
+    import sys
+
+    from app import config
+
+    if argv[:1] != ["build"] or any(n not in REGISTRY for n in argv[1:]):
+        print(f"usage: python -m app.models build [{' | '.join(REGISTRY)} ...]", file=sys.stderr)
+        return 2
+    cache = config.load().model_cache_dir
+    for name in argv[1:] or ["tiny"]:
+        started = time.perf_counter()
+        print(f"{name}: {ensure_built(name, cache)} ({time.perf_counter() - started:.1f} s)", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    sys.exit(main(sys.argv[1:]))
