@@ -113,7 +113,9 @@ def data_loss(
     return lost
 
 
-def interrupted_run(gate: Gate, run_id: str, after: dict[str, dict], listed: list[dict], what: str) -> None:
+def interrupted_run(
+    gate: Gate, run_id: str, after: dict[str, dict], listed: list[dict], what: str, soft: bool = False
+) -> None:
     """The run active at the fault is reported `interrupted` (never succeeded), with no half-written
     checkpoint and no temp leftovers."""
     row = next((r for r in listed if isinstance(r, dict) and r.get("run_id") == run_id), None)
@@ -136,7 +138,8 @@ def interrupted_run(gate: Gate, run_id: str, after: dict[str, dict], listed: lis
         detail=f"{what}: " + ("; ".join(partial) if partial else f"{run_id}: no trained/, no temp leftovers"),
         soft=True,
     )
-    gate.raise_pending()
+    if not soft:
+        gate.raise_pending()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -228,8 +231,9 @@ AUTH_ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/health/../api/runs", None),
 ]
 # With credentials these must answer 2xx (the rest may give 4xx for their own reasons: 404, 422, 409).
-MUST_SUCCEED = {"/", "/config", "/gradio_api/info", "/ready", "/metrics", "/api/models", "/api/runs", "/api/train",
-                "/api/openapi.json", "/api/evaluate", "/gradio_api/call/evaluate"}
+MUST_SUCCEED = {"GET /", "GET /config", "GET /gradio_api/info", "GET /ready", "GET /metrics", "GET /api/models",
+                "GET /api/runs", "GET /api/train", "GET /api/openapi.json", "POST /api/evaluate",
+                "POST /gradio_api/call/evaluate"}
 
 
 def _req(client: httpx.Client, method: str, path: str, body: Any, auth=None) -> httpx.Response:
@@ -258,7 +262,7 @@ def auth_routes(gate: Gate, client: httpx.Client, auth: tuple[str, str], routes=
         if r.status_code != 401:
             wrong_ok.append(f"{method} {path} (wrong password) -> {r.status_code}")
         r = _req(client, method, path, body, auth=auth)
-        if path in MUST_SUCCEED and not 200 <= r.status_code < 300:
+        if f"{method} {path}" in MUST_SUCCEED and not 200 <= r.status_code < 300:
             failing.append(f"{method} {path} -> {r.status_code} {r.text[:80]}")
         elif r.status_code == 401:
             failing.append(f"{method} {path} -> 401 with the right credentials")
