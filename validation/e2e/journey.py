@@ -85,12 +85,14 @@ _ALL_IDLE = """() => [...document.querySelectorAll('[data-testid="status-tracker
 # every timer tick), with the status line at that moment.
 _WATCH_PROGRESS = """([el, statusSel]) => {
   const seen = [];
+  let armed = false;  // the page shows the last job until the new one appears: start at queued/running
   const rec = () => {
     const p = el.querySelector('progress');
-    if (!p) return;
-    const v = Number(p.getAttribute('value'));
     const s = document.querySelector(statusSel);
     const status = s ? (s.value || s.textContent || '') : '';
+    if (/^(queued|running)\\b/.test(status)) armed = true;
+    if (!p || !armed) return;
+    const v = Number(p.getAttribute('value'));
     const last = seen[seen.length - 1];
     if (!last || last.value !== v) seen.push({value: v, status: status.slice(0, 80), t: performance.now()});
   };
@@ -167,7 +169,7 @@ class Journey:
         ui_timeout: float = 15.0,
         prefix: str = "",
         record: bool = True,
-        grace: float = 2.0,
+        grace: float = 3.0,
         on_step: Callable[[Step], None] | None = None,
     ) -> None:
         self.page = page
@@ -205,7 +207,7 @@ class Journey:
     def _budget(self, cid: str) -> float:
         """Seconds to wait for a step's result: well past its threshold, so that a late result is
         measured (and fails its criterion with the real time) while one that never comes still ends
-        the wait: threshold + min(2 x threshold, 60 s)."""
+        the wait: threshold + min(3 x threshold, 60 s)."""
         t = float(self.gate.threshold(cid))
         return t + min(self.grace * t, 60.0)
 
