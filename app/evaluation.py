@@ -33,6 +33,7 @@ MODES: tuple[str, ...] = ("rules", "judge", "both")
 MAX_EVIDENCE = 5
 EVIDENCE_CHARS = 160
 JUDGE_MAX_SEGMENTS = 32  # sentences beyond this are merged into longer segments
+JUDGE_BATCH = 8  # segments per forward pass (sorted by length, so little padding)
 JUDGE_MAX_TOKENS = 128  # per segment (all-MiniLM-L6-v2 was trained on 128-token inputs)
 
 
@@ -222,15 +223,23 @@ class Judge:
         self.load_seconds = time.perf_counter() - t0
 
     def embed(self, texts: list[str]):
-        """L2-normalised sentence embeddings, shape (len(texts), dim)."""
+        """L2-normalised sentence embeddings, shape (len(texts), dim), in the order given.
+
+        Texts are batched by token length (little padding), mean-pooled over real tokens."""
         torch = self._torch
         with self._lock, torch.inference_mode():
-            enc = self.tokenizer(texts, padding=True, truncation=True, max_length=JUDGE_MAX_TOKENS,
-                                 return_tensors="pt")
-            hidden = self.model(**enc).last_hidden_state
-            mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-            return torch.nn.functional.normalize(pooled, p=2, dim=1)
+            ids = self.tokenizer(texts, truncation=True, max_length=JUDGE_MAX_TOKENS)["input_ids"]
+            order = sorted(range(len(texts)), key=lambda i: len(ids[i]))
+            out = [None] * len(texts)
+            for b in range(0, len(order), JUDGE_BATCH):
+                chunk = order[b:b + JUDGE_BATCH]
+                enc = self.tokenizer.pad({"input_ids": [ids[i] for i in chunk]}, return_tensors="pt")
+                hidden = self.model(**enc).last_hidden_state
+                mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+                pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+                for i, vec in zip(chunk, torch.nn.functional.normalize(pooled, p=2, dim=1)):
+                    out[i] = vec
+            return torch.stack(out)
 
     def similarities(self, segments: list[str]) -> dict[str, Any]:
         """Per segment: best cosine to each principle's exemplars (value, index) and to the safe set."""
@@ -455,18 +464,31 @@ def _main(argv: list[str]) -> int:
         print(json.dumps(calibrate(), indent=1))
         return 0
     if cmd == "bench":
+        import os
+
         texts = [e["text"] for e in C.eval_examples() + C.ui_examples()]
+        long_text = " ".join(texts)[:4000]
+        t0 = time.perf_counter()
         load_judge()
-        for mode in MODES:
+        print(f"cpus={os.cpu_count()} load={os.getloadavg()} judge load {time.perf_counter() - t0:.2f} s")
+
+        def run(mode: str, items: list[str], reps: int, label: str) -> None:
+            evaluate(items[0], mode)  # warm-up
             times = []
-            for _ in range(5):
-                for t in texts:
-                    t0 = time.perf_counter()
+            for _ in range(reps):
+                for t in items:
+                    t1 = time.perf_counter()
                     evaluate(t, mode)
-                    times.append(time.perf_counter() - t0)
+                    times.append(time.perf_counter() - t1)
             times.sort()
             p50, p95 = statistics.median(times), times[int(0.95 * (len(times) - 1))]
-            print(f"{mode:6s} n={len(times)} p50={p50 * 1000:.2f} ms p95={p95 * 1000:.2f} ms")
+            print(f"{mode:5s} {label:16s} n={len(times):4d} min={times[0] * 1000:7.2f} "
+                  f"p50={p50 * 1000:7.2f} p95={p95 * 1000:7.2f} ms")
+
+        for mode, reps in (("rules", 20), ("judge", 5), ("both", 3)):
+            run(mode, texts, reps, "labelled texts")
+        run("rules", [long_text], 50, "4000-char text")
+        run("judge", [long_text], 10, "4000-char text")
         return 0
     print("usage: python -m app.evaluation [calibrate|bench]")
     return 2
