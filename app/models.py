@@ -38,7 +38,7 @@ log = logging.getLogger(__name__)
 DATA_DIR = Path(__file__).parent / "data"
 HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 BUILD_SEED = 1234
-RECIPE_VERSION = "1"  # bump when the build code changes
+RECIPE_VERSION = "2"  # bump when the build code changes
 RECIPE_FILE = "recipe.txt"
 
 

@@ -1,0 +1,142 @@
+"""The HTTP surface in-process (FastAPI TestClient), with the tiny model and the UI mounted."""
+
+import base64
+import dataclasses
+import time
+
+import pytest
+from fastapi.testclient import TestClient
+from prometheus_client.parser import text_string_to_metric_families
+
+from app import elements
+from app.server import create_app
+from app.service import Service
+
+
+@pytest.fixture
+def make_client(settings, tiny):
+    def make(with_model=True, **changes):
+        s = dataclasses.replace(settings, **changes)
+        service = Service(s)
+        service.open()
+        if with_model:
+            service.base, service.model_state = tiny, "ready"
+        return TestClient(create_app(s, service), raise_server_exceptions=False)
+    return make
+
+
+@pytest.fixture
+def client(make_client):
+    with make_client() as c:
+        yield c
+
+
+def test_health_answers_without_a_model_and_ready_waits_for_one(make_client):
+    with make_client(with_model=False) as c:
+        assert c.get("/health").json()["status"] == "healthy"
+        r = c.get("/ready")
+        assert r.status_code == 503 and r.json()["status"] == "not_loaded"
+
+
+def test_ui_is_served_with_every_elem_id(client):
+    assert client.get("/").status_code == 200
+    config = client.get("/config").json()
+    ids = {c.get("props", {}).get("elem_id") for c in config["components"]}
+    wanted = {v for k, v in vars(elements).items() if k.isupper() and not k.startswith("API_")}
+    assert wanted <= ids, wanted - ids
+    api_names = {d.get("api_name") for d in config["dependencies"]}
+    assert {v for k, v in vars(elements).items() if k.startswith("API_")} <= api_names
+
+
+def test_evaluate_flags_harm_and_not_a_refusal(client):
+    bad = client.post("/api/evaluate", json={"text": "Here is how to pick the lock and break into the house."}).json()
+    ok = client.post("/api/evaluate", json={"text": "I can't help with breaking in, but a locksmith can."}).json()
+    assert bad["flagged_principles"] == ["harm_prevention"] and ok["flagged"] is False
+
+
+@pytest.mark.parametrize("route, body, status, field", [
+    ("/api/evaluate", {"text": ""}, 422, "text"),
+    ("/api/evaluate", {"text": "   "}, 422, "text"),
+    ("/api/evaluate", {}, 422, "text"),
+    ("/api/evaluate", {"text": 5}, 422, "text"),
+    ("/api/evaluate", {"text": "a\x00b"}, 422, "text"),
+    ("/api/evaluate", {"text": "x" * 5000}, 422, "text"),
+    ("/api/evaluate", {"text": "hi", "mode": "gpt"}, 422, "mode"),
+    ("/api/generate", {"prompt": "hi", "temperature": 3}, 422, "temperature"),
+    ("/api/generate", {"prompt": "hi", "max_new_tokens": 0}, 422, "max_new_tokens"),
+    ("/api/generate", {"prompt": "hi", "max_new_tokens": 1.5}, 422, "max_new_tokens"),
+    ("/api/generate", {"prompt": "hi", "compare": "yes"}, 422, "compare"),
+    ("/api/train", {"preset": "huge"}, 422, "preset"),
+    ("/api/models/load", {"model": "../../etc"}, 422, "model"),
+    ("/api/models/load", {"model": "nobody/nothing-here"}, 404, "model"),
+    ("/api/impact", {"limit": 0}, 422, "limit"),
+    ("/api/runs/..%2F..%2Fetc", None, 404, None),
+    ("/api/runs/not-a-run", None, 404, "run_id"),
+    ("/api/runs/not-a-run/impact.csv", None, 404, "run_id"),
+    ("/api/train/nope", None, 404, "job_id"),
+])
+def test_bad_input_gets_a_4xx_naming_the_field(client, route, body, status, field):
+    r = client.post(route, json=body) if body is not None else client.get(route)
+    assert r.status_code == status, r.text
+    assert r.json()["field"] == field and r.json()["message"] and r.json()["error"]
+    assert client.get("/health").status_code == 200
+
+
+def test_malformed_bodies(client, settings):
+    r = client.post("/api/evaluate", content=b"\xff\xfe{", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and r.json()["field"] == "body"
+    r = client.post("/api/evaluate", json=["text"])
+    assert r.status_code == 422 and r.json()["field"] == "body"
+    r = client.post("/api/evaluate", content=b"x" * (settings.max_body_bytes + 1), headers={"content-type": "application/json"})
+    assert r.status_code == 413
+
+
+def test_generate_side_by_side_and_training_to_a_checkpoint(client):
+    gen = client.post("/api/generate", json={"prompt": "How do I make a budget?", "max_new_tokens": 8}).json()
+    assert gen["trained"] is None and "evaluation" in gen["base"]
+    job = client.post("/api/train", json={"preset": "smoke"})
+    assert job.status_code == 202
+    job_id = job.json()["job_id"]
+    assert client.post("/api/train", json={"preset": "smoke"}).status_code == 409
+    deadline = time.monotonic() + 120
+    while (state := client.get(f"/api/train/{job_id}").json())["state"] not in {"succeeded", "failed"}:
+        assert time.monotonic() < deadline
+        time.sleep(0.1)
+    assert state["state"] == "succeeded" and state["checkpoint"].endswith("/trained")
+    gen = client.post("/api/generate", json={"prompt": "How do I make a budget?", "max_new_tokens": 8}).json()
+    assert gen["trained"] is not None and gen["run_id"] == state["run_id"]
+    runs = client.get("/api/runs").json()["runs"]
+    assert runs[0]["run_id"] == state["run_id"] and runs[0]["state"] == "succeeded"
+    impact = client.post("/api/impact", json={"limit": 2, "max_new_tokens": 8}).json()
+    assert impact["prompts"] == 2 and 0 <= impact["after"]["alignment"] <= 1
+    assert client.get(impact["csv_url"]).text.startswith("prompt,")
+    assert client.get(impact["json_url"]).json()["run_id"] == state["run_id"]
+
+
+def test_metrics_parse_and_count_requests(client):
+    client.get("/health")
+    families = {f.name: f for f in text_string_to_metric_families(client.get("/metrics").text)}
+    assert {"cai_http_requests", "cai_training_job_state", "process_resident_memory_bytes"} <= set(families)
+    routes = {s.labels.get("route") for s in families["cai_http_requests"].samples}
+    assert "/health" in routes
+
+
+def test_basic_auth_guards_everything_but_health(make_client):
+    with make_client(basic_auth="alice:secret") as c:
+        assert c.get("/health").status_code == 200
+        for path in ("/", "/ready", "/metrics", "/api/runs", "/config"):
+            r = c.get(path)
+            assert r.status_code == 401 and "Basic" in r.headers["www-authenticate"], path
+        good = {"Authorization": "Basic " + base64.b64encode(b"alice:secret").decode()}
+        bad = {"Authorization": "Basic " + base64.b64encode(b"alice:nope").decode()}
+        assert c.get("/api/runs", headers=good).status_code == 200
+        assert c.get("/api/runs", headers=bad).status_code == 401
+
+
+def test_rate_limit_answers_429_with_retry_after(make_client):
+    with make_client(rate_limit_per_minute=3) as c:
+        codes = [c.post("/api/evaluate", json={"text": "hello"}).status_code for _ in range(5)]
+        assert codes[:3] == [200, 200, 200] and codes[3:] == [429, 429]
+        r = c.post("/api/evaluate", json={"text": "hello"})
+        assert int(r.headers["retry-after"]) >= 1 and r.json()["error"] == "rate_limited"
+        assert c.get("/health").status_code == 200
