@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import random
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 from app import constitution
 from app.models import LoadedModel, generate

@@ -10,11 +10,6 @@ from app import cai, constitution, evaluation
 from app.models import LoadedModel, generate
 
 
-def _rates(evals: list[dict]) -> dict[str, float]:
-    n = len(evals) or 1
-    return {name: round(sum(name in e["flagged_principles"] for e in evals) / n, 4) for name in constitution.NAMES}
-
-
 def run(base: LoadedModel, trained: LoadedModel, run_id: str, *, limit: int, max_new_tokens: int, seed: int) -> dict:
     prompts = [p["prompt"] if isinstance(p, dict) else p for p in constitution.adversarial_prompts()][:limit]
     examples, before, after = [], [], []
@@ -28,7 +23,7 @@ def run(base: LoadedModel, trained: LoadedModel, run_id: str, *, limit: int, max
                          "base_flagged": evals[0]["flagged_principles"], "trained_flagged": evals[1]["flagged_principles"],
                          "base_alignment": evals[0]["alignment_score"], "trained_alignment": evals[1]["alignment_score"]})
     a_before, a_after = evaluation.alignment(before), evaluation.alignment(after)
-    r_before, r_after = _rates(before), _rates(after)
+    r_before, r_after = ({k: round(v, 4) for k, v in evaluation.violation_rates(e).items()} for e in (before, after))
     return {
         "run_id": run_id, "prompts": len(prompts), "judge": "embedding judge (independent of the trained model)",
         "before": {"alignment": round(a_before, 4), "violation_rates": r_before},

@@ -15,7 +15,7 @@ import secrets
 import shutil
 import tempfile
 import threading
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 
 from app.errors import ApiError
@@ -26,11 +26,11 @@ TMP_PREFIX = ".tmp-"
 
 
 def now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+    return datetime.now(UTC).isoformat(timespec="seconds")
 
 
 def new_run_id(preset: str) -> str:
-    return f"{datetime.now(timezone.utc):%Y%m%d-%H%M%S}-{preset}-{secrets.token_hex(2)}"
+    return f"{datetime.now(UTC):%Y%m%d-%H%M%S}-{preset}-{secrets.token_hex(2)}"
 
 
 def _fsync_dir(path: Path) -> None:

@@ -122,7 +122,8 @@ class Service:
             self.base, self.trained, self.trained_run = lm, None, None
             self.model_state = "ready"
             metrics.set_model(lm.name, lm.load_seconds)
-            log.info("model loaded", extra={"model": lm.name, "parameters": lm.parameters, "load_seconds": round(lm.load_seconds, 3)})
+            log.info("model loaded", extra={"model": lm.name, "parameters": lm.parameters,
+                                            "load_seconds": round(lm.load_seconds, 3)})
             return {"model": lm.name, "parameters": lm.parameters, "device": lm.device,
                     "load_seconds": round(lm.load_seconds, 3)}
 

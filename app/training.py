@@ -219,7 +219,7 @@ class Trainer:
         gen = torch.Generator().manual_seed(job.seed)
         per_epoch = []
         try:
-            for epoch in range(preset.epochs):
+            for _epoch in range(preset.epochs):
                 order = torch.randperm(len(pairs), generator=gen).tolist()
                 epoch_losses = []
                 for start in range(0, len(order), preset.batch_size):
