@@ -138,6 +138,10 @@ REGISTRY: dict[str, ModelSpec] = {
                             lambda dest: _build_gpt2(dest, tiny=False)),
 }
 _build_lock = threading.Lock()
+# transformers builds a model under a process-wide "empty weights" patch: two from_pretrained calls
+# in different threads at once (the judge preloading while a user loads a model) leave meta tensors
+# ("Cannot copy out of meta tensor"). Every load in the app holds this lock.
+LOAD_LOCK = threading.RLock()
 
 
 def recipe(name: str) -> str:
@@ -227,8 +231,9 @@ def load(name: str, settings) -> LoadedModel:
     started = time.perf_counter()
     source, local_only = resolve(name, settings)
     try:
-        tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
-        model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
+        with LOAD_LOCK:
+            tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
+            model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
     except OSError as exc:
         hint = "" if settings.allow_downloads else " (downloads are off: bake it into the image or set ALLOW_MODEL_DOWNLOADS)"
         raise ApiError(404, "model", f"model {name!r} not found locally{hint}: {str(exc).splitlines()[0]}",
