@@ -574,6 +574,28 @@ class ContainerTarget(Target):
             code, out = self.container.exec_run(cmd, user=user)
         return code, out.decode(errors="replace")
 
+    def run_in_image(self, cmd: str, user: str = "") -> tuple[int, str]:
+        """`docker run --rm --network none --entrypoint sh IMAGE -c CMD`: the image as built (no
+        volumes, no runtime state), as its own user unless `user` is given; (exit code, output)."""
+        import docker
+
+        with CLOCK.spent("engine"):
+            try:
+                out = self.docker.containers.run(
+                    self.image,
+                    ["-c", cmd],
+                    entrypoint="sh",
+                    remove=True,
+                    network_mode="none",
+                    user=user or None,
+                    stdout=True,
+                    stderr=True,
+                    labels={LABEL: str(os.getpid())},
+                )
+                return 0, out.decode(errors="replace")
+            except docker.errors.ContainerError as exc:
+                return exc.exit_status, (exc.stderr or b"").decode(errors="replace")
+
     def resource_sample(self, cpu: bool = False) -> dict[str, Any] | None:
         """docker stats: memory in use (usage minus page cache, as `docker stats` shows) and CPU %."""
         with CLOCK.spent("engine"):

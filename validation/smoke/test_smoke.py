@@ -48,7 +48,7 @@ def test_image_config(gate, target_kind, request):
 def test_image_files(gate, target_kind, request):
     gate.require(IMAGE_FILES)
     target = request.getfixturevalue("target")
-    checks.image_files(gate, lambda cmd: target.exec(["sh", "-c", cmd]))
+    checks.image_files(gate, target.run_in_image)  # a throwaway container: the image as built, no volumes
 
 
 # --- start-up and probes ---------------------------------------------------------------------
