@@ -434,7 +434,7 @@ def test_container_starts_as_root_on_a_root_owned_volume_and_drops_to_app(image,
                "--tmpfs", "/app/demo/checkpoints:uid=0,gid=0,mode=755", "-e", "PRELOAD_MODEL=false", image)
     assert res.returncode == 0, res.stderr
     try:
-        _wait_health(port, 60)
+        _wait_health(port, 150)
         probe = ("import os\n"
                  "for p in filter(str.isdigit, os.listdir('/proc')):\n"
                  "    cmd = open(f'/proc/{p}/cmdline', 'rb').read().split(b'\\0')\n"
@@ -462,7 +462,7 @@ def test_compose_up_for_real(image, tmp_path):
     try:
         up = _run(*base, "up", "-d", "--no-build", env=env, cwd=ROOT, timeout=120)
         assert up.returncode == 0, up.stdout + up.stderr
-        _wait_health(port, 60)
+        _wait_health(port, 150)
         deadline = time.monotonic() + 90
         state = ""
         while time.monotonic() < deadline:
