@@ -114,6 +114,9 @@ class Step:
     ok: bool = True
     screenshot: Path | None = None
     notes: list[str] = field(default_factory=list)
+    criterion: str = ""  # the step's time criterion, its threshold and whether the time met it
+    threshold: str = ""
+    within: bool | None = None
 
 
 class PageWatch:
@@ -231,7 +234,10 @@ class Journey:
 
     def _measure(self, cid: str, value: Any, detail: str = "") -> None:
         if self.record:
-            self.gate.measure(cid, value, detail=detail, soft=True)
+            result = self.gate.measure(cid, value, detail=detail, soft=True)
+            st = self.steps[-1] if self.steps else None
+            if st is not None and self.gate.criterion(cid).unit == "s" and not st.criterion:
+                st.criterion, st.threshold, st.within = cid, result.threshold_text, result.verdict == "pass"
 
     def _control(self, cid: str, what: str, loc: Locator) -> Locator:
         """The control, visible; else the step's criterion fails naming the control."""

@@ -57,6 +57,8 @@ def write(
     for i, s in enumerate(steps, 1):
         secs = f"{s.seconds:.2f} s" if s.seconds is not None else "—"
         verdict = "ok" if s.ok else "FAILED"
+        if s.ok and s.within is not None:
+            verdict = f"{'within' if s.within else 'OVER'} `{s.criterion}` {s.threshold}"
         md += [f"## {i}. {s.title} — {secs} ({verdict})", ""]
         md += [f"- {n}" for n in s.notes]
         if s.screenshot:
@@ -69,7 +71,8 @@ def write(
             if s.screenshot
             else ""
         )
-        body.append(f"<h2>{i}. {html.escape(s.title)} <small>{secs} · {verdict}</small></h2><ul>{notes}</ul>{img}")
+        plain = html.escape(verdict.replace("`", ""))
+        body.append(f"<h2>{i}. {html.escape(s.title)} <small>{secs} · {plain}</small></h2><ul>{notes}</ul>{img}")
     md_path = report_dir / "walkthrough.md"
     html_path = report_dir / "walkthrough.html"
     md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
