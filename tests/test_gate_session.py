@@ -71,3 +71,14 @@ def test_broken_stub_fails_the_session_naming_the_criterion(tmp_path):
     assert rows["evaluate.harmful_flagged"]["verdict"] == "fail"
     assert not report["passed"]
     assert "[health.status] FAILED" in out and "measured 500" in out
+
+
+def test_a_url_that_does_not_answer_fails_clearly(tmp_path):
+    stub = StubApp().start()
+    url = stub.base_url
+    stub.stop()
+    code, out, report = run_smoke(url, tmp_path, "--health-timeout", "1", "-k", "health")
+    assert code == 1, out
+    rows = {r["id"]: r for r in report["rows"]}
+    assert rows["health.status"]["verdict"] == "fail" and "does not answer" in rows["health.status"]["note"]
+    assert "url target failed to start" in out

@@ -318,7 +318,7 @@ def target(request: pytest.FixtureRequest, pytestconfig: pytest.Config, target_k
     t: targets_mod.Target | None = None
     try:
         if target_kind == "url":
-            t = targets_mod.UrlTarget(pytestconfig.getoption("--base-url"), auth)
+            t = targets_mod.UrlTarget(pytestconfig.getoption("--base-url"), auth, health_timeout, say=say)
         elif target_kind == "process":
             t = targets_mod.ProcessTarget(
                 env=app_env, health_timeout=health_timeout, log_path=st["report_dir"] / "target.log", say=say
@@ -342,7 +342,8 @@ def target(request: pytest.FixtureRequest, pytestconfig: pytest.Config, target_k
             log_path.write_text(failure.log + "\n")
             recorder.attach(log_path, f"{target_kind} log (start failed)")
         with contextlib.suppress(CriterionFailed):
-            recorder.gate("fixture:target").fail("startup.health_time", None, str(failure))
+            cid = "health.status" if target_kind == "url" else "startup.health_time"
+            recorder.gate("fixture:target").fail(cid, None, str(failure))
         targets_mod.cleanup_all()
         tail = f"\n--- {target_kind} log, last lines ---\n{failure.log}" if failure.log else " (no log)"
         pytest.fail(f"{target_kind} target failed to start: {failure}{tail}", pytrace=False)

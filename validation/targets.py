@@ -180,10 +180,18 @@ class Target:
 class UrlTarget(Target):
     kind = "url"
 
-    def __init__(self, base_url: str, auth: tuple[str, str] | None = None) -> None:
+    def __init__(self, base_url: str, auth: tuple[str, str] | None = None, health_timeout: float = 120, say: Say = _noop) -> None:
         super().__init__()
         self.base_url = base_url.rstrip("/")
         self.auth = auth
+        # A deployment may be waking up (Fly auto start, Cloud Run scale from zero): wait for /health
+        # (any answer but a connection error or 5xx from a proxy), without counting it as start-up.
+        say(f"url target: {self.base_url} (nothing started); waiting for GET /health to answer")
+        try:
+            waited = wait_http(f"{self.base_url}/health", health_timeout, predicate=lambda r: r.status_code < 502)
+        except TargetError as exc:
+            raise TargetError(f"url target does not answer: {exc}") from None
+        say(f"url target answers after {waited:.1f} s")
 
     def resource_sample(self, cpu: bool = False) -> dict[str, Any] | None:
         """Memory of the app as it reports it in /metrics (process_resident_memory_bytes)."""
@@ -212,7 +220,7 @@ def wait_http(
     """Poll `url` until `predicate`; return the seconds waited. TargetError on timeout or death."""
     t0 = time.monotonic()
     last = "no answer"
-    with httpx.Client(timeout=2) as client:
+    with httpx.Client(timeout=5) as client:
         while True:
             dead = alive()
             if dead:
