@@ -495,6 +495,9 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
     if mine:
         tr.write_line(report_mod.render_terminal(rep, width=max(tr._tw.fullwidth, 100)))
     t = rep["timings"]
-    tr.write_line(f"wall {rep['wall_s']} s: " + ", ".join(f"{k} {v} s" for k, v in t.items()))
+    if mine:
+        tr.write_line(f"wall {rep['wall_s']} s: " + ", ".join(f"{k} {v} s" for k, v in t.items()))
+    else:
+        tr.write_line(f"no gate criteria in this session ({rep['session']}); wall {rep['wall_s']} s")
     js, md = st["report_files"]
     tr.write_line(f"report: {md}  ({js.name}, junit.xml)")
