@@ -11,7 +11,8 @@ container (ContainerTarget): testcontainers DockerImage build (streamed log, Bui
     log on error) or a prebuilt --image; DockerContainer run with the plan's volumes (tmp dirs on
     /app/demo/checkpoints and /app/demo/logs) and an 8 GB memory limit, HttpWaitStrategy on
     /health (stops early when the container exits). Extras: .container (docker-py Container),
-    .container_id, .image_attrs (docker image inspect), .container_attrs, .exec(cmd),
+    .container_id, .image_attrs (docker image inspect), .container_attrs, .exec(cmd) (in the running
+    container), .run_in_image(cmd) (a throwaway container of the image: no volumes, no network),
     .checkpoint_dir / .log_dir (host paths), .docker (docker-py client), .build_seconds.
 process (ProcessTarget): `python -m app` on a free port, tmp checkpoint/log dirs, log captured.
     Extras: .pid, .process (psutil.Process), .checkpoint_dir / .log_dir.
