@@ -11,7 +11,7 @@ import uuid
 import pytest
 
 from validation import checks
-from validation.targets import docker_answers, docker_client
+from validation.targets import BuildFailed, build_image, docker_answers, docker_client
 from validation.testing import expect_failure, make_gate
 
 pytestmark = pytest.mark.docker
@@ -87,3 +87,12 @@ def test_a_well_formed_image_passes(images):
     checks.image_config(gate, client.images.get(tags["good"]).attrs)
     checks.image_files(gate, _run_sh(client, tags["good"]))
     assert {r.verdict for r in gate.recorder.results} == {"pass"}
+
+
+def test_a_failing_build_surfaces_its_log(images, tmp_path):
+    (tmp_path / "Dockerfile").write_text(f"FROM {BASE}\nRUN echo building && false\n")
+    log = tmp_path / "build.log"
+    with pytest.raises(BuildFailed) as info:
+        build_image("cai-gate-selftest-broken:x", repo=tmp_path, log_path=log)
+    assert "returned a non-zero code" in str(info.value)
+    assert "RUN echo building && false" in info.value.log and "building" in log.read_text()

@@ -302,7 +302,13 @@ def image(pytestconfig: pytest.Config, target_kind: str, recorder: Recorder) -> 
         )
     except targets_mod.BuildFailed as exc:
         recorder.attach(log_path, "docker build log")
-        recorder.gate("fixture:image").fail("image.build_time", None, f"{exc}; log: {log_path}\n--- last lines ---\n{exc.log}")
+        with contextlib.suppress(CriterionFailed):
+            recorder.gate("fixture:image").fail("image.build_time", None, f"{exc} (log: {log_path.name})")
+        build_error = exc
+    else:
+        build_error = None
+    if build_error is not None:
+        pytest.fail(f"image build failed: {build_error}\n--- docker build log, last lines ---\n{build_error.log}", pytrace=False)
     recorder.attach(log_path, "docker build log")
     st["target_info"]["image"] = tag
     return {"tag": tag, "built": True, "build_seconds": seconds, "log": log_path}

@@ -370,6 +370,7 @@ def _image_class():
                 dockerfile=self._dockerfile_path,
                 nocache=self._no_cache,
                 rm=True,
+                forcerm=True,  # also remove the container of a failed step
                 decode=True,
                 **self._kwargs,
             )
