@@ -10,7 +10,7 @@ import time
 import pytest
 
 from validation.perf import judge as J
-from validation.perf.loadrun import LoadSpec, exact_percentile, parse_stats, percentile, run_load
+from validation.perf.loadrun import LoadResult, LoadSpec, exact_percentile, parse_stats, percentile, run_load
 from validation.perf.sampler import MetricsBackend, PsutilBackend, Sample, Sampler, rolling_means
 from validation.perf.stubs import LeakyProcess, PerfStub
 from validation.stubs import StubApp
@@ -169,3 +169,15 @@ def test_distributed_commands_share_one_budget(tmp_path):
     assert len(cmds) == 3 and "--master" in cmds[0] and all("--worker" in c for c in cmds[1:])
     assert all(c[c.index("--request-budget") + 1] == "101" and c[c.index("--budget-workers") + 1] == "2" for c in cmds)
     assert "--json-file" in cmds[0] and "--html" in cmds[0] and "--csv" in cmds[0]
+
+
+def test_harness_overhead_adds_each_part_at_its_own_rate():
+    _, total, _, _ = parse_stats([])
+    result = LoadResult({}, {}, total, 0.0, 0.0, wall_s=20.0, cpu_seconds=1.0, exit_codes=[0], errors=[], files={})
+    gate = make_gate("plan")
+    # locust 1 s / 20 s = 5 %, sampler 6 s over 600 s = 1 %: 6 % of one core
+    assert J.judge_overhead(gate, result, [("sampler", 6.0, 600.0)], soft=False) == 6.0
+    costly = LoadResult({}, {}, total, 0.0, 0.0, wall_s=20.0, cpu_seconds=3.0, exit_codes=[0], errors=[], files={})
+    expect_failure(
+        _judged, J.judge_overhead, make_gate("plan"), costly, [("sampler", 0.5, 20.0)], criterion="perf.harness_overhead"
+    )

@@ -87,6 +87,7 @@ def write_benchmark(reports_root: Path, bench: dict, gate=None) -> list[Path]:
         "| measure | value | unit | reproduce |",
         "|---|---|---|---|",
     ]
+    rows = [(n, round(v, 3) if isinstance(v, float) else v, u, c) for n, v, u, c in rows]
     for name, value, unit, c in rows:
         lines.append(f"| {name} | {value if value is not None else '—'} | {unit} | `{c}` |")
     md = reports_root / "benchmark.md"

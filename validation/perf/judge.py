@@ -300,14 +300,18 @@ def judge_training(gate: Gate, watch: TrainingWatch, result: LoadResult | None, 
             )
 
 
-def judge_overhead(gate: Gate, result: LoadResult, sampler_cpu: float, other_cpu: float = 0.0, soft: bool = True) -> float:
-    cpu = result.cpu_seconds + sampler_cpu + other_cpu
-    pct = round(100.0 * cpu / result.wall_s, 2) if result.wall_s else None
+def judge_overhead(gate: Gate, result: LoadResult, helpers: list[tuple[str, float, float]], soft: bool = True) -> float:
+    """The harness's CPU while the load runs, as % of one core: the locust process(es) (CPU from their
+    rusage over their wall time, start-up included) plus each helper thread (name, CPU s, wall s: the
+    resource sampler, the training poller) at its own average rate. Rates add up: they run together."""
+    locust_rate = result.cpu_seconds / result.wall_s if result.wall_s else 0.0
+    rates = [(name, cpu / wall if wall else 0.0, cpu, wall) for name, cpu, wall in helpers]
+    pct = round(100.0 * (locust_rate + sum(r for _, r, _, _ in rates)), 2) if result.wall_s else None
     gate.measure(
         "perf.harness_overhead",
         pct,
-        detail=f"locust {result.cpu_seconds:.2f} s + samplers/pollers {sampler_cpu + other_cpu:.2f} s CPU "
-        f"over {result.wall_s:.1f} s of load ({len(result.exit_codes)} locust process(es), start-up included)",
+        detail=f"locust {result.cpu_seconds:.2f} s CPU / {result.wall_s:.1f} s ({len(result.exit_codes)} process(es))"
+        + "".join(f" + {name} {cpu:.2f} s / {wall:.0f} s" for name, _, cpu, wall in rates),
         soft=soft,
     )
     return pct or 0.0

@@ -218,6 +218,8 @@ class Sampler:
         self.samples: list[Sample] = []
         self.errors = 0
         self.cpu_seconds = 0.0  # the sampler thread's own CPU
+        self.started_at: float | None = None
+        self.stopped_at: float | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, name="perf-sampler", daemon=True)
 
@@ -233,6 +235,13 @@ class Sampler:
     @property
     def source(self) -> str:
         return self.backend.source
+
+    @property
+    def wall_s(self) -> float:
+        """Seconds the sampler ran (start to stop, or to now)."""
+        if self.started_at is None:
+            return 0.0
+        return (self.stopped_at or time.monotonic()) - self.started_at
 
     def _loop(self) -> None:
         t_cpu = time.thread_time()
@@ -257,6 +266,7 @@ class Sampler:
             self.cpu_seconds = time.thread_time() - t_cpu
 
     def start(self) -> Sampler:
+        self.started_at = time.monotonic()
         self._thread.start()
         return self
 
@@ -265,6 +275,7 @@ class Sampler:
         if isinstance(self.backend, DockerStatsBackend):
             self._thread.join(3)  # the next stats frame (<= 1 s) ends the loop
         self._thread.join(10)
+        self.stopped_at = time.monotonic()
 
     def __enter__(self) -> Sampler:
         return self.start()
