@@ -5,6 +5,8 @@ wrong verdict): each fails naming its criterion. One Chromium for the module; ~1
 
 from __future__ import annotations
 
+import re
+
 import pytest
 
 from validation.e2e.browser import launch_options, why_no_browser
@@ -115,3 +117,27 @@ def test_wrong_verdict(stub_browser):
         j.open()
         e = expect_failure(checked(j.evaluate), criterion="e2e.evaluate_verdicts", measured="no")
     assert "harm_prevention" not in str(e).split("harmful ->")[1].split(";")[0]
+
+
+def test_a_page_load_broken_by_a_host_network_change_is_reloaded(stub_browser, monkeypatch):
+    """Docker adding a veth makes Chromium drop requests (net::ERR_NETWORK_CHANGED): not the app's
+    fault; the load is retried and the report says so. Simulated: the first status script aborts."""
+    from validation.e2e import journey as journey_mod
+
+    monkeypatch.setattr(journey_mod, "NETWORK_CHANGED", re.compile(r"ERR_FAILED"))
+    with StubUI({"status_by_script"}) as stub:
+        j = make_journey(stub_browser, stub)
+        calls = []
+
+        def flaky(route):
+            calls.append(route.request.url)
+            route.abort("failed") if len(calls) == 1 else route.continue_()
+
+        j.page.route("**/static/status.js", flaky)
+        j.open()
+        j.gate.raise_pending()
+    assert len(calls) == 2
+    [load] = [r for r in j.gate.recorder.results if r.id == "e2e.page_load"]
+    assert load.verdict == "pass" and "after 1 reload(s)" in load.detail, load
+    [failed] = [r for r in j.gate.recorder.results if r.id == "e2e.failed_requests"]
+    assert failed.measured == 0 and "not counted: 1 requests" in failed.detail, failed

@@ -10,6 +10,8 @@ Faults (any combination):
     eval_slow           the verdict appears after `slow` seconds
     wrong_verdict       nothing is ever flagged
     no_ready            the model status never says "ready" after Load model
+    status_by_script    the model status is filled by a separate script (/static/status.js): a page
+                        whose script request fails never shows it (for the reload-on-network-change test)
 """
 
 from __future__ import annotations
@@ -21,7 +23,17 @@ from typing import Any
 
 from app import elements as E
 
-FAULTS = {"js_error", "failed_request", "no_eval_button", "eval_never_answers", "eval_slow", "wrong_verdict", "no_ready"}
+FAULTS = {
+    "js_error",
+    "failed_request",
+    "no_eval_button",
+    "eval_never_answers",
+    "eval_slow",
+    "wrong_verdict",
+    "no_ready",
+    "status_by_script",
+}
+STATUS_JS = b"document.getElementById('status-ta').value = 'ready: tiny \\u00b7 stub';"
 
 
 def page_html(faults: set[str], slow: float = 0.0) -> str:
@@ -30,6 +42,8 @@ def page_html(faults: set[str], slow: float = 0.0) -> str:
     extra = ""
     if "failed_request" in faults:
         extra += "<script src='/static/missing.js'></script>"
+    if "status_by_script" in faults:
+        extra += "<script defer src='/static/status.js'></script>"
     if "js_error" in faults:
         extra += "<script>window.addEventListener('load', () => { undefinedGradioInit(); });</script>"
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Constitutional AI demo (stub)</title>
@@ -49,7 +63,8 @@ def page_html(faults: set[str], slow: float = 0.0) -> str:
 const CFG = {cfg};
 const has = (f) => CFG.faults.includes(f);
 const $ = (id) => document.getElementById(id);
-setTimeout(() => {{ $('status-ta').value = 'ready: tiny · 1,234 parameters · cpu · loaded in 0.01 s'; }}, 20);
+const first = 'ready: tiny · 1,234 parameters · cpu · loaded in 0.01 s';
+if (!has('status_by_script')) setTimeout(() => {{ $('status-ta').value = first; }}, 20);
 $('{E.MODEL_LOAD}').addEventListener('click', () => {{
   $('status-ta').value = 'loading';
   const ready = 'ready: tiny · 1,234 parameters · cpu · loaded in 0.02 s';
@@ -85,6 +100,8 @@ class StubUI:
             def do_GET(self) -> None:  # noqa: N802 - http.server's name
                 if self.path.split("?")[0] == "/":
                     code, body, ctype = 200, html, "text/html; charset=utf-8"
+                elif self.path == "/static/status.js":
+                    code, body, ctype = 200, STATUS_JS, "text/javascript"
                 else:
                     code, body, ctype = 404, b"not found", "text/plain"
                 self.send_response(code)
