@@ -61,16 +61,24 @@ def test_impact_with_downloads(journey):
 
 @pytest.mark.demo
 def test_whole_journey(journey, gate, pytestconfig):
-    """Load -> evaluate -> train -> generate -> impact on one fresh page, as a new user clicks it."""
+    """Load -> evaluate -> train -> generate on one fresh page, as a new user clicks it, then the impact tab.
+
+    e2e.journey_time = browser start-up + open .. generation shown (the criterion's path); the impact
+    step follows on the same page and is timed on its own (e2e.impact_time)."""
     from validation.e2e.conftest import e2e_state
 
     st = e2e_state(pytestconfig)
-    t0 = time.perf_counter()
-    times = journey.run_all()
-    total = time.perf_counter() - t0  # wall: typing, tab switches and downloads count too
-    journey.check_console("the whole journey")
-    st["journey_s"] = total
     browser_start = st["browser_start"] or 0.0
+    t0 = time.perf_counter()
+    times = {
+        "page load": journey.open(),
+        "model load": journey.load_model(),
+        "evaluate": journey.evaluate(),
+        "train": journey.train(),
+        "generate": journey.generate(),
+    }
+    total = time.perf_counter() - t0  # wall: typing, tab switches and the Runs check count too
+    st["journey_s"] = total
     gate.measure(
         "e2e.journey_time",
         round(browser_start + total, 2),
@@ -79,6 +87,8 @@ def test_whole_journey(journey, gate, pytestconfig):
         + ")",
         soft=True,
     )
+    journey.impact()
+    journey.check_console("the whole journey")
 
 
 def test_app_log_has_no_errors(gate, target):
