@@ -93,8 +93,15 @@ def perf_ready(subject, target, pytestconfig: pytest.Config) -> dict:
 
     from validation import checks
 
-    with httpx.Client(base_url=target.base_url, auth=subject["auth"], timeout=10) as http:
+    sent = {"n": 0}
+
+    def count(_request) -> None:
+        sent["n"] += 1
+
+    hooks = {"request": [count]}
+    with httpx.Client(base_url=target.base_url, auth=subject["auth"], timeout=10, event_hooks=hooks) as http:
         st = checks.wait_ready(http, timeout=float(pytestconfig.getoption("--health-timeout") or 180), interval=0.5)
+    st["requests"] = sent["n"]
     if not st["ok"]:
         pytest.fail(f"the app never became ready (GET /ready: {st['last']})", pytrace=False)
     return st

@@ -177,6 +177,7 @@ def test_load_with_training_under_way(subject, target, perf_ready, gate, perf_pa
         | {"state": watch.job.get("state"), "job": {k: watch.job.get(k) for k in ("job_id", "run_id", "total_steps", "loss")}},
         "harness_requests": {
             "identify": 2,
+            "ready_polls": perf_ready.get("requests"),
             "training_polls": watch.polls if watch else 0,
             "metrics_samples": getattr(sampler.backend, "requests", 0),
         },
@@ -199,8 +200,10 @@ def test_load_with_training_under_way(subject, target, perf_ready, gate, perf_pa
     if target.kind == "url":
         recorder.note(
             f"url target: the load sent {result.sent} requests (budget {p['budget']}); the harness itself sent "
-            f"{2 + (watch.polls if watch else 0) + getattr(sampler.backend, 'requests', 0) + 1} more "
-            "(2 identity GETs, /ready, training start + polls, /metrics samples)"
+            f"{2 + perf_ready.get('requests', 1) + (watch.polls if watch else 0) + getattr(sampler.backend, 'requests', 0)}"
+            f" more (2 identity GETs, {perf_ready.get('requests', 1)} GET /ready while waiting, training start + "
+            f"{watch.polls - 1 if watch else 0} polls, {getattr(sampler.backend, 'requests', 0)} /metrics samples), "
+            "and the distributed test its own small budget"
         )
 
     # Verdicts (soft: every criterion is recorded, the test fails at the end with all failures listed).
