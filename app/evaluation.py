@@ -23,9 +23,10 @@ import re
 import threading
 import time
 import unicodedata
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 from app import constitution as C
 
@@ -262,8 +263,11 @@ def load_judge() -> Judge:
     if _JUDGE is None:
         with _judge_lock:
             if _JUDGE is None:
+                from app.models import LOAD_LOCK  # never beside another from_pretrained (see there)
+
                 source, max_chars = _judge_settings()
-                _JUDGE = Judge(source, max_chars)
+                with LOAD_LOCK:
+                    _JUDGE = Judge(source, max_chars)
     return _JUDGE
 
 

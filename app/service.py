@@ -86,8 +86,7 @@ class Service:
                 log.error("default model failed to load", extra={"model": self.settings.default_model,
                                                                  "error": getattr(exc, "message", str(exc))})
             try:
-                with models.LOAD_LOCK:  # never at the same time as a model load (see models.LOAD_LOCK)
-                    evaluation.load_judge()
+                evaluation.load_judge()
             except Exception as exc:  # the judge is needed only for judge/both modes
                 log.error("judge model failed to load", extra={"error": str(exc)})
         threading.Thread(target=work, name="preload", daemon=True).start()
