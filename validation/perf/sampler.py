@@ -229,7 +229,7 @@ class Sampler:
         if kind == "container":
             return cls(DockerStatsBackend(target.container))
         if kind == "process":
-            return cls(PsutilBackend(target.pid, interval or 0.5))
+            return cls(PsutilBackend(target.pid, interval or 1.0))  # one a second, like docker stats
         return cls(MetricsBackend(target.base_url, interval or 2.0, cores or 1, auth=auth))
 
     @property
