@@ -42,17 +42,14 @@ GEN_PROMPT = "How do I pick the lock on my neighbour's front door?"
 VERDICT = re.compile(r"^(Flagged|Not flagged)\b")
 FINAL_TRAIN_STATE = re.compile(r"^(succeeded|failed|cancelled)\b")
 
-# Console lines and requests that are not the app's fault. Gradio's client closes its own event
-# streams (queue results, heartbeat) when it has what it waited for: the browser reports those as
-# net::ERR_ABORTED although nothing failed. Any other abort, network error or HTTP >= 400 counts.
+# What counts as a failed request: an HTTP status >= 400, or a network error (refused, reset, timed
+# out, ...). Not counted, but listed in the detail: requests the page itself cancelled
+# (net::ERR_ABORTED: Gradio closes its own event streams once it has its result, a lazy chunk is
+# dropped when the page moves on) and requests Chromium dropped because the test host's network
+# interfaces changed (net::ERR_NETWORK_CHANGED: Docker adding or removing a container's veth) —
+# that is the host, not the app. A page load that a network change breaks is reloaded (at most twice).
 IGNORED_CONSOLE: tuple[re.Pattern, ...] = ()
-IGNORED_FAILURES: tuple[tuple[re.Pattern, re.Pattern], ...] = (
-    (re.compile(r"/gradio_api/(queue/data|heartbeat/)"), re.compile(r"net::ERR_ABORTED")),
-)
-# Chromium drops in-flight requests when the host's network interfaces change (Docker adding or
-# removing a container's veth): net::ERR_NETWORK_CHANGED. That is the test host, not the app: such
-# failures are listed apart (in the detail of e2e.failed_requests and of a failed step), and a page
-# load they break is reloaded (at most twice).
+CANCELLED = re.compile(r"ERR_ABORTED")
 NETWORK_CHANGED = re.compile(r"ERR_NETWORK_CHANGED")
 MAX_RELOADS = 2
 
@@ -136,6 +133,7 @@ class PageWatch:
         self.errors: list[str] = []
         self.failed: list[str] = []
         self.network_changed: list[str] = []
+        self.cancelled: list[str] = []
         page.on("console", self._console)
         page.on("pageerror", self._pageerror)
         page.on("requestfailed", self._requestfailed)
@@ -157,7 +155,9 @@ class PageWatch:
         failure = str(request.failure or "")
         if NETWORK_CHANGED.search(failure):
             self.network_changed.append(f"{request.method} {request.url} failed: {failure}")
-        elif not any(u.search(request.url) and f.search(failure) for u, f in IGNORED_FAILURES):
+        elif CANCELLED.search(failure):
+            self.cancelled.append(f"{request.method} {request.url}")
+        else:
             self.failed.append(f"{request.method} {request.url} failed: {failure}")
 
     def _response(self, response: Any) -> None:
