@@ -13,7 +13,6 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import subprocess
 import sys
 import time
 from pathlib import Path
@@ -172,19 +171,31 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def image(session: nox.Session) -> None:
-    """Docker engine, base image, wheelhouse (the three scripts), then docker build -t cai-demo:latest."""
-    _script(session, "docker-engine.sh")
-    _script(session, "make-base-image.sh")
-    _script(session, "fill-wheelhouse.sh")
-    args = ["docker", "build", "-t", IMAGE_TAG]
-    if any((ROOT / "wheelhouse").glob("*.whl")):
-        args += ["--build-arg", "DEPS_SOURCE=wheelhouse"]
-    t0 = time.monotonic()
-    session.run(*args, *session.posargs, ".", external=True)
-    out = subprocess.run(
-        ["docker", "image", "inspect", "--format", "{{.Size}}", IMAGE_TAG], capture_output=True, text=True, check=False
+    """The three scripts (engine, base image, wheelhouse), then build cai-demo:latest and check it (reports/image)."""
+    py = _timed_setup(harness, session)
+    for script in ("docker-engine.sh", "make-base-image.sh", "fill-wheelhouse.sh"):
+        _timed_setup(_script, session, script)
+    # The smoke suite's image tests only (-m image): build time and log, size, user, port, entrypoint,
+    # healthcheck, no compilers, no excluded paths. No app container is started.
+    session.run(
+        str(py),
+        "-m",
+        "pytest",
+        "validation/smoke",
+        "-m",
+        "image",
+        "--target",
+        "container",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:playwright",
+        "-p",
+        "no:locust",
+        *session.posargs,
+        external=True,
+        env=_env("image"),
     )
-    session.log(f"built {IMAGE_TAG} in {time.monotonic() - t0:.0f} s, {int(out.stdout.strip() or 0) / 1e9:.2f} GB")
 
 
 @nox.session(python=False)

@@ -278,7 +278,7 @@ def target_kind(pytestconfig: pytest.Config) -> str:
 
 @pytest.fixture(scope="session")
 def image(pytestconfig: pytest.Config, target_kind: str, recorder: Recorder) -> dict:
-    """The image under test: {"tag", "built", "build_seconds", "log"}; container target only."""
+    """The image under test (container target only): see _image_info."""
     st = state(pytestconfig)
     if target_kind != "container":
         pytest.skip(f"no image on the {target_kind} target")
@@ -291,9 +291,8 @@ def image(pytestconfig: pytest.Config, target_kind: str, recorder: Recorder) -> 
             targets_mod.docker_client(30).images.get(prebuilt)
         except Exception as exc:  # noqa: BLE001
             raise pytest.UsageError(f"--image {prebuilt}: not found in the local engine ({exc})") from None
-        info = {"tag": prebuilt, "built": False, "build_seconds": None, "log": None}
         st["target_info"]["image"] = prebuilt
-        return info
+        return _image_info(prebuilt, built=False, seconds=None, log=None)
     tag = pytestconfig.getoption("--image-tag")
     log_path = st["report_dir"] / "build.log"
     try:
@@ -311,7 +310,23 @@ def image(pytestconfig: pytest.Config, target_kind: str, recorder: Recorder) -> 
         pytest.fail(f"image build failed: {build_error}\n--- docker build log, last lines ---\n{build_error.log}", pytrace=False)
     recorder.attach(log_path, "docker build log")
     st["target_info"]["image"] = tag
-    return {"tag": tag, "built": True, "build_seconds": seconds, "log": log_path}
+    return _image_info(tag, built=True, seconds=seconds, log=log_path)
+
+
+def _image_info(tag: str, *, built: bool, seconds: float | None, log: Path | None) -> dict:
+    """{"tag", "built", "build_seconds", "log", "attrs" (docker image inspect), "run_sh" (cmd -> (code,
+    output) in a throwaway container of the image)}."""
+    client = targets_mod.docker_client(120)
+    with CLOCK.spent("engine"):
+        attrs = client.images.get(tag).attrs
+    return {
+        "tag": tag,
+        "built": built,
+        "build_seconds": seconds,
+        "log": log,
+        "attrs": attrs,
+        "run_sh": lambda cmd, user="": targets_mod.run_in_image(client, tag, cmd, user),
+    }
 
 
 @pytest.fixture(scope="session")

@@ -585,26 +585,8 @@ class ContainerTarget(Target):
         return code, out.decode(errors="replace")
 
     def run_in_image(self, cmd: str, user: str = "") -> tuple[int, str]:
-        """`docker run --rm --network none --entrypoint sh IMAGE -c CMD`: the image as built (no
-        volumes, no runtime state), as its own user unless `user` is given; (exit code, output)."""
-        import docker
-
-        with CLOCK.spent("engine"):
-            try:
-                out = self.docker.containers.run(
-                    self.image,
-                    ["-c", cmd],
-                    entrypoint="sh",
-                    remove=True,
-                    network_mode="none",
-                    user=user or None,
-                    stdout=True,
-                    stderr=True,
-                    labels={LABEL: str(os.getpid())},
-                )
-                return 0, out.decode(errors="replace")
-            except docker.errors.ContainerError as exc:
-                return exc.exit_status, (exc.stderr or b"").decode(errors="replace")
+        """A throwaway container of the image (see run_in_image below); (exit code, output)."""
+        return run_in_image(self.docker, self.image, cmd, user)
 
     def resource_sample(self, cpu: bool = False) -> dict[str, Any] | None:
         """docker stats: memory in use (usage minus page cache, as `docker stats` shows) and CPU %."""
@@ -641,6 +623,29 @@ class ContainerTarget(Target):
             d["container_id"] = self.container_id
             d["image_id"] = self.image_attrs.get("Id")
         return d
+
+
+def run_in_image(client, image: str, cmd: str, user: str = "") -> tuple[int, str]:  # noqa: ANN001
+    """`docker run --rm --network none --entrypoint sh IMAGE -c CMD`: the image as built (no
+    volumes, no runtime state), as its own user unless `user` is given; (exit code, output)."""
+    import docker
+
+    with CLOCK.spent("engine"):
+        try:
+            out = client.containers.run(
+                image,
+                ["-c", cmd],
+                entrypoint="sh",
+                remove=True,
+                network_mode="none",
+                user=user or None,
+                stdout=True,
+                stderr=True,
+                labels={LABEL: str(os.getpid())},
+            )
+            return 0, out.decode(errors="replace")
+        except docker.errors.ContainerError as exc:
+            return exc.exit_status, (exc.stderr or b"").decode(errors="replace")
 
 
 def image_size_bytes(attrs: dict[str, Any]) -> int:

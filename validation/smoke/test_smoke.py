@@ -21,9 +21,10 @@ IMAGE_CONFIG = ["image.user", "image.exposed_port", "image.entrypoint_exec", "im
 IMAGE_FILES = ["image.compilers", "image.excluded_paths"]
 
 
-# --- image (container target only) -----------------------------------------------------------
+# --- image (container target only; `nox -s image` runs just these: -m image) ------------------
 
 
+@pytest.mark.image
 def test_image_builds(gate, target_kind, request):
     gate.require("image.build_time")
     image = request.getfixturevalue("image")
@@ -32,23 +33,25 @@ def test_image_builds(gate, target_kind, request):
     gate.measure("image.build_time", round(image["build_seconds"], 1), detail=f"docker build -t {image['tag']} .")
 
 
+@pytest.mark.image
 def test_image_size(gate, target_kind, request):
     gate.require("image.size")
-    target = request.getfixturevalue("target")
-    size = image_size_bytes(target.image_attrs)
-    gate.measure("image.size", round(size / 1e9, 3), detail=f"{size / 2**20:.0f} MiB ({target.image})")
+    image = request.getfixturevalue("image")
+    size = image_size_bytes(image["attrs"])
+    gate.measure("image.size", round(size / 1e9, 3), detail=f"{size / 2**20:.0f} MiB ({image['tag']})")
 
 
+@pytest.mark.image
 def test_image_config(gate, target_kind, request):
     gate.require(IMAGE_CONFIG)
-    target = request.getfixturevalue("target")
-    checks.image_config(gate, target.image_attrs)
+    checks.image_config(gate, request.getfixturevalue("image")["attrs"])
 
 
+@pytest.mark.image
 def test_image_files(gate, target_kind, request):
     gate.require(IMAGE_FILES)
-    target = request.getfixturevalue("target")
-    checks.image_files(gate, target.run_in_image)  # a throwaway container: the image as built, no volumes
+    # In a throwaway container of the image: the image as built, no volumes, no runtime state.
+    checks.image_files(gate, request.getfixturevalue("image")["run_sh"])
 
 
 # --- start-up and probes ---------------------------------------------------------------------
