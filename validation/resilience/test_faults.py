@@ -7,7 +7,7 @@
 2. SIGTERM during training: stops within 10 s; after a restart the run folder is consistent.
 3. `docker restart` under a small bounded load: errors only inside the restart window; recovery time.
 4. `quick` preset under the 8 GB limit: not OOM-killed (GATE_MEMORY_TEST=off skips it, with the reason).
-5. Full checkpoint volume (a 3 MB tmpfs): the run fails with a clear error, the server stays up.
+5. Full checkpoint volume (a 3 MB tmpfs owned by the image's uid): the run fails with a clear error, the server stays up.
 """
 
 from __future__ import annotations
@@ -107,18 +107,29 @@ def test_sigkill_mid_training(gate, chain, fault_tally, say):
         listed = c.get("/api/runs").json()["runs"]
         after = rchecks.snapshot_runs(chain.data.checkpoints)
         lost = rchecks.data_loss(gate, before, after, listed, "SIGKILL mid-training + new container", soft=True)
-        gate.measure("resilience.recovery_time", round(recovery, 2),
-                     detail=f"SIGKILL -> new container -> GET /health 200 (OOMKilled={oom})", soft=True)
+        gate.measure(
+            "resilience.recovery_time",
+            round(recovery, 2),
+            detail=f"SIGKILL -> new container -> GET /health 200 (OOMKilled={oom})",
+            soft=True,
+        )
         rchecks.interrupted_run(gate, job["run_id"], after, listed, "SIGKILL mid-training", soft=True)
         r = c.post("/api/models/load", json={"model": f"{CKPT_IN_CONTAINER}/runs/{done['run_id']}/trained"})
-        gate.measure("resilience.checkpoint_loadable", r.status_code == 200,
-                     detail=f"POST /api/models/load runs/{done['run_id']}/trained -> {r.status_code} {r.text[:100]}",
-                     soft=True)
+        gate.measure(
+            "resilience.checkpoint_loadable",
+            r.status_code == 200,
+            detail=f"POST /api/models/load runs/{done['run_id']}/trained -> {r.status_code} {r.text[:100]}",
+            soft=True,
+        )
         c.post("/api/models/load", json={"model": "tiny"})
         new_job = train(c, "smoke")
-        gate.measure("resilience.train_after_fault", new_job["state"],
-                     detail=f"smoke run {new_job['run_id']} after the restart"
-                     + (f": {new_job.get('error')}" if new_job.get("error") else ""), soft=True)
+        gate.measure(
+            "resilience.train_after_fault",
+            new_job["state"],
+            detail=f"smoke run {new_job['run_id']} after the restart"
+            + (f": {new_job.get('error')}" if new_job.get("error") else ""),
+            soft=True,
+        )
     fault_tally["sigkill mid-training"] = not gate.pending and not lost
     gate.raise_pending()
 
@@ -135,9 +146,12 @@ def test_sigterm_during_training(gate, chain, fault_tally, say):
     exit_code = app.attrs()["State"].get("ExitCode")
     app.stop()
     ok_stop = stopped is not None
-    gate.measure("resilience.sigterm_stop", round(stopped, 2) if ok_stop else 30.0,
-                 detail=f"docker kill -s TERM -> exited (code {exit_code})" if ok_stop else "still running after 30 s",
-                 soft=True)
+    gate.measure(
+        "resilience.sigterm_stop",
+        round(stopped, 2) if ok_stop else 30.0,
+        detail=f"docker kill -s TERM -> exited (code {exit_code})" if ok_stop else "still running after 30 s",
+        soft=True,
+    )
     on_disk = rchecks.snapshot_runs(chain.data.checkpoints)
     mid = on_disk.get(job["run_id"], {})
     problems = rchecks.partial_checkpoints({job["run_id"]: mid}) if mid else ["run folder missing"]
@@ -154,12 +168,15 @@ def test_sigterm_during_training(gate, chain, fault_tally, say):
             problems.append(f"listed as {row.get('state')!r} after the restart")
         if after.get(job["run_id"], {}).get("tmp"):
             problems.append(f"temp leftovers after the restart: {after[job['run_id']]['tmp']}")
-        gate.measure("resilience.sigterm_consistent", not problems,
-                     detail=f"run {job['run_id']}: on disk after stop {mid.get('state')!r}, listed after restart "
-                     f"{row.get('state')!r}" + (f"; problems: {'; '.join(problems)}" if problems else ""), soft=True)
+        gate.measure(
+            "resilience.sigterm_consistent",
+            not problems,
+            detail=f"run {job['run_id']}: on disk after stop {mid.get('state')!r}, listed after restart "
+            f"{row.get('state')!r}" + (f"; problems: {'; '.join(problems)}" if problems else ""),
+            soft=True,
+        )
         lost = rchecks.data_loss(gate, before, after, listed, "SIGTERM + new container", soft=True)
-        gate.measure("resilience.recovery_time", round(recovery, 2), detail="SIGTERM -> new container -> /health 200",
-                     soft=True)
+        gate.measure("resilience.recovery_time", round(recovery, 2), detail="SIGTERM -> new container -> /health 200", soft=True)
     fault_tally["sigterm during training"] = not gate.pending and not lost
     gate.raise_pending()
 
@@ -238,14 +255,22 @@ def test_quick_not_oom_killed(gate, chain, fault_tally, say):
     sampler.join(5)
     st = app.attrs()["State"]
     bad = bool(st.get("OOMKilled")) or job["state"] != "succeeded"
-    gate.measure("resilience.oom_killed", bad,
-                 detail=f"quick on {model}, limit {app.mem_limit}: run {job['state']}, OOMKilled={st.get('OOMKilled')}, "
-                 f"container {st.get('Status')}, peak {peak[0] / 2**30:.2f} GiB (docker stats)")
+    gate.measure(
+        "resilience.oom_killed",
+        bad,
+        detail=f"quick on {model}, limit {app.mem_limit}: run {job['state']}, OOMKilled={st.get('OOMKilled')}, "
+        f"container {st.get('Status')}, peak {peak[0] / 2**30:.2f} GiB (docker stats)",
+    )
     fault_tally["quick under the memory limit"] = not bad
 
 
 def test_full_checkpoint_volume(gate, apps, fault_tally, say):
-    app = apps.container(ENV, data=None, tmpfs={CKPT_IN_CONTAINER: "rw,size=3m,mode=1777"})
+    # tmpfs `mode=` is ignored on the image's VOLUME path by docker 20.10; uid/gid are honoured.
+    from validation.targets import docker_client
+
+    user = (docker_client().images.get(apps.image).attrs.get("Config", {}).get("User") or "0").split(":")[0]
+    uid = user if user.isdigit() else "10001"
+    app = apps.container(ENV, data=None, tmpfs={CKPT_IN_CONTAINER: f"rw,size=3m,uid={uid},gid={uid},mode=0755"})
     wait_ready(app.base_url)
     with httpx.Client(base_url=app.base_url, timeout=60) as c:
         job = train(c, "smoke", timeout=300)
@@ -255,7 +280,10 @@ def test_full_checkpoint_volume(gate, apps, fault_tally, say):
     err = job.get("error") or ""
     clear = "space" in err.lower() or "disk" in err.lower()
     ok = job["state"] == "failed" and clear and up and runs.status_code == 200 and ev == 200 and app.status() == "running"
-    gate.measure("resilience.disk_full", ok,
-                 detail=f"3 MB tmpfs on {CKPT_IN_CONTAINER}: run {job['state']}, error {err[:80]!r}; /health up {up}, "
-                 f"/api/runs {runs.status_code}, evaluate {ev}, container {app.status()}")
+    gate.measure(
+        "resilience.disk_full",
+        ok,
+        detail=f"3 MB tmpfs on {CKPT_IN_CONTAINER}: run {job['state']}, error {err[:80]!r}; /health up {up}, "
+        f"/api/runs {runs.status_code}, evaluate {ev}, container {app.status()}",
+    )
     fault_tally["full checkpoint volume"] = ok
