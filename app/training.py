@@ -187,6 +187,9 @@ class Trainer:
                        else f"could not write the checkpoint: {exc.strerror or exc}")
             self._fail(job, message)
         except Exception as exc:  # the job fails, the server stays up
+            if "No space left" in str(exc):  # safetensors reports ENOSPC as its own error type
+                self._fail(job, "no space left on the checkpoint volume")
+                return
             log.exception("training job failed", extra={"job_id": job.job_id})
             self._fail(job, f"{type(exc).__name__}: {exc}")
 
