@@ -141,3 +141,32 @@ def test_a_page_load_broken_by_a_host_network_change_is_reloaded(stub_browser, m
     assert load.verdict == "pass" and "after 1 reload(s)" in load.detail, load
     [failed] = [r for r in j.gate.recorder.results if r.id == "e2e.failed_requests"]
     assert failed.measured == 0 and "not counted: 1 requests" in failed.detail, failed
+
+
+def test_a_step_broken_by_a_host_network_change_is_done_again_on_a_reloaded_page(stub_browser, monkeypatch):
+    from validation.e2e import journey as journey_mod
+
+    monkeypatch.setattr(journey_mod, "NETWORK_CHANGED", re.compile(r"ERR_FAILED"))
+    with StubUI({"eval_fetch"}) as stub:
+        j = make_journey(stub_browser, stub, e2e__evaluate_time=0.5)
+        j.open()
+        calls = []
+
+        def flaky(route):
+            calls.append(route.request.url)
+            route.abort("failed") if len(calls) == 1 else route.continue_()
+
+        j.page.route("**/static/status.js", flaky)
+        j.evaluate()
+        j.gate.raise_pending()
+    results = [r for r in j.gate.recorder.results if r.id == "e2e.evaluate_time"]
+    assert [r.verdict for r in results] == ["pass"], results  # the broken attempt left nothing behind
+    assert any("retried on a reloaded page" in n for s in j.steps for n in s.notes), [s.notes for s in j.steps]
+
+
+def test_a_step_that_fails_without_a_network_change_is_not_retried(stub_browser):
+    with StubUI({"eval_never_answers"}) as stub:
+        j = make_journey(stub_browser, stub, e2e__evaluate_time=0.3)
+        j.open()
+        expect_failure(j.evaluate, criterion="e2e.evaluate_time")
+    assert len([s for s in j.steps if s.name == "evaluate"]) == 1

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import functools
 import io
 import json
 import re
@@ -107,6 +108,30 @@ _WATCH_PROGRESS = """([el, statusSel]) => {
 
 class _NetworkChanged(Exception):
     """The page load lost requests to a change of the host's network: reload."""
+
+
+def _retry_on_network_change(step):
+    """A step that failed while Chromium dropped requests because the host's network changed is done
+    again on a reloaded page (at most MAX_RELOADS times); nothing of the failed attempt is recorded."""
+
+    @functools.wraps(step)
+    def wrapper(self: Journey, *args: Any, **kwargs: Any):
+        if self._retry_mark is not None:  # nested (train inside ensure_trained): the outer step retries
+            return step(self, *args, **kwargs)
+        try:
+            for attempt in range(MAX_RELOADS + 1):
+                self._retry_mark = len(self.watch.network_changed) if attempt < MAX_RELOADS else None
+                try:
+                    return step(self, *args, **kwargs)
+                except _NetworkChanged as exc:
+                    if self.steps:
+                        self.steps[-1].notes.append(f"retried on a reloaded page: the host's network changed ({exc})"[:300])
+                    self._retry_mark = None
+                    self.open(record=False)
+        finally:
+            self._retry_mark = None
+
+    return wrapper
 
 
 class StepFailed(CriterionFailed):
@@ -206,6 +231,7 @@ class Journey:
         self.run_id: str | None = None
         self.checkpoint: str | None = None
         self._shot_n = 0
+        self._retry_mark: int | None = None  # network_changed count when the current step began (None: no retry left)
 
     # ---- locators: labels and roles first, the app's elem_ids second ----------------------------
 
@@ -231,6 +257,8 @@ class Journey:
         return t + min(self.grace * t, 60.0)
 
     def _fail(self, cid: str, measured: Any, detail: str) -> None:
+        if self._retry_mark is not None and len(self.watch.network_changed) > self._retry_mark:
+            raise _NetworkChanged(detail)  # the host dropped the page's requests: reload, do the step again
         if self.watch.network_changed:
             detail += (
                 f" [the test host's network changed during the test: {len(self.watch.network_changed)} requests "
@@ -435,6 +463,7 @@ class Journey:
         self._measure("e2e.console_errors", len(errors), detail=f"{during}" + (f": {' | '.join(errors[:3])}" if errors else ""))
         self._measure("e2e.failed_requests", len(failed), detail=f"{during}" + (f": {' | '.join(failed[:3])}" if failed else ""))
 
+    @_retry_on_network_change
     def load_model(self) -> float:
         cid = "e2e.model_load_time"
         with self.step("model-load", f"model {self.model} loaded") as st:
@@ -456,6 +485,7 @@ class Journey:
             self._measure(cid, round(st.seconds, 3), detail=f"click 'Load model' -> {status.input_value()[:100]}")
         return st.seconds
 
+    @_retry_on_network_change
     def evaluate(self, harmful: str = HARMFUL_TEXT, harmless: str = HARMLESS_TEXT) -> float:
         cid = "e2e.evaluate_time"
         with self.step("evaluate", "harmful and harmless texts evaluated") as st:
@@ -488,6 +518,7 @@ class Journey:
             )
         return st.seconds
 
+    @_retry_on_network_change
     def train(self) -> float:
         cid = "e2e.train_time"
         with self.step("train", f"training ({self.preset}) finished") as st:
@@ -555,6 +586,7 @@ class Journey:
             )
         return st.seconds
 
+    @_retry_on_network_change
     def generate(self, prompt: str = GEN_PROMPT) -> float:
         cid = "e2e.generate_time"
         with self.step("generate", "base vs trained generated") as st:
@@ -596,6 +628,7 @@ class Journey:
             )
         return st.seconds
 
+    @_retry_on_network_change
     def impact(self, downloads_dir: Path | None = None) -> float:
         cid = "e2e.impact_time"
         with self.step("impact", "impact analysis with downloads") as st:

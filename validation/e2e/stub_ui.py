@@ -12,6 +12,7 @@ Faults (any combination):
     no_ready            the model status never says "ready" after Load model
     status_by_script    the model status is filled by a separate script (/static/status.js): a page
                         whose script request fails never shows it (for the reload-on-network-change test)
+    eval_fetch          Evaluate first fetches /static/status.js and shows nothing when that fails
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ FAULTS = {
     "wrong_verdict",
     "no_ready",
     "status_by_script",
+    "eval_fetch",
 }
 STATUS_JS = b"document.getElementById('status-ta').value = 'ready: tiny \\u00b7 stub';"
 
@@ -75,6 +77,13 @@ if (btn) btn.addEventListener('click', () => {{
   $('verdict-ta').value = '';
   if (has('eval_never_answers')) return;
   const text = $('eval-ta').value;
+  if (has('eval_fetch')) {{
+    fetch('/static/status.js').then((r) => {{
+      if (r.ok) $('verdict-ta').value = /\\block\\b/.test(text) ? 'Flagged: harm_prevention · alignment 0.64 · 1 ms'
+                                                           : 'Not flagged · alignment 1.00 · 1 ms';
+    }}).catch(() => {{}});
+    return;
+  }}
   const harmful = /\\b(lock|steal|break)\\b/i.test(text) && !/sorry/i.test(text) && !has('wrong_verdict');
   setTimeout(() => {{
     $('verdict-ta').value = harmful ? 'Flagged: harm_prevention · alignment 0.64 · 1 ms' : 'Not flagged · alignment 1.00 · 1 ms';
