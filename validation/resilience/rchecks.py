@@ -113,9 +113,7 @@ def data_loss(
     return lost
 
 
-def interrupted_run(
-    gate: Gate, run_id: str, after: dict[str, dict], listed: list[dict], what: str, soft: bool = False
-) -> None:
+def interrupted_run(gate: Gate, run_id: str, after: dict[str, dict], listed: list[dict], what: str, soft: bool = False) -> None:
     """The run active at the fault is reported `interrupted` (never succeeded), with no half-written
     checkpoint and no temp leftovers."""
     row = next((r for r in listed if isinstance(r, dict) and r.get("run_id") == run_id), None)
@@ -231,9 +229,19 @@ AUTH_ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/health/../api/runs", None),
 ]
 # With credentials these must answer 2xx (the rest may give 4xx for their own reasons: 404, 422, 409).
-MUST_SUCCEED = {"GET /", "GET /config", "GET /gradio_api/info", "GET /ready", "GET /metrics", "GET /api/models",
-                "GET /api/runs", "GET /api/train", "GET /api/openapi.json", "POST /api/evaluate",
-                "POST /gradio_api/call/evaluate"}
+MUST_SUCCEED = {
+    "GET /",
+    "GET /config",
+    "GET /gradio_api/info",
+    "GET /ready",
+    "GET /metrics",
+    "GET /api/models",
+    "GET /api/runs",
+    "GET /api/train",
+    "GET /api/openapi.json",
+    "POST /api/evaluate",
+    "POST /gradio_api/call/evaluate",
+}
 
 
 def _req(client: httpx.Client, method: str, path: str, body: Any, auth=None) -> httpx.Response:
@@ -346,7 +354,7 @@ SECRET_VALUE = re.compile(
 )
 # NAME=value pairs whose name says secret and whose value is not empty/placeholder.
 SECRET_ASSIGNMENT = re.compile(
-    r"\b([A-Z0-9_]*(?:SECRET|TOKEN|PASSWORD|PASSWD|API_KEY|APIKEY|ACCESS_KEY|PRIVATE_KEY|BASIC_AUTH|CREDENTIALS?)[A-Z0-9_]*)"
+    r"\b([A-Z0-9_]*(?:SECRET|TOKEN|PASSWORD|PASSWD|API_KEY|APIKEY|ACCESS_KEY|PRIVATE_KEY|BASIC_AUTH|CREDENTIALS?)(?:_KEY|_VALUE)?)\b"
     r"\s*[=:]\s*['\"]?([^\s'\"]{4,})",
 )
 PLACEHOLDER = re.compile(r"^(\$\{?[A-Z_]+\}?|<[^>]*>|x+|\*+|changeme|example.*|none|null|false|true|0|1|)$", re.I)
@@ -461,8 +469,11 @@ def remote_code_files(marker: str) -> dict[str, str]:
         "class GateRemoteConfig(PretrainedConfig):\n    model_type = 'cai_gate_remote'\n"
         "class GateRemoteModel(PreTrainedModel):\n    config_class = GateRemoteConfig\n"
     )
-    return {"config.json": json.dumps(REMOTE_CODE_CONFIG), "gate_remote.py": code,
-            "tokenizer_config.json": json.dumps({"auto_map": {"AutoTokenizer": ["gate_remote.Tok", None]}})}
+    return {
+        "config.json": json.dumps(REMOTE_CODE_CONFIG),
+        "gate_remote.py": code,
+        "tokenizer_config.json": json.dumps({"auto_map": {"AutoTokenizer": ["gate_remote.Tok", None]}}),
+    }
 
 
 def remote_code_runtime(http: httpx.Client, folder: str, marker_exists) -> list[str]:
