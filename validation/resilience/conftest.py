@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -55,6 +56,7 @@ class AppFactory:
         self.health_timeout, self.mem_limit = health_timeout, mem_limit
         self.started: list[T.Target] = []
         self.data: list[DataDirs] = []
+        self.extra_dirs: list[Path] = []  # removed at teardown too
 
     def data_dirs(self, prefix: str) -> DataDirs:
         d = DataDirs.make(prefix)
@@ -86,6 +88,8 @@ class AppFactory:
                 t.stop()
         for d in self.data:
             d.remove()
+        for p in self.extra_dirs:
+            shutil.rmtree(p, ignore_errors=True)
 
 
 @pytest.fixture(scope="module")

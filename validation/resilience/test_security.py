@@ -42,6 +42,8 @@ def secured(apps, target_kind, request, pytestconfig):
         env["MODEL_DIRS"] = os.pathsep.join([str(model_cache_dir()), str(remote)])
         env["GRADIO_SERVER_NAME"] = ""  # the default applies
     app = apps.app(env)
+    if remote is not None:
+        apps.extra_dirs.append(remote)
     return {"app": app, "auth": creds, "remote": remote, "url": False}
 
 
@@ -77,10 +79,14 @@ def test_trust_remote_code(gate, secured, target_kind):
 
         def ran() -> bool:
             return Path(marker).exists()
+
     with httpx.Client(base_url=app.base_url, auth=auth, timeout=120) as c:
         hits += rchecks.remote_code_runtime(c, folder, ran)
-    gate.measure("security.trust_remote_code", hits,
-                 detail=f"grep app/ for trust_remote_code (all explicit False); runtime: load {folder} with auto_map code")
+    gate.measure(
+        "security.trust_remote_code",
+        hits,
+        detail=f"grep app/ for trust_remote_code (all explicit False); runtime: load {folder} with auto_map code",
+    )
 
 
 def test_rate_limit(gate, secured):
@@ -93,16 +99,28 @@ def test_rate_limit(gate, secured):
 
 def test_default_bind(gate, secured, target_kind):
     env = {k: v for k, v in os.environ.items() if k not in ("GRADIO_SERVER_NAME", "PORT", "GRADIO_SERVER_PORT")}
-    out = subprocess.run([sys.executable, "-c", "from app import config; print(config.load().host)"],
-                         cwd=rchecks.REPO, env=env, capture_output=True, text=True, timeout=60)
+    out = subprocess.run(
+        [sys.executable, "-c", "from app import config; print(config.load().host)"],
+        cwd=rchecks.REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
     host = out.stdout.strip() or f"(error: {out.stderr.strip()[-120:]})"
     detail = "app.config default with GRADIO_SERVER_NAME unset"
     if target_kind == "process":
         import psutil
 
         proc = psutil.Process(secured["app"].pid)
-        addrs = sorted({c.laddr.ip for p in [proc, *proc.children(recursive=True)]
-                        for c in p.net_connections(kind="tcp") if c.status == psutil.CONN_LISTEN})
+        addrs = sorted(
+            {
+                c.laddr.ip
+                for p in [proc, *proc.children(recursive=True)]
+                for c in p.net_connections(kind="tcp")
+                if c.status == psutil.CONN_LISTEN
+            }
+        )
         detail += f"; the running app (GRADIO_SERVER_NAME empty) listens on {addrs}"
         if addrs and addrs != ["127.0.0.1"]:
             host = ",".join(addrs)
@@ -118,8 +136,11 @@ def test_container_not_root(gate, secured, target_kind):
     titles = top["Titles"]
     rows = [dict(zip(titles, p)) for p in top["Processes"]]
     root = [f"pid {r.get('PID')} {r.get('COMMAND')}" for r in rows if str(r.get("UID")) in ("0", "root")]
-    gate.measure("security.root_processes", root,
-                 detail=f"{len(rows)} processes: " + ", ".join(f"{r.get('COMMAND')} uid {r.get('UID')}" for r in rows))
+    gate.measure(
+        "security.root_processes",
+        root,
+        detail=f"{len(rows)} processes: " + ", ".join(f"{r.get('COMMAND')} uid {r.get('UID')}" for r in rows),
+    )
 
 
 class _GenStream:
