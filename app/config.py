@@ -128,18 +128,20 @@ def load() -> Settings:
     if device not in {"auto", "cpu", "cuda", "mps"}:
         raise SettingsError(f"DEVICE={device!r} is not one of auto, cpu, cuda, mps")
     cache = Path(_str(ENV_VARS["model_cache_dir"], str(d.model_cache_dir))).expanduser()
+    checkpoints = Path(_str(ENV_VARS["checkpoint_dir"], str(d.checkpoint_dir))).expanduser()
     return Settings(
         host=_str(ENV_VARS["host"], d.host),
         port=_int(port_var, d.port, 1, 65535),
         default_model=_str(ENV_VARS["default_model"], d.default_model),
         preload=_bool(ENV_VARS["preload"], d.preload),
         model_cache_dir=cache,
-        model_dirs=_paths(ENV_VARS["model_dirs"], str(cache)),
+        # Folders a model may be loaded from by path: built models and training runs' checkpoints.
+        model_dirs=_paths(ENV_VARS["model_dirs"], os.pathsep.join([str(cache), str(checkpoints / "runs")])),
         allow_downloads=_bool(ENV_VARS["allow_downloads"], d.allow_downloads),
         judge_model=_str(ENV_VARS["judge_model"], d.judge_model),
         device=device,
         torch_threads=_int(ENV_VARS["torch_threads"], d.torch_threads, 0, 256),
-        checkpoint_dir=Path(_str(ENV_VARS["checkpoint_dir"], str(d.checkpoint_dir))).expanduser(),
+        checkpoint_dir=checkpoints,
         log_dir=Path(_str(ENV_VARS["log_dir"], str(d.log_dir))).expanduser(),
         seed=_int(ENV_VARS["seed"], d.seed, 0, 2**31 - 1),
         max_text_chars=_int(ENV_VARS["max_text_chars"], d.max_text_chars, 1, 1_000_000),
