@@ -478,3 +478,20 @@ def test_compose_up_for_real(image, tmp_path):
         assert mounts.stdout.strip() == "ok", mounts.stderr
     finally:
         _run(*base, "down", "-v", "--timeout", "10", env=env, cwd=ROOT, timeout=120)
+
+
+@pytest.mark.docker
+def test_offline_build_without_wheels_fails_with_a_clear_message(tmp_path):
+    """DEPS_SOURCE=wheelhouse and an empty wheelhouse: the build stops and says what to run."""
+    if _run("docker", "info", timeout=20).returncode != 0:
+        pytest.skip("no Docker engine answers (scripts/docker-engine.sh starts one)")
+    if _run("docker", "image", "inspect", "debian:bookworm-slim", timeout=20).returncode != 0:
+        pytest.skip("no base image debian:bookworm-slim (scripts/make-base-image.sh makes it)")
+    for rel in ("Dockerfile", ".dockerignore", "run.sh", "requirements/app.lock"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(ROOT / rel, tmp_path / rel)
+    res = _run("docker", "build", "--target", "deps", "--build-arg", "DEPS_SOURCE=wheelhouse",
+               "-t", "cai-demo:test-nowheels", str(tmp_path), timeout=600)
+    _run("docker", "rmi", "cai-demo:test-nowheels")
+    assert res.returncode != 0
+    assert "run scripts/fill-wheelhouse.sh" in res.stdout + res.stderr, res.stdout[-2000:] + res.stderr[-2000:]
