@@ -196,9 +196,8 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
 
     @app.get("/ready")
     async def ready():
-        if service.model_state == "ready":
-            return {"status": "ready", "model": service.base.name}
-        return JSONResponse({"status": service.model_state, "error": service.model_error}, status_code=503)
+        ok, body = service.ready()
+        return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/metrics")
     async def prometheus():

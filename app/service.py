@@ -62,6 +62,7 @@ class Service:
         self.trained: LoadedModel | None = None
         self.trained_run: str | None = None
         self.model_state = "not_loaded"
+        self.judge_state = "not_loaded"  # loaded on first use unless preloaded
         self.model_error: str | None = None
         self.loading_name: str | None = None
         self._load_lock = threading.Lock()
@@ -85,9 +86,12 @@ class Service:
             except Exception as exc:  # recorded in model_state/model_error, shown by /ready
                 log.error("default model failed to load", extra={"model": self.settings.default_model,
                                                                  "error": getattr(exc, "message", str(exc))})
+            self.judge_state = "loading"
             try:
                 evaluation.load_judge()
-            except Exception as exc:  # the judge is needed only for judge/both modes
+                self.judge_state = "ready"
+            except Exception as exc:  # the judge is needed only for judge/both modes: say so, go on
+                self.judge_state = "failed"
                 log.error("judge model failed to load", extra={"error": str(exc)})
         threading.Thread(target=work, name="preload", daemon=True).start()
 
@@ -95,7 +99,16 @@ class Service:
     def health(self) -> dict:
         return {"status": "healthy", "version": __import__("app").__version__,
                 "uptime_s": round(time.monotonic() - self.started, 1),
-                "model": self.base.name if self.base else None, "model_state": self.model_state}
+                "model": self.base.name if self.base else None, "model_state": self.model_state,
+                "judge_state": self.judge_state}
+
+    def ready(self) -> tuple[bool, dict]:
+        """Ready once the model is loaded and a preload of the judge has ended (a judge that failed
+        to load leaves rules evaluation working: ready, and the state says so)."""
+        if self.model_state == "ready" and self.judge_state != "loading":
+            return True, {"status": "ready", "model": self.base.name, "judge": self.judge_state}
+        status = self.model_state if self.model_state != "ready" else "loading"
+        return False, {"status": status, "error": self.model_error, "judge": self.judge_state}
 
     def models(self) -> dict:
         return {"registry": [{"name": s.name, "description": s.description} for s in models.REGISTRY.values()],

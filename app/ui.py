@@ -173,9 +173,10 @@ def build_ui(service) -> gr.Blocks:
         def job_outputs(job):
             active = bool(job) and job["state"] not in FINAL_STATES
             return (_status_line(job), _progress_html(job), (job or {}).get("checkpoint") or "",
-                    _loss_frame(job), _trace_html(job), gr.Timer(active=active))
+                    _loss_frame(job), _trace_html(job), gr.Timer(active=active), _model_status(service))
 
-        job_views = [train_status, train_progress, train_checkpoint, train_loss, train_trace, timer]
+        # model_status too: it names the trained run once a job succeeds
+        job_views = [train_status, train_progress, train_checkpoint, train_loss, train_trace, timer, model_status]
 
         @_user_errors
         def start_training(preset):
@@ -262,7 +263,7 @@ def build_ui(service) -> gr.Blocks:
         runs_refresh.click(list_runs, None, runs_table, api_name=E.API_LIST_RUNS)
 
         def on_page_load():
-            return (_model_status(service), *job_outputs(current_job()), list_runs())
+            return (*job_outputs(current_job()), list_runs())
 
-        demo.load(on_page_load, None, [model_status, *job_views, runs_table], api_visibility="private")
+        demo.load(on_page_load, None, [*job_views, runs_table], api_visibility="private")
     return demo
