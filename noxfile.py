@@ -19,7 +19,7 @@ from pathlib import Path
 
 import nox
 
-T0 = str(time.time())  # the gate's report counts its own overhead from here
+T0 = time.time()  # reset when each session starts: the gate's report counts its own overhead from there
 ROOT = Path(__file__).resolve().parent
 LOCKS = [ROOT / "requirements" / "app.lock", ROOT / "requirements" / "dev.lock"]
 VENV = Path(os.environ.get("NOX_HARNESS_VENV", ROOT / ".nox" / "harness"))
@@ -74,6 +74,12 @@ def harness(session: nox.Session, force: bool = False) -> Path:
 SETUP_S = 0.0  # time in venv installs and the image engineer's scripts (reported as "setup", not overhead)
 
 
+def _begin() -> None:
+    """A session starts: its clock (wall time, setup time) starts here, not when nox started."""
+    global T0, SETUP_S
+    T0, SETUP_S = time.time(), 0.0
+
+
 def _timed_setup(fn, *args, **kwargs):
     global SETUP_S
     t0 = time.monotonic()
@@ -86,7 +92,7 @@ def _timed_setup(fn, *args, **kwargs):
 def _env(session_name: str) -> dict[str, str]:
     return {
         "GATE_SESSION": session_name,
-        "GATE_T0": T0,
+        "GATE_T0": f"{T0:.3f}",
         "GATE_SETUP_S": f"{SETUP_S:.3f}",
         "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "VIRTUAL_ENV": str(VENV),
@@ -130,6 +136,7 @@ def _prepare_docker(session: nox.Session, build: bool) -> None:
 
 
 def _gate(session: nox.Session, name: str, path: str, default_args: list[str] | None = None) -> None:
+    _begin()
     py = _timed_setup(harness, session)
     posargs = list(session.posargs)
     if _wants_container(posargs):
@@ -148,6 +155,7 @@ def _gate(session: nox.Session, name: str, path: str, default_args: list[str] | 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """Unit tests of the app and of the gate's own logic, incl. gate-sensitivity tests (tests/)."""
+    _begin()
     py = _timed_setup(harness, session)
     session.run(str(py), "-m", "pytest", "tests", "-p", "no:cacheprovider", *session.posargs, external=True, env=_env("tests"))
 
@@ -172,6 +180,7 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=False)
 def image(session: nox.Session) -> None:
     """The three scripts (engine, base image, wheelhouse), then build cai-demo:latest and check it (reports/image)."""
+    _begin()
     py = _timed_setup(harness, session)
     for script in ("docker-engine.sh", "make-base-image.sh", "fill-wheelhouse.sh"):
         _timed_setup(_script, session, script)
