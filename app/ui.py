@@ -164,7 +164,7 @@ def build_ui(service) -> gr.Blocks:
             train_checkpoint = gr.Textbox(label="Checkpoint", interactive=False, elem_id=E.TRAIN_CHECKPOINT)
             train_loss = gr.LinePlot(_loss_frame(None), x="step", y="loss", label="Loss", elem_id=E.TRAIN_LOSS)
             train_trace = gr.HTML(_trace_html(None), elem_id=E.TRAIN_TRACE)
-            timer = gr.Timer(1.0, active=False)
+            timer = gr.Timer(0.5, active=False)  # only while a job runs
 
         def current_job():
             jobs = service.jobs()

@@ -42,6 +42,7 @@ from validation.gate import CLOCK, CriterionFailed, Gate, Result
 GEN_PROMPT = "How do I pick the lock on my neighbour's front door?"
 VERDICT = re.compile(r"^(Flagged|Not flagged)\b")
 FINAL_TRAIN_STATE = re.compile(r"^(succeeded|failed|cancelled)\b")
+PROGRESS_VISIBLE_AFTER_S = 3.0  # training shorter than this may show no value between 0 and 100 %
 
 # What counts as a failed request: an HTTP status >= 400, or a network error (refused, reset, timed
 # out, ...). Not counted, but listed in the detail: requests the page itself cancelled
@@ -561,12 +562,15 @@ class Journey:
             with contextlib.suppress(PlaywrightError):
                 values = self.page.evaluate("() => window.__gateProgress || []")
             nums = [v["value"] for v in values]
-            advanced = (
-                bool(nums) and nums[-1] == 100 and all(a <= b for a, b in zip(nums, nums[1:])) and any(0 < n < 100 for n in nums)
-            )
+            # The UI refreshes twice a second: a run shorter than a few ticks may go 0 -> 100 % unseen
+            # in between; a longer one must show an intermediate value.
+            seen_between = any(0 < n < 100 for n in nums) or st.seconds < PROGRESS_VISIBLE_AFTER_S
+            advanced = bool(nums) and nums[-1] == 100 and all(a <= b for a, b in zip(nums, nums[1:])) and seen_between
             st.notes.append("progress seen: " + " → ".join(f"{n:.0f}%" for n in nums))
             self._measure(
-                "e2e.train_progress", advanced, detail="progress shown: " + (" → ".join(f"{n:.0f}%" for n in nums) or "none")
+                "e2e.train_progress",
+                advanced,
+                detail=f"progress shown over {st.seconds:.1f} s: " + (" → ".join(f"{n:.0f}%" for n in nums) or "none"),
             )
         with self.step("runs", "run listed in the Runs tab") as st2:
             listed = False

@@ -222,25 +222,46 @@ def json_cases(max_text_chars: int = 4000, max_new_tokens: int = 512, impact_pro
         if v is not None:
             cases.append(Case("POST", "/api/train", what, _with(train, "seed", v), "seed"))
 
-    for what, v in [("missing", UNSET), ("wrong_type", None), ("wrong_type", 7), ("wrong_type", ["tiny"]),
-                    ("empty", ""), ("control", "tiny\u0000")] + MODEL_NAMES:
+    for what, v in [
+        ("missing", UNSET),
+        ("wrong_type", None),
+        ("wrong_type", 7),
+        ("wrong_type", ["tiny"]),
+        ("empty", ""),
+        ("control", "tiny\u0000"),
+    ] + MODEL_NAMES:
         cases.append(Case("POST", "/api/models/load", what, _with({}, "model", v), "model"))
 
     imp = {"limit": 1, "max_new_tokens": 8, "seed": 0}
-    for name, values in (("limit", _int_values(1, impact_prompts)), ("max_new_tokens", _int_values(1, max_new_tokens)),
-                         ("seed", _int_values(0, 2**31 - 1))):
+    for name, values in (
+        ("limit", _int_values(1, impact_prompts)),
+        ("max_new_tokens", _int_values(1, max_new_tokens)),
+        ("seed", _int_values(0, 2**31 - 1)),
+    ):
         for what, v in values:
             if name == "seed" and v is None:
                 continue
             cases.append(Case("POST", "/api/impact", what, _with(imp, name, v), name))
 
     # Ids in paths: unknown, traversal, huge, control characters.
-    for what, raw in [("unknown", "j-000000000000"), ("path", "..%2F..%2Fetc%2Fpasswd"), ("path", "%2e%2e"),
-                      ("huge", "j" * 5000), ("control", "%00%1b"), ("html", "%3Cscript%3E")]:
+    for what, raw in [
+        ("unknown", "j-000000000000"),
+        ("path", "..%2F..%2Fetc%2Fpasswd"),
+        ("path", "%2e%2e"),
+        ("huge", "j" * 5000),
+        ("control", "%00%1b"),
+        ("html", "%3Cscript%3E"),
+    ]:
         cases.append(Case("GET", f"/api/train/{raw}", what, UNSET, None))
         cases.append(Case("POST", f"/api/train/{raw}/cancel", what, UNSET, None))
-    for what, raw in [("unknown", "20990101-000000-smoke-abcd"), ("path", "..%2F..%2Fetc"), ("path", "%2e%2e%2fmodels"),
-                      ("huge", "r" * 5000), ("control", "%00"), ("html", "%3Cimg%20src%3Dx%3E")]:
+    for what, raw in [
+        ("unknown", "20990101-000000-smoke-abcd"),
+        ("path", "..%2F..%2Fetc"),
+        ("path", "%2e%2e%2fmodels"),
+        ("huge", "r" * 5000),
+        ("control", "%00"),
+        ("html", "%3Cimg%20src%3Dx%3E"),
+    ]:
         cases.append(Case("GET", f"/api/runs/{raw}", what, UNSET, None))
         cases.append(Case("GET", f"/api/runs/{raw}/impact.json", what, UNSET, None))
     cases.append(Case("GET", "/api/runs/20990101-000000-smoke-abcd/impact.exe", "unknown", UNSET, None))
@@ -440,8 +461,13 @@ def summary(outcomes: list[Outcome]) -> dict:
     by_what = Counter(o.case.what for o in outcomes)
     routes = sorted({o.case.path if o.case.gradio else o.case.route for o in outcomes})
     statuses = Counter(str(o.status) for o in outcomes)
-    return {"tried": len(outcomes), "verdicts": dict(by_verdict), "categories": dict(by_what),
-            "statuses": dict(statuses), "routes": routes}
+    return {
+        "tried": len(outcomes),
+        "verdicts": dict(by_verdict),
+        "categories": dict(by_what),
+        "statuses": dict(statuses),
+        "routes": routes,
+    }
 
 
 def bad_inputs(gate: Gate, outcomes: list[Outcome], down: list[str], label: str = "") -> dict:
@@ -459,23 +485,27 @@ def bad_inputs(gate: Gate, outcomes: list[Outcome], down: list[str], label: str 
     gate.measure(
         "resilience.bad_input_5xx",
         len(crashed),
-        detail=pfx + ("; ".join(f"{o.case.label()} -> {o.status} {o.detail[:80]}" for o in crashed[:4]) or
-                      f"statuses {s['statuses']}"),
+        detail=pfx
+        + ("; ".join(f"{o.case.label()} -> {o.status} {o.detail[:80]}" for o in crashed[:4]) or f"statuses {s['statuses']}"),
         soft=True,
     )
     share = round(100.0 * (len(outcomes) - len(bad)) / len(outcomes), 2) if outcomes else None
     gate.measure(
         "resilience.bad_input_rejected",
         share,
-        detail=pfx + ("; ".join(f"{o.verdict}: {o.case.label()} -> {o.status} {o.detail[:80]}" for o in bad[:4]) or
-                      f"{s['verdicts']}"),
+        detail=pfx
+        + ("; ".join(f"{o.verdict}: {o.case.label()} -> {o.status} {o.detail[:80]}" for o in bad[:4]) or f"{s['verdicts']}"),
         soft=True,
     )
     gate.measure(
         "resilience.server_down",
         len(down),
-        detail=pfx + (f"/health failed after: {', '.join(down[:5])}" if down else
-                      f"GET /health 200 after each of {len(s['routes'])} route batches"),
+        detail=pfx
+        + (
+            f"/health failed after: {', '.join(down[:5])}"
+            if down
+            else f"GET /health 200 after each of {len(s['routes'])} route batches"
+        ),
         soft=True,
     )
     gate.raise_pending()

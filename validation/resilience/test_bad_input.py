@@ -20,8 +20,10 @@ def test_bad_input_battery(gate, http, target, say):
     outcomes, down = battery.run_cases(http, cases)
     s = battery.summary(outcomes)
     say(f"bad-input battery: {s['tried']} inputs on {len(s['routes'])} routes -> {s['verdicts']}")
-    gate.recorder.note(f"bad-input battery: {s['tried']} inputs, {len(s['routes'])} routes, verdicts {s['verdicts']}, "
-                       f"HTTP statuses {s['statuses']}")
+    gate.recorder.note(
+        f"bad-input battery: {s['tried']} inputs, {len(s['routes'])} routes, verdicts {s['verdicts']}, "
+        f"HTTP statuses {s['statuses']}"
+    )
     battery.bad_inputs(gate, outcomes, down)
 
 
@@ -44,10 +46,17 @@ def test_concurrent_training_starts(gate, http, target, require_ready):
     for t in threads:
         t.join(120)
     won = [a for a in answers if isinstance(a, httpx.Response) and a.status_code == 202]
-    busy = [a for a in answers if isinstance(a, httpx.Response) and a.status_code == 409
-            and (a.json() or {}).get("error") == "busy" and a.json().get("field")]
-    others = [a if isinstance(a, Exception) else f"{a.status_code} {a.text[:80]}" for a in answers
-              if a not in won and a not in busy]
+    busy = [
+        a
+        for a in answers
+        if isinstance(a, httpx.Response)
+        and a.status_code == 409
+        and (a.json() or {}).get("error") == "busy"
+        and a.json().get("field")
+    ]
+    others = [
+        a if isinstance(a, Exception) else f"{a.status_code} {a.text[:80]}" for a in answers if a not in won and a not in busy
+    ]
     # While it trains, loading a model is refused too.
     load = http.post("/api/models/load", json={"model": "tiny"}, timeout=60) if won else None
     job_id = won[0].json()["job_id"] if won else None
@@ -67,8 +76,11 @@ def test_concurrent_training_starts(gate, http, target, require_ready):
         soft=True,
     )
     if load is not None and load.status_code != 409:
-        gate.fail("resilience.concurrent_train_winners", len(won),
-                  f"POST /api/models/load during training answered {load.status_code}, not 409")
+        gate.fail(
+            "resilience.concurrent_train_winners",
+            len(won),
+            f"POST /api/models/load during training answered {load.status_code}, not 409",
+        )
     gate.raise_pending()
 
 
@@ -100,8 +112,9 @@ def test_html_comes_back_escaped(gate, http, target, require_ready):
 
     exemplar = json.loads((REPO / "app" / "data" / "constitution.json").read_text())["principles"][0]["exemplars"][0]
     words = exemplar.split(" ")
-    tagged = " ".join(words[:3] + ["<script>alert('cai-xss')</script>"] + words[3:6] + ["<img src=x onerror=alert(1)>"]
-                      + words[6:])
+    tagged = " ".join(
+        words[:3] + ["<script>alert('cai-xss')</script>"] + words[3:6] + ["<img src=x onerror=alert(1)>"] + words[6:]
+    )
     raw_marks = ("<script", "<img", "onerror=alert(1)>")
     unescaped, reflected = [], []
     html_flags = _html_outputs(http, "evaluate")
