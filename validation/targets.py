@@ -47,6 +47,19 @@ import httpx
 
 from validation.gate import CLOCK
 
+
+def _loopback_host() -> None:
+    """Reach a container's published port on loopback. When testcontainers believes it runs inside
+    a container (as on our VMs) it would use the Docker bridge's gateway (172.17.0.1) instead; the
+    gate sends traffic to this machine's loopback only (a remote DOCKER_HOST keeps its own host)."""
+    from testcontainers.core.config import ConnectionMode
+    from testcontainers.core.config import testcontainers_config as tc
+
+    if tc.connection_mode_override or os.environ.get("DOCKER_HOST", "unix://").startswith(("tcp:", "ssh:")):
+        return
+    tc.connection_mode_override = ConnectionMode.docker_host
+    tc.tc_host_override = tc.tc_host_override or "127.0.0.1"
+
 REPO = Path(__file__).resolve().parent.parent
 APP_PORT = 7860
 CONTAINER_CHECKPOINTS = "/app/demo/checkpoints"
@@ -501,6 +514,8 @@ class ContainerTarget(Target):
         say: Say = _noop,
     ) -> None:
         from testcontainers.core.container import DockerContainer
+
+        _loopback_host()
 
         super().__init__()
         self.image = image
