@@ -1,5 +1,5 @@
 """`python -m app` serves the app (settings from the environment: see app/config.py, .env.example).
-Models are built with `python -m app.models build [NAME ...]`."""
+`python -m app build-models [NAME ...]` builds registry models (tiny, gpt2-sized) into MODEL_CACHE_DIR."""
 
 from __future__ import annotations
 
@@ -28,7 +28,7 @@ def main(argv: list[str]) -> int:
     transformers.utils.logging.disable_progress_bar()
     transformers.utils.logging.set_verbosity_error()
 
-    if argv[:1] == ["build-models"]:  # the same as `python -m app.models build`
+    if argv[:1] == ["build-models"]:
         from app import models
         return models.main(["build", *argv[1:]])
     if argv:

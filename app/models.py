@@ -278,14 +278,14 @@ def generate(lm: LoadedModel, prompt: str, *, max_new_tokens: int, temperature: 
 
 
 def main(argv: list[str]) -> int:
-    """`python -m app.models build [NAME ...]`: build registry models into MODEL_CACHE_DIR (the
-    image does this at build time, so the container needs no network)."""
+    """`python -m app build-models [NAME ...]` (argv here: build NAME ...): build registry models into
+    MODEL_CACHE_DIR. The image does this at build time, so the container needs no network."""
     import sys
 
     from app import config
 
     if argv[:1] != ["build"] or any(n not in REGISTRY for n in argv[1:]):
-        print(f"usage: python -m app.models build [{' | '.join(REGISTRY)} ...]", file=sys.stderr)
+        print(f"usage: python -m app build-models [{' | '.join(REGISTRY)} ...]", file=sys.stderr)
         return 2
     cache = config.load().model_cache_dir
     for name in argv[1:] or ["tiny"]:
@@ -293,9 +293,3 @@ def main(argv: list[str]) -> int:
         print(f"{name}: {ensure_built(name, cache)} ({time.perf_counter() - started:.1f} s)", flush=True)
     return 0
 
-
-if __name__ == "__main__":
-    import sys
-
-    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
-    sys.exit(main(sys.argv[1:]))
