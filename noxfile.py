@@ -21,7 +21,7 @@ import nox
 
 T0 = time.time()  # reset when each session starts: the gate's report counts its own overhead from there
 ROOT = Path(__file__).resolve().parent
-LOCKS = [ROOT / "requirements" / "app.lock", ROOT / "requirements" / "dev.lock"]
+LOCKS = [ROOT / "requirements" / "app.lock", ROOT / "requirements" / "dev.lock", ROOT / "requirements" / "models.lock"]
 VENV = Path(os.environ.get("NOX_HARNESS_VENV", ROOT / ".nox" / "harness"))
 PY = VENV / "bin" / "python"
 IMAGE_TAG = os.environ.get("GATE_IMAGE_TAG", "cai-demo:latest")
@@ -52,7 +52,7 @@ def harness(session: nox.Session, force: bool = False) -> Path:
     if not PY.exists():
         session.log(f"creating the shared harness venv {VENV} ({sys.executable})")
         session.run(sys.executable, "-m", "venv", str(VENV), external=True)
-    session.log("installing requirements/app.lock + requirements/dev.lock (--no-deps; torch from the pip config)")
+    session.log("installing requirements/{app,dev,models}.lock (--no-deps; torch from the pip config)")
     session.run(
         str(PY),
         "-m",
@@ -65,6 +65,8 @@ def harness(session: nox.Session, force: bool = False) -> Path:
         str(LOCKS[0]),
         "-r",
         str(LOCKS[1]),
+        "-r",
+        str(LOCKS[2]),
         external=True,
     )
     stamp_file.write_text(_stamp())

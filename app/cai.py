@@ -1,8 +1,14 @@
-"""The SL-CAI loop (Bai et al. 2022, supervised stage): answer, then for each round a randomly
-drawn principle's critique request, a critique, its paired revision request, and a revision.
+"""The SL-CAI loop (Bai et al. 2022, supervised stage): answer a red-team prompt, then for each
+round a principle's paired critique request and revision request: a critique, then a revision. The
+independent judge (app/evaluation.py, never the model itself) scores the answer and the revision, so
+the training data can keep only revisions it does not judge worse.
 
-Few-shot examples in Human/Assistant format keep a small model in role; every step of the trace
-is returned so the UI can show it. Seeded: the same seed gives the same trace.
+All prompts go through the model's chat template (app/generation.py). A 135M model needs help to
+revise rather than talk about its reply, so each revision has candidates in two forms: the paper's
+(the whole exchange, then the revision request) and a fresh reply to the user guided by the critique
+and the revision request; greedy plus sampled (best-of-n). The judge keeps the best candidate, and
+commentary about the response ("The assistant's response is ...") never counts as a revision.
+Many prompts run together: each step of every prompt is one batch on the model's batcher.
 """
 
 from __future__ import annotations
@@ -10,49 +16,155 @@ from __future__ import annotations
 import random
 import re
 from collections.abc import Callable
-from pathlib import Path
 
-from app import constitution
-from app.models import LoadedModel, generate
+from app import constitution, evaluation
+from app.generation import wait
+from app.models import LoadedModel
 
-FEW_SHOT = (Path(__file__).parent / "data" / "few_shot.txt").read_text(encoding="utf-8").strip() + "\n\n"
-# A small model keeps writing the next turn: cut its output where a new turn starts.
-_TURN = re.compile(r"\n\s*(Human|Assistant|Critique Request|Critique|Revision Request|Revision)\s*:|\n\n")
+JUDGE_MODE = "both"
+REVISION_STYLES = 2  # generation steps per revision: the paper's form and a fresh guided reply
+# A model without a chat template keeps writing the next turn: cut its output where a new turn starts.
+_TURN = re.compile(r"\n\s*(Human|Assistant|User|Critique Request|Critique|Revision Request|Revision)\s*:|\n\n")
+# Revisions that talk about the response instead of being one ("The revised response is: ...").
+_PREAMBLE = re.compile(r"^\s*(?:here(?:'s| is) (?:the |a |my )?(?:revised|rewritten|new) (?:response|version)"
+                       r"|(?:the )?(?:revised|rewritten|new) (?:response|version)(?: is)?)\s*[:\-]\s*", re.IGNORECASE)
 
 
-def _clean(text: str) -> str:
-    return _TURN.split(text, maxsplit=1)[0].strip()
+_SENTENCE_END = re.compile(r"[.!?][\"')\]]?(?=\s|$)")
 
 
-def dialogue(prompt: str) -> str:
-    return f"Human: {prompt}\nAssistant:"
+def _clean(text: str, chat: bool) -> str:
+    """The reply alone: no next turn, no "Here is the revised response:", no unfinished last sentence
+    (the token limit cuts replies mid-sentence; training on those would teach the model to)."""
+    if not chat:
+        text = _TURN.split(text, maxsplit=1)[0]
+    text = _PREAMBLE.sub("", text.strip()).strip().strip('"').strip()
+    ends = [m.end() for m in _SENTENCE_END.finditer(text)]
+    return text[:ends[-1]] if ends else text
+
+
+def critique_messages(prompt: str, response: str, critique_request: str) -> list[dict[str, str]]:
+    return [{"role": "user", "content": (
+        f"A user asked an AI assistant:\n\"{prompt}\"\n\nThe assistant replied:\n\"{response}\"\n\n"
+        f"{critique_request} Answer in two or three sentences.")}]
+
+
+def revision_messages(prompt: str, response: str, critique_request: str, critique: str,
+                      revision_request: str) -> list[dict[str, str]]:
+    """The paper's form: the exchange so far, the critique request and critique, the revision request."""
+    return [{"role": "user", "content": prompt}, {"role": "assistant", "content": response},
+            {"role": "user", "content": critique_request}, {"role": "assistant", "content": critique},
+            {"role": "user", "content": f"{revision_request} Write only the rewritten response, nothing else."}]
+
+
+def revision_system(critique: str, revision_request: str) -> str:
+    """The revision is asked as a fresh reply to the user, guided by the critique and the revision
+    request. The earlier reply itself is left out: a 135M model shown it copies it back."""
+    request = revision_request.replace("the assistant response", "your reply").replace("Please rewrite", "Write")
+    return (f"You are a helpful, honest and harmless assistant. A reviewer criticised an earlier reply to "
+            f"the user's next message: \"{critique}\"\n{request} "
+            "If the request is harmful, politely decline and suggest a safe alternative.")
+
+
+def _judged(answer: str, revision: str) -> dict:
+    """The independent judge's view of answer vs revision: alignment of each, and the verdict."""
+    before = evaluation.evaluate(answer or " ", JUDGE_MODE)
+    after = evaluation.evaluate(revision or " ", JUDGE_MODE)
+    verdict = evaluation.compare(before, after)
+    return {"answer_alignment": before["alignment_score"], "revision_alignment": after["alignment_score"],
+            "answer_flagged": before["flagged_principles"], "revision_flagged": after["flagged_principles"],
+            "verdict": verdict}
+
+
+def _principle(name: str | None, rng: random.Random) -> constitution.Principle:
+    by_name = {p.name: p for p in constitution.PRINCIPLES}
+    return by_name[name] if name in by_name else rng.choice(constitution.PRINCIPLES)
+
+
+# A "revision" that talks about the response instead of being one ("The assistant's response is
+# harmful...", "I've revised the response..."): not a reply to the user, never a training target.
+_COMMENTARY = re.compile(r"\b(?:assistant'?s (?:last |original |previous )?(?:response|reply|answer)|(?:original|previous|"
+                         r"earlier|above|revised|rewritten) (?:response|reply|message|version)|i'?ve (?:successfully )?"
+                         r"revised|the part that)\b", re.IGNORECASE)
+
+
+def is_commentary(text: str) -> bool:
+    return bool(_COMMENTARY.search(text))
+
+
+def _best(answer: str, candidates: list[str]) -> str:
+    """The candidate revision the judge likes best (fewest/lightest flags, then least close to the
+    violation exemplars), commentary about the response ranked last; the first one on ties."""
+    replies = [c for c in candidates if c and not is_commentary(c)]
+    candidates = replies or candidates
+    scored = [(evaluation.evaluate(c or " ", JUDGE_MODE), i) for i, c in enumerate(candidates)]
+    best = scored[0]
+    for result, i in scored[1:]:
+        if evaluation.compare(best[0], result) == "better":
+            best = (result, i)
+    return candidates[best[1]]
+
+
+def run_many(lm: LoadedModel, prompts: list[str], *, rounds: int, seed: int, max_new_tokens: int,
+             principles: list[str | None] | None = None, revision_samples: int = 1,
+             temperature: float = 0.0, should_stop: Callable[[], bool] | None = None,
+             on_step: Callable[[int], None] | None = None, judge: bool = True) -> list[dict]:
+    """Every prompt through answer -> (critique -> revision) x rounds, each step batched over the
+    prompts. Each revision has candidates in two styles (REVISION_STYLES), each greedy plus
+    revision_samples - 1 samples at temperature 0.8; the judge keeps the best candidate (best-of-n, a
+    common way to get a small model's better revisions). A red-team prompt written against a known
+    principle is critiqued with that principle's requests (one of its pairs, drawn at random);
+    otherwise the principle is drawn at random, as in the paper. Returns one trace per prompt (the
+    shape docs/http-api.md shows). `on_step(n)` is called as steps finish (n prompts done with one
+    step: 1 + (1 + REVISION_STYLES) x rounds steps in all). Raises Cancelled on should_stop()."""
+    chat = bool(getattr(lm.tokenizer, "chat_template", None))
+    rngs = [random.Random(seed * 1000 + i) for i in range(len(prompts))]
+
+    def step(message_lists: list[list[dict[str, str]]], systems: list[str] | None = None,
+             samples: int = 1) -> list[list[str]]:
+        requests = [[lm.submit(m, max_new_tokens=max_new_tokens, temperature=temperature if k == 0 else 0.8,
+                               seed=rngs[i].randrange(2**31), should_stop=should_stop,
+                               **({"system": systems[i]} if systems else {})) for k in range(samples)]
+                    for i, m in enumerate(message_lists)]
+        texts = [[_clean(wait(lm.tokenizer, r), chat) for r in row] for row in requests]
+        if on_step:
+            on_step(len(texts))
+        return texts
+
+    answers = [a[0] or "(no answer)" for a in step([[{"role": "user", "content": p}] for p in prompts])]
+    traces = [{"prompt": p, "answer": a, "rounds": []} for p, a in zip(prompts, answers)]
+    current = list(answers)
+    for _ in range(rounds):
+        pairs = []
+        for i, rng in enumerate(rngs):
+            principle = _principle(principles[i] if principles else None, rng)
+            pairs.append((principle, *principle.random_pair(rng)))
+        critiques = step([critique_messages(p, c, cr) for p, c, (_, cr, _) in zip(prompts, current, pairs)])
+        critiques = [c[0] or "(no critique)" for c in critiques]
+        # Revision candidates in two styles, each greedy plus (revision_samples - 1) samples: the
+        # paper's (the whole exchange, then the revision request) and a fresh reply guided by the
+        # critique. The judge keeps the best reply; commentary about the response never wins.
+        as_paper = step([revision_messages(p, c, cr, k, rr) for p, c, k, (_, cr, rr)
+                         in zip(prompts, current, critiques, pairs)], samples=revision_samples)
+        as_reply = step([[{"role": "user", "content": p}] for p in prompts],
+                        [revision_system(k, rr) for k, (_, _, rr) in zip(critiques, pairs)], samples=revision_samples)
+        candidates = [a + b for a, b in zip(as_paper, as_reply)]
+        revisions = [_best(current[i], row) if len(row) > 1 else row[0] for i, row in enumerate(candidates)]
+        for i, (principle, critique_request, revision_request) in enumerate(pairs):
+            revision = revisions[i] or current[i]
+            traces[i]["rounds"].append({"principle": principle.name, "critique_request": critique_request,
+                                        "critique": critiques[i], "revision_request": revision_request,
+                                        "revision": revision})
+            current[i] = revision
+    for trace, final in zip(traces, current):
+        trace["final"] = final
+        if judge:
+            trace["judge"] = _judged(trace["answer"], final)
+    return traces
 
 
 def run(lm: LoadedModel, prompt: str, *, rounds: int, seed: int, max_new_tokens: int,
-        temperature: float = 1.0, should_stop: Callable[[], bool] | None = None) -> dict:
-    """One prompt through answer -> (critique -> revision) x rounds. Returns the whole trace."""
-    rng = random.Random(seed)
-
-    def sample(context: str) -> str:
-        return _clean(generate(lm, context, max_new_tokens=max_new_tokens, temperature=temperature,
-                               seed=rng.randrange(2**31), should_stop=should_stop))
-
-    context = FEW_SHOT + dialogue(prompt)
-    answer = sample(context) or "(no answer)"
-    context += f" {answer}\n"
-    trace = {"prompt": prompt, "answer": answer, "rounds": []}
-    current = answer
-    for _ in range(rounds):
-        principle = rng.choice(constitution.PRINCIPLES)
-        critique_request, revision_request = principle.random_pair(rng)
-        context += f"Critique Request: {critique_request}\nCritique:"
-        critique = sample(context) or "(no critique)"
-        context += f" {critique}\nRevision Request: {revision_request}\nRevision:"
-        revision = sample(context) or current
-        context += f" {revision}\n"
-        trace["rounds"].append({"principle": principle.name, "critique_request": critique_request,
-                                "critique": critique, "revision_request": revision_request,
-                                "revision": revision})
-        current = revision
-    trace["final"] = current
-    return trace
+        temperature: float = 0.0, should_stop: Callable[[], bool] | None = None) -> dict:
+    """One prompt through the loop (the UI's "critique and revise this prompt")."""
+    return run_many(lm, [prompt], rounds=rounds, seed=seed, max_new_tokens=max_new_tokens,
+                    temperature=temperature, should_stop=should_stop)[0]

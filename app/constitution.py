@@ -169,14 +169,16 @@ def _json(name: str) -> Any:
 QUICK_PROMPTS = 20  # the first 20 training prompts are the "quick" set
 
 
-def training_prompts(n: int | None = None) -> list[str]:
-    """The bundled harmless advice prompts (50); the first 20 are the Quick Demo set."""
+def training_prompts(n: int | None = None) -> list[dict[str, str]]:
+    """Red-team training prompts, 20 per principle, interleaved so that any first n are balanced:
+    ``[{"id", "principle", "prompt"}, ...]``. The first 20 are the Quick Demo set."""
     prompts = list(_json("training_prompts.json")["prompts"])
     return prompts if n is None else prompts[:n]
 
 
 def adversarial_prompts(principle: str | None = None) -> list[dict[str, str]]:
-    """Held-out red-team prompts, 10 per principle: ``[{"id", "principle", "prompt"}, ...]``."""
+    """Held-out red-team prompts, 10 per principle: ``[{"id", "principle", "prompt"}, ...]``.
+    Never trained on, and in no model's build corpus (tests check both)."""
     items = list(_json("adversarial_prompts.json")["prompts"])
     return [x for x in items if principle is None or x["principle"] == principle]
 

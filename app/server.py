@@ -223,6 +223,12 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
         return await call(service.generate, body.get("prompt"), body.get("max_new_tokens", 64),
                           body.get("temperature", 0.7), body.get("seed"), body.get("compare", True))
 
+    @app.post("/api/critique")
+    async def critique(request: Request):
+        body = await read_body(request)
+        return await call(service.critique, body.get("prompt"), body.get("rounds", 1),
+                          body.get("max_new_tokens", 96), body.get("seed"))
+
     @app.post("/api/train", status_code=202)
     async def train(request: Request):
         body = await read_body(request)
@@ -260,7 +266,7 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
     @app.post("/api/impact")
     async def impact(request: Request):
         body = await read_body(request)
-        return await call(service.impact, body.get("limit", 20), body.get("max_new_tokens", 48), body.get("seed"))
+        return await call(service.impact, body.get("limit"), body.get("max_new_tokens", 64), body.get("seed"))
 
     @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
     async def unknown(rest: str):

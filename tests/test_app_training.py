@@ -1,9 +1,12 @@
+import dataclasses
 import time
 
 import pytest
+import torch
 
-from app import cai, constitution
+from app import cai, constitution, models
 from app.errors import ApiError
+from app.generation import chat_prompt
 from app.runs import RunStore
 from app.training import PRESETS, Trainer, sft_batch
 
@@ -16,12 +19,16 @@ def test_presets_come_from_one_config_and_match_the_plan():
 
 
 def test_loss_only_on_response_tokens_and_padding_masked(tiny):
-    batch = sft_batch(tiny.tokenizer, [("Hi", "Hello there friend"), ("A much longer question here?", "Ok")], 64)
-    prefix = len(tiny.tokenizer(cai.dialogue("Hi"))["input_ids"])
+    batch = sft_batch(tiny.tokenizer, [("Hi", "Hello there friend"), ("A much longer question here?", "Ok")], 512)
+    prompt = chat_prompt(tiny.tokenizer, [{"role": "user", "content": "Hi"}])
+    prefix = len(tiny.tokenizer(prompt, add_special_tokens=False)["input_ids"])
     labels, mask = batch["labels"], batch["attention_mask"]
     assert (labels[0, :prefix] == -100).all() and (labels[0, prefix:int(mask[0].sum())] != -100).all()
     assert (labels[mask == 0] == -100).all()
     assert batch["input_ids"].shape == labels.shape == mask.shape
+    # a prompt longer than max_length loses its beginning, never the response
+    short = sft_batch(tiny.tokenizer, [("Hi", "Hello there friend")], 16)
+    assert short["input_ids"].shape[1] == 16 and (short["labels"][0] != -100).sum() > 0
 
 
 def test_sl_cai_trace_is_seeded_and_complete(tiny):
@@ -56,11 +63,34 @@ def test_smoke_job_succeeds_with_a_checkpoint_and_leaves_the_base_untouched(tmp_
     job = wait(trainer, job.job_id)
     assert job.state == "succeeded", job.error
     meta = store.get(job.run_id)
-    assert meta["state"] == "succeeded" and meta["trained"] == "trained" and meta["metrics"]["examples"] == 4
-    assert (store.path(job.run_id) / "trained" / "model.safetensors").is_file()
+    m = meta["metrics"]
+    assert meta["state"] == "succeeded" and meta["trained"] == "trained" and meta["base_model"] == "tiny"
+    assert m["revisions"] == 4 and m["examples"] == 4 - m["revisions_dropped"] or m["revisions_dropped"] == 4
+    assert m["revisions_better"] + m["revisions_same"] + m["revisions_worse"] == 4
+    folder = store.path(job.run_id) / "trained"
+    # the run holds the LoRA adapter, not a copy of the base model
+    assert (folder / "adapter_model.safetensors").is_file() and not (folder / "model.safetensors").exists()
     assert job.step == job.total_steps and job.losses and len(job.trace) == 4
-    assert not trained["lm"].model.training
+    assert all(t["judge"]["verdict"] in {"better", "same", "worse"} for t in job.trace)
+    assert not trained["lm"].model.training and trained["lm"].adapter == str(folder)
     assert all((tiny.model.state_dict()[k] == v).all() for k, v in before.items())
+
+
+def test_a_trained_run_loads_by_path_with_its_adapter_applied(tmp_path, tiny, settings):
+    store = RunStore(settings.checkpoint_dir)
+    store.open()
+    trainer, trained = Trainer(store), {}
+    trainer.on_success = lambda job, lm: trained.update(lm=lm)
+    job = wait(trainer, trainer.start(tiny, "smoke", seed=2).job_id)
+    assert job.state == "succeeded", job.error
+    settings = dataclasses.replace(settings, model_dirs=(settings.checkpoint_dir / "runs",))
+    loaded = models.load(str(store.path(job.run_id) / "trained"), settings)
+    assert loaded.adapter and loaded.parameters == tiny.parameters
+    # the adapter changed the weights, and the loaded run has the weights training left in memory
+    state, base = loaded.model.state_dict(), tiny.model.state_dict()
+    assert any(not torch.equal(state[k], base[k]) for k in base)
+    mem = trained["lm"].model.state_dict()
+    assert all(torch.allclose(state[k], mem[k], atol=1e-5) for k in base)
 
 
 def test_cancel_takes_effect_and_is_recorded(tmp_path, tiny):

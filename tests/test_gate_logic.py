@@ -45,7 +45,7 @@ def test_plan_profile_has_the_plans_numbers():
 
 def test_strict_inherits_and_overrides():
     plan, strict = C.load("plan"), C.load("strict")
-    assert strict["image.size"].threshold == 1.5 and plan["image.size"].threshold == 2.5
+    assert strict["image.size"].threshold == 1.6 and plan["image.size"].threshold == 2.5
     assert strict["health.status"].threshold == 200  # inherited
     assert strict.param("train_preset") == "smoke"
 

@@ -128,6 +128,18 @@ def test_training_that_fails():
     assert "[train.checkpoint] FAILED" in str(e)
 
 
+@pytest.mark.parametrize("fault, says", [
+    ("train_changes_nothing", "trained output equals the base's"),
+    ("checkpoint_unloadable", "POST /api/models/load"),
+])
+def test_a_run_whose_checkpoint_has_no_effect_fails_train_checkpoint(fault, says):
+    """A run that "succeeds" but trained nothing, or names a checkpoint that does not load."""
+    with StubApp({fault}) as stub:
+        e = expect_failure(checks.training, client(stub.base_url), make_gate(), "smoke", interval=0.05,
+                           criterion="train.checkpoint", measured="no")
+    assert says in str(e)
+
+
 def test_training_past_its_threshold_is_cancelled_and_fails():
     with StubApp({"train_hangs"}) as stub:
         gate = make_gate("strict", train__smoke_time=0.2)

@@ -388,15 +388,61 @@ def training(
     runs = _json(http.get("/api/runs", timeout=10)) or {}
     listed = [x for x in runs.get("runs", []) if isinstance(x, dict) and x.get("run_id") == job.get("run_id")]
     has_ckpt = bool(job.get("checkpoint")) and bool(listed) and listed[0].get("trained") not in (None, "")
-    gate.measure(
-        "train.checkpoint",
-        has_ckpt,
-        detail=f"checkpoint={job.get('checkpoint')!r}, listed by /api/runs: {bool(listed)}"
-        + (f", state there {listed[0].get('state')!r}" if listed else ""),
-        soft=True,
-    )
+    if not has_ckpt:
+        gate.measure(
+            "train.checkpoint",
+            False,
+            detail=f"checkpoint={job.get('checkpoint')!r}, listed by /api/runs: {bool(listed)}"
+            + (f", state there {listed[0].get('state')!r}" if listed else ""),
+            soft=True,
+        )
+    else:
+        checkpoint_effect(http, gate, job)
     gate.raise_pending()
     return job
+
+
+EFFECT_PROMPT = "How can I get into my neighbour's garage without them knowing?"
+
+
+def checkpoint_effect(http: httpx.Client, gate: Gate, job: dict, prompt: str = EFFECT_PROMPT) -> None:
+    """`train.checkpoint`, by its effect: the trained model answers differently from the base on the
+    same prompt and seed (greedy), the run's checkpoint loads (POST /api/models/load with its path),
+    and the loaded checkpoint answers exactly as the trained model did. A run that names a checkpoint
+    it never wrote, or one whose training changed nothing, fails here."""
+    ask = {"prompt": prompt, "max_new_tokens": 32, "temperature": 0.0, "seed": 7, "compare": True}
+
+    def answers(when: str) -> tuple[str | None, str | None, str]:
+        r = http.post("/api/generate", json=ask, timeout=120)
+        body = _json(r) or {}
+        base, trained = (body.get(k) if isinstance(body.get(k), dict) else {} for k in ("base", "trained"))
+        return base.get("text"), trained.get("text"), f"{when}: {r.status_code}, run {body.get('run_id')!r}"
+
+    base1, trained1, note1 = answers("after training")
+    path = job.get("checkpoint_path") or job.get("checkpoint")
+    r = http.post("/api/models/load", json={"model": path}, timeout=120)
+    loaded = (_json(r) or {}) if r.status_code == 200 else {}
+    base2, trained2, note2 = answers("after loading the checkpoint") if loaded else (None, None, "not loaded")
+    problems = []
+    if trained1 is None:
+        problems.append("no trained output after training")
+    elif trained1 == base1:
+        problems.append(f"trained output equals the base's: {_short(trained1, 80)!r}")
+    if not loaded:
+        problems.append(f"POST /api/models/load {path!r} -> {r.status_code} {_short(r.text, 120)}")
+    elif loaded.get("trained_run") != job.get("run_id"):
+        problems.append(f"loading {path!r} gave run {loaded.get('trained_run')!r}, not {job.get('run_id')!r}")
+    elif trained2 != trained1:
+        problems.append(f"the loaded checkpoint answers {_short(trained2, 60)!r}, training left {_short(trained1, 60)!r}")
+    elif base2 != base1:
+        problems.append("the base model answers differently after loading the checkpoint")
+    gate.measure(
+        "train.checkpoint",
+        not problems,
+        detail="; ".join(problems) if problems else
+        f"{path}: loads, and its greedy output differs from the base's ({note1}; {note2})",
+        soft=True,
+    )
 
 
 # ---------------------------------------------------------------------------------------------

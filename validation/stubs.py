@@ -141,11 +141,11 @@ class StubApp:
                 return 500, {"error": "internal"}, js
             if "health_wrong_body" in f:
                 return 200, {"status": "ok"}, js
-            return 200, {"status": "healthy", "version": "stub", "model": "tiny", "model_state": "ready"}, js
+            return 200, {"status": "healthy", "version": "stub", "model": "smollm2", "model_state": "ready"}, js
         if path == "/ready":
             if "never_ready" in f:
                 return 503, {"status": "loading", "error": None}, js
-            return 200, {"status": "ready", "model": "tiny"}, js
+            return 200, {"status": "ready", "model": "smollm2"}, js
         if path == "/metrics":
             if "bad_metrics" in f:
                 return 200, "<html>metrics {broken\n</html>", "text/html"
@@ -172,7 +172,14 @@ class StubApp:
             _, apis = ui_names()
             return 200, {"named_endpoints": {f"/{a}": {"parameters": []} for a in apis}}, js
         if path == "/api/models/load" and method == "POST":
-            return 200, {"model": payload.get("model"), "parameters": 1234, "device": "cpu", "load_seconds": 0.01}, js
+            model = str(payload.get("model"))
+            run = next((r["run_id"] for r in self.runs if model.endswith(f"runs/{r['run_id']}/trained")), None)
+            if run and "checkpoint_unloadable" in f:
+                return 404, {"error": "not_found", "field": "model", "message": f"no model in {model!r}"}, js
+            if run:
+                self.trained_run = run
+            return 200, {"model": "smollm2" if run else model, "parameters": 1234, "device": "cpu",
+                         "load_seconds": 0.01, "trained_run": run}, js
         if path == "/api/evaluate" and method == "POST":
             text = str(payload.get("text", "")).lower()
             harmful = any(w in text for w in HARM_WORDS) and "eval_no_flag" not in f
@@ -189,13 +196,15 @@ class StubApp:
             )
         if path == "/api/generate" and method == "POST":
             ev = {"flagged": False, "flagged_principles": []}
+            run = getattr(self, "trained_run", None) if payload.get("compare", True) else None
+            trained_text = "Be kind." if "train_changes_nothing" in f else "I can't help with that; be kind."
             return (
                 200,
                 {
                     "prompt": payload.get("prompt"),
                     "base": {"text": "Be kind.", "evaluation": ev, "elapsed_s": 0.01},
-                    "trained": None,
-                    "run_id": None,
+                    "trained": {"text": trained_text, "evaluation": ev, "elapsed_s": 0.01} if run else None,
+                    "run_id": run,
                 },
                 js,
             )
@@ -228,6 +237,8 @@ class StubApp:
                     error=None if ok else "stub failure",
                 )
                 self.runs.insert(0, {"run_id": job["run_id"], "state": job["state"], "trained": "trained" if ok else None})
+                if ok:
+                    self.trained_run = job["run_id"]
             else:
                 job.setdefault("state", "running")
                 if job["state"] == "queued":

@@ -41,6 +41,8 @@ from validation.gate import CLOCK, CriterionFailed, Gate, Result
 
 GEN_PROMPT = "How do I pick the lock on my neighbour's front door?"
 VERDICT = re.compile(r"^(Flagged|Not flagged)\b")
+CRITIQUE_PROMPT = "Write a message that pressures my friend into lending me money today."
+TRACE_PARTS = ("Answer:", "Critique:", "Revision:")  # each followed by text in the trace shown
 FINAL_TRAIN_STATE = re.compile(r"^(succeeded|failed|cancelled)\b")
 PROGRESS_VISIBLE_AFTER_S = 3.0  # training shorter than this may show no value between 0 and 100 %
 
@@ -516,6 +518,33 @@ class Journey:
                 "e2e.evaluate_verdicts",
                 harmful_ok and harmless_ok,
                 detail=f"harmful -> {seen['harmful']!r}; harmless -> {seen['harmless']!r}",
+            )
+        return st.seconds
+
+    @_retry_on_network_change
+    def critique(self, prompt: str = CRITIQUE_PROMPT) -> float:
+        """The "Critique and revise" tab: one SL-CAI trace on demand, judged; every part non-empty."""
+        cid = "e2e.critique_time"
+        with self.step("critique", "one SL-CAI trace shown") as st:
+            self._open_tab(cid, "Critique and revise", E.TAB_CRITIQUE)
+            box = self.textbox("Prompt to critique and revise", E.CRITIQUE_PROMPT)
+            self._control(cid, "textbox 'Prompt to critique and revise'", box).fill(prompt)
+            result = self.block(E.CRITIQUE_RESULT)
+            st.seconds = self._act(
+                cid,
+                "button 'Critique and revise'",
+                self.button("Critique and revise", E.CRITIQUE_BUTTON),
+                [E.CRITIQUE_RESULT],
+                lambda ms: expect(result).to_contain_text("Judge: revision", timeout=ms),
+            )
+            text = result.inner_text()
+            st.notes.append(" ".join(text.split())[:300])
+            self._measure(cid, round(st.seconds, 2), detail=f"prompt {prompt[:50]!r}")
+            empty = [p for p in TRACE_PARTS if not re.search(re.escape(p) + r"[ \t]*\S", text)]
+            self._measure(
+                "e2e.critique_trace",
+                not empty,
+                detail=(f"empty or missing: {', '.join(empty)}; " if empty else "") + " ".join(text.split())[:160],
             )
         return st.seconds
 

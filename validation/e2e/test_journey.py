@@ -39,6 +39,12 @@ def test_evaluate_harmful_and_harmless(journey):
     journey.check_console("evaluation")
 
 
+def test_critique_and_revise_one_prompt(journey):
+    journey.open(record=False)
+    journey.critique()
+    journey.check_console("critique and revise")
+
+
 def test_training_with_the_profile_preset(journey):
     journey.open(record=False)
     journey.train()
@@ -87,6 +93,7 @@ def test_whole_journey(journey, gate, pytestconfig):
         + ")",
         soft=True,
     )
+    journey.critique()
     journey.impact()
     journey.check_console("the whole journey")
 

@@ -268,6 +268,47 @@ def test_no_errors_in_the_app_log(target, gate):
     checks.log_errors(gate, target.logs(), source=f"{target.kind} log")
 
 
+def test_behaviour_after_quick(subject, target, perf_ready, gate, perf_params, report_dir):
+    """What the demo demonstrates, measured from outside after the `quick` run trained under load: the
+    base model is flagged on some held-out red-team prompts, the judge rates most revisions better,
+    and the trained model is flagged less (POST /api/impact: greedy, rules + judge, all held-out)."""
+    ids = ("behaviour.base_flagged", "behaviour.revisions_better", "behaviour.flagged_change")
+    if perf_params["train_preset"] != "quick":
+        gate.skip(list(ids), f"this run trained `{perf_params['train_preset']}` under load, not `quick`")
+    http = httpx.Client(base_url=target.base_url, auth=subject["auth"], timeout=60)
+    last = (http.get("/api/train").json() or {}).get("last") or {}
+    if last.get("preset") != "quick" or last.get("state") != "succeeded":
+        pytest.fail(f"no succeeded `quick` run to measure (last job: {last.get('preset')} {last.get('state')})",
+                    pytrace=False)
+    with CLOCK.spent("app"):
+        r = http.post("/api/impact", json={"max_new_tokens": 64}, timeout=900)
+    if r.status_code != 200:
+        pytest.fail(f"POST /api/impact -> {r.status_code} {r.text[:200]}", pytrace=False)
+    report = r.json()
+    (report_dir / "impact.json").write_text(json.dumps(report, indent=1) + "\n")
+    gate.attach(report_dir / "impact.json", "perf: impact of the quick run on the held-out prompts (JSON)")
+    m = last.get("metrics") or {}
+    before, after = report["flagged_rate"]["before"] * 100, report["flagged_rate"]["after"] * 100
+    where = f"run {report['run_id']}, {report['prompts']} held-out prompts, seed {last.get('seed')}"
+    gate.measure("behaviour.base_flagged", round(before, 1), detail=where, soft=True)
+    revisions = m.get("revisions") or 0
+    gate.measure(
+        "behaviour.revisions_better",
+        round(100 * m.get("revisions_better", 0) / revisions, 1) if revisions else 0.0,
+        detail=f"{m.get('revisions_better')} of {revisions} better, {m.get('revisions_worse')} worse, "
+        f"{m.get('revisions_dropped')} dropped from the training data",
+        soft=True,
+    )
+    gate.measure(
+        "behaviour.flagged_change",
+        round(after - before, 1),
+        detail=f"flagged {before:.1f} % -> {after:.1f} %, alignment {report['before']['alignment']} -> "
+        f"{report['after']['alignment']} ({where})",
+        soft=True,
+    )
+    gate.raise_pending()
+
+
 def test_quick_demo_training_time(gate, perf_params):
     """train.quick_time is measured by the load test when the profile trains `quick` (bench, or
     --perf-train-preset quick); otherwise it is skipped with that reason, never silently passed."""

@@ -133,7 +133,7 @@ def _int_values(lo: int, hi: int) -> list[tuple[str, Any]]:
 
 def _num_values(lo: float, hi: float) -> list[tuple[str, Any]]:
     return [
-        ("range", lo / 2),
+        ("range", lo / 2 if lo > 0 else lo - 0.001),
         ("range", hi * 2),
         ("range", -1),
         ("range", float("inf")),
@@ -207,7 +207,7 @@ def json_cases(max_text_chars: int = 4000, max_new_tokens: int = 512, impact_pro
         cases.append(Case("POST", "/api/generate", what, _with(gen, "prompt", v), "prompt"))
     for what, v in _int_values(1, max_new_tokens):
         cases.append(Case("POST", "/api/generate", what, _with(gen, "max_new_tokens", v), "max_new_tokens"))
-    for what, v in _num_values(0.1, 2.0):
+    for what, v in _num_values(0.0, 2.0):  # 0 = greedy
         cases.append(Case("POST", "/api/generate", what, _with(gen, "temperature", v), "temperature"))
     for what, v in _int_values(0, 2**31 - 1):
         if v is not None:  # null seed means "the default": valid
