@@ -8,7 +8,7 @@
 #     writable by this user: a file is really written and removed. Else: a clear message, exit 2.
 #  2. Memory: the container's limit (cgroup v2 memory.max or v1 memory.limit_in_bytes) and
 #     MemAvailable, reported against the deployment plan's 8 GB. Below it: a warning, not a failure
-#     (the default `tiny` model needs well under 1 GB; training bigger models needs the 8 GB).
+#     (serving the default model needs about 1 GB; training it with LoRA needs a few GB more).
 #  3. `exec python -m app "$@"`: the server replaces this shell, so SIGTERM from tini reaches it.
 # Set PYTHON to use another interpreter (default: python from PATH, the venv's in the image).
 set -euo pipefail
@@ -73,7 +73,7 @@ else
 fi
 say "memory: ${source_desc}, MemAvailable ${avail_mb} MiB (plan: ${PLAN_MEMORY_MB} MiB)"
 if [ "$usable_mb" -gt 0 ] && [ "$usable_mb" -lt "$PLAN_MEMORY_MB" ]; then
-    say "WARNING: ${usable_mb} MiB is below the plan's ${PLAN_MEMORY_MB} MiB: serving the tiny model is fine, training larger models may be killed (OOM)."
+    say "WARNING: ${usable_mb} MiB is below the plan's ${PLAN_MEMORY_MB} MiB: serving the default model is fine, training may be killed (OOM)."
 fi
 if [ "$avail_mb" -gt 0 ] && [ "$avail_mb" -lt 1024 ]; then
     say "WARNING: only ${avail_mb} MiB available right now."

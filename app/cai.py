@@ -108,7 +108,8 @@ def _best(answer: str, candidates: list[str]) -> str:
 def run_many(lm: LoadedModel, prompts: list[str], *, rounds: int, seed: int, max_new_tokens: int,
              principles: list[str | None] | None = None, revision_samples: int = 1,
              temperature: float = 0.0, should_stop: Callable[[], bool] | None = None,
-             on_step: Callable[[int], None] | None = None, judge: bool = True) -> list[dict]:
+             on_step: Callable[[int], None] | None = None, judge: bool = True,
+             background: bool = False) -> list[dict]:
     """Every prompt through answer -> (critique -> revision) x rounds, each step batched over the
     prompts. Each revision has candidates in two styles (REVISION_STYLES), each greedy plus
     revision_samples - 1 samples at temperature 0.8; the judge keeps the best candidate (best-of-n, a
@@ -123,7 +124,7 @@ def run_many(lm: LoadedModel, prompts: list[str], *, rounds: int, seed: int, max
     def step(message_lists: list[list[dict[str, str]]], systems: list[str] | None = None,
              samples: int = 1) -> list[list[str]]:
         requests = [[lm.submit(m, max_new_tokens=max_new_tokens, temperature=temperature if k == 0 else 0.8,
-                               seed=rngs[i].randrange(2**31), should_stop=should_stop,
+                               seed=rngs[i].randrange(2**31), should_stop=should_stop, background=background,
                                **({"system": systems[i]} if systems else {})) for k in range(samples)]
                     for i, m in enumerate(message_lists)]
         texts = [[_clean(wait(lm.tokenizer, r), chat) for r in row] for row in requests]

@@ -228,6 +228,8 @@ class Judge:
 
         Texts are batched by token length (little padding), mean-pooled over real tokens."""
         torch = self._torch
+        if torch.get_num_threads() != 1:  # per calling thread: a small model, beside the decoders' threads
+            torch.set_num_threads(1)
         with self._lock, torch.inference_mode():
             ids = self.tokenizer(texts, truncation=True, max_length=JUDGE_MAX_TOKENS)["input_ids"]
             order = sorted(range(len(texts)), key=lambda i: len(ids[i]))

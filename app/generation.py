@@ -2,21 +2,28 @@
 
 * ``chat_prompt``: the messages in the tokenizer's chat template (with the app's system prompt);
   a model without a template gets the Human/Assistant few-shot form.
-* ``decode``: one batched forward pass per token for many requests at once (left padding, KV
-  cache). Each request keeps its own seed (a torch.Generator per row), temperature (0 = greedy),
-  token limit and cancel check, so its output does not depend on what it was batched with.
-* ``Batcher``: one worker thread per loaded model. Requests that arrive while it is busy are
-  decoded together in the next pass (dynamic batching): ten users at once cost about one
-  forward pass per token, not ten. Every use of a model for inference goes through it.
+* ``Decoder``: one batched forward pass per token for many requests at once (left padding, KV
+  cache), and continuous batching: a request joins the running batch at the next step instead of
+  waiting for it to end. Each request keeps its own seed (a torch.Generator per row), temperature
+  (0 = greedy), token limit and cancel check, so its output does not depend on what it was batched with.
+* ``Batcher``: per loaded model, a worker thread for interactive requests and one for background
+  requests (a training job's SL-CAI data). Requests that arrive while a worker is busy are decoded
+  together in its next pass (dynamic batching): ten users at once cost about one forward pass per
+  token, not ten. Background work yields: before each of its decoding steps (and each optimizer
+  step of a training job) it waits while interactive requests are being served, so a user's
+  generation never queues behind a training batch. Every use of a model for inference goes through it.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import functools
 import logging
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +36,9 @@ SYSTEM_PROMPT = ("You are a helpful assistant in a Constitutional AI demo. "
                  "Answer the user's request directly in a few sentences.")
 FEW_SHOT_FILE = Path(__file__).parent / "data" / "few_shot.txt"
 MAX_BATCH = 16
+BATCH_WINDOW_S = 0.02  # after the first request of a batch, wait this long for others to join it
+YIELD_MAX_S = 10.0  # background work waits at most this long per step for interactive work to end
+BACKGROUND_PREFILL = 4  # background requests prefilled per forward pass
 REPETITION_PENALTY = 1.15  # on tokens already generated: small models loop without it
 
 
@@ -77,6 +87,7 @@ class Request:
     error: BaseException | None = None
     finished: threading.Event = field(default_factory=threading.Event)
     _cancel: threading.Event = field(default_factory=threading.Event)
+    background: bool = False  # a training job's generation: yields to interactive requests
     elapsed_s: float = 0.0
     batch_size: int = 0  # how many requests shared its forward passes (the largest batch)
 
@@ -87,101 +98,279 @@ class Request:
         return self._cancel.is_set() or bool(self.should_stop and self.should_stop())
 
 
-@torch.inference_mode()
-def decode(model, tokenizer, requests: list[Request], device: str = "cpu") -> None:
-    """Decode every request in one batch; each ends at end-of-text, its own limit, or its cancel
-    (then its `error` is Cancelled). Fills `tokens`, sets `finished`. Never raises for one row."""
-    started = time.perf_counter()
-    config = model.config
-    limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 2048)
-    rows = []
-    for r in requests:
-        ids = tokenizer(r.prompt, add_special_tokens=False)["input_ids"]
-        rows.append(ids[-max(1, limit - r.max_new_tokens):] or [tokenizer.eos_token_id])
-    n, width = len(rows), max(len(ids) for ids in rows)
-    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    input_ids = torch.tensor([[pad] * (width - len(ids)) + ids for ids in rows], device=device)
-    mask = torch.tensor([[0] * (width - len(ids)) + [1] * len(ids) for ids in rows], device=device)
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)
-    eos = _eos_ids(tokenizer, model)
-    gens = [torch.Generator().manual_seed(r.seed) for r in requests]
-    done = [False] * n
-    cache, step_ids, step_pos = None, input_ids, positions
-    for _ in range(max(r.max_new_tokens for r in requests)):
-        for i, r in enumerate(requests):
-            if not done[i] and r.stopped():
-                done[i], r.error = True, Cancelled()
-        if all(done):
-            break
-        out = model(input_ids=step_ids, attention_mask=mask, position_ids=step_pos, cache=cache,
-                    use_cache=True, logits_to_keep=1)
-        cache = out.cache
-        logits = out.logits[:, -1, :].float().cpu()
-        next_ids = []
-        for i, r in enumerate(requests):
-            if done[i]:
-                next_ids.append(pad)
-                continue
-            row = logits[i]
-            if r.tokens and REPETITION_PENALTY != 1.0:
-                seen = torch.tensor(sorted(set(r.tokens)))
-                vals = row[seen]
-                row[seen] = torch.where(vals > 0, vals / REPETITION_PENALTY, vals * REPETITION_PENALTY)
-            if r.temperature <= 0:
-                token = int(row.argmax())
+class Decoder:
+    """The rows being decoded together, with their KV cache. Rows can join between steps (their
+    prompts are prefilled, then their cache is left-padded to the common length and stacked with the
+    others': continuous batching) and leave as soon as they end. Each row keeps its own position ids,
+    seed, temperature, token limit and cancel check."""
+
+    def __init__(self, model, tokenizer, device: str = "cpu"):
+        self.model, self.tokenizer, self.device = model, tokenizer, device
+        config = model.config
+        self.limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 2048)
+        self.pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        self.eos = _eos_ids(tokenizer, model)
+        self.rows: list[Request] = []
+        self.gens: list[torch.Generator] = []
+        self.started: list[float] = []
+        self.cache = None
+        self.mask = self.pos = self.last = None  # [rows, cache length], [rows], [rows]
+
+    @torch.inference_mode()
+    def add(self, requests: list[Request]) -> None:
+        """Prefill the prompts of `requests` and sample their first tokens; they join the batch."""
+        for r in requests:
+            if r.stopped():
+                r.error = Cancelled()
+                r.finished.set()
+        requests = [r for r in requests if not r.finished.is_set()]
+        if not requests:
+            return
+        ids = [self.tokenizer(r.prompt, add_special_tokens=False)["input_ids"] for r in requests]
+        ids = [x[-max(1, self.limit - r.max_new_tokens):] or [self.pad] for x, r in zip(ids, requests)]
+        width = max(len(x) for x in ids)
+        input_ids = torch.tensor([[self.pad] * (width - len(x)) + x for x in ids], device=self.device)
+        mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
+        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                         use_cache=True, logits_to_keep=1)
+        now = time.perf_counter()
+        gens = [torch.Generator().manual_seed(r.seed) for r in requests]
+        last = self._sample(requests, gens, out.logits[:, -1, :])
+        pos = torch.tensor([len(x) for x in ids], device=self.device)
+        if not self.rows:
+            self.cache, self.mask, self.pos, self.last = out.cache, mask, pos, last
+        else:
+            length = max(self.mask.shape[1], mask.shape[1])
+            for old, new in zip(self.cache.layers, out.cache.layers):
+                old.keys = torch.cat([_pad_left(old.keys, length, 2), _pad_left(new.keys, length, 2)])
+                old.values = torch.cat([_pad_left(old.values, length, 2), _pad_left(new.values, length, 2)])
+            self.mask = torch.cat([_pad_left(self.mask, length, 1), _pad_left(mask, length, 1)])
+            self.pos, self.last = torch.cat([self.pos, pos]), torch.cat([self.last, last])
+        self.rows += requests
+        self.gens += gens
+        self.started += [now] * len(requests)
+        self._drop_finished()
+
+    @torch.inference_mode()
+    def step(self) -> None:
+        """One new token for every row; rows that end leave the batch."""
+        for r in self.rows:
+            if r.stopped() and not r.finished.is_set():
+                r.error = Cancelled()
+                r.finished.set()
+        self._drop_finished()
+        if not self.rows:
+            return
+        mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=self.mask.dtype, device=self.device)], 1)
+        out = self.model(input_ids=self.last[:, None], attention_mask=mask, position_ids=self.pos[:, None],
+                         cache=self.cache, use_cache=True, logits_to_keep=1)
+        self.cache, self.mask, self.pos = out.cache, mask, self.pos + 1
+        self.last = self._sample(self.rows, self.gens, out.logits[:, -1, :])
+        self._drop_finished()
+
+    def _sample(self, rows: list[Request], gens: list[torch.Generator], logits: torch.Tensor) -> torch.Tensor:
+        """The next token of each row (its own temperature, top-k and seed), vectorised over the rows;
+        ends rows at end-of-text or their limit."""
+        logits = logits.float().cpu()
+        seen = [(i, t) for i, r in enumerate(rows) for t in set(r.tokens)]
+        if seen and REPETITION_PENALTY != 1.0:
+            index = tuple(torch.tensor(x) for x in zip(*seen))
+            vals = logits[index]
+            logits[index] = torch.where(vals > 0, vals / REPETITION_PENALTY, vals * REPETITION_PENALTY)
+        tokens = logits.argmax(-1).tolist()  # greedy rows
+        sampled = [i for i, r in enumerate(rows) if r.temperature > 0]
+        if sampled:
+            temps = torch.tensor([rows[i].temperature for i in sampled])[:, None]
+            k = max((rows[i].top_k or logits.shape[-1]) for i in sampled)
+            vals, ids = torch.topk(logits[sampled] / temps, min(k, logits.shape[-1]))
+            for j, i in enumerate(sampled):
+                kept = min(rows[i].top_k or vals.shape[-1], vals.shape[-1])
+                probs = torch.softmax(vals[j, :kept], -1)
+                tokens[i] = int(ids[j, int(torch.multinomial(probs, 1, generator=gens[i]))])
+        for r, token in zip(rows, tokens):
+            if token in self.eos:
+                r.finished.set()
             else:
-                row = row / r.temperature
-                if r.top_k:
-                    kth = torch.topk(row, min(r.top_k, row.shape[-1])).values[-1]
-                    row = row.masked_fill(row < kth, float("-inf"))
-                token = int(torch.multinomial(torch.softmax(row, -1), 1, generator=gens[i]))
-            if token in eos:
-                done[i] = True
-                next_ids.append(pad)
-                continue
-            r.tokens.append(token)
-            next_ids.append(token)
-            if len(r.tokens) >= r.max_new_tokens:
-                done[i] = True
-        step_ids = torch.tensor(next_ids, device=device)[:, None]
-        mask = torch.cat([mask, torch.ones((n, 1), dtype=mask.dtype, device=device)], dim=1)
-        step_pos = step_pos[:, -1:] + 1
-    elapsed = time.perf_counter() - started
-    for r in requests:
-        r.elapsed_s, r.batch_size = elapsed, max(r.batch_size, n)
-        r.finished.set()
+                r.tokens.append(token)
+                if len(r.tokens) >= r.max_new_tokens:
+                    r.finished.set()
+        return torch.tensor(tokens, device=self.device)
+
+    def _drop_finished(self) -> None:
+        now, n = time.perf_counter(), len(self.rows)
+        for r, t0 in zip(self.rows, self.started):
+            r.batch_size = max(r.batch_size, n)
+            if r.finished.is_set():
+                r.elapsed_s = now - t0
+        keep = [i for i, r in enumerate(self.rows) if not r.finished.is_set()]
+        if len(keep) == n:
+            return
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        self.rows = [self.rows[i] for i in keep]
+        self.gens = [self.gens[i] for i in keep]
+        self.started = [self.started[i] for i in keep]
+        if not keep:
+            self.cache = self.mask = self.pos = self.last = None
+            return
+        for layer in self.cache.layers:
+            layer.keys, layer.values = layer.keys[index], layer.values[index]
+        self.mask, self.pos, self.last = self.mask[index], self.pos[index], self.last[index]
+
+    def fail(self, exc: BaseException) -> None:
+        for r in self.rows:
+            if not r.finished.is_set():
+                r.error = exc
+                r.finished.set()
+        self.rows, self.gens, self.started = [], [], []
+        self.cache = self.mask = self.pos = self.last = None
+
+
+def _pad_left(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
+    missing = length - t.shape[dim]
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([torch.zeros(shape, dtype=t.dtype, device=t.device), t], dim=dim)
+
+
+def decode(model, tokenizer, requests: list[Request], device: str = "cpu",
+           before_step: Callable[[], None] | None = None) -> None:
+    """Decode `requests` as one batch to the end; each ends at end-of-text, its own limit, or its
+    cancel (its `error` is then Cancelled). `before_step` runs before each step (a background batch
+    waits there for interactive work to end)."""
+    decoder = Decoder(model, tokenizer, device)
+    try:
+        decoder.add(requests)
+        while decoder.rows:
+            if before_step:
+                before_step()
+            decoder.step()
+    except BaseException as exc:
+        decoder.fail(exc)
+        raise
+
+
+_BATCHERS: weakref.WeakSet[Batcher] = weakref.WeakSet()
+# Threads per op, shared out among the workers decoding at the same moment (base and trained side by
+# side get half the cores each, one alone gets them all): two thread teams on the same cores slow
+# each other down many times over. torch's thread settings are per calling thread.
+MAX_THREADS = [max(1, torch.get_num_threads())]  # set by the service from TORCH_THREADS
+_busy = [0]
+_busy_lock = threading.Lock()
+
+
+@contextlib.contextmanager
+def _decoding():
+    with _busy_lock:
+        _busy[0] += 1
+        share = max(1, MAX_THREADS[0] // _busy[0])
+    if torch.get_num_threads() != share:
+        torch.set_num_threads(share)
+    try:
+        yield
+    finally:
+        with _busy_lock:
+            _busy[0] -= 1
+
+
+@atexit.register
+def _close_batchers() -> None:
+    for batcher in list(_BATCHERS):
+        batcher.close()
 
 
 class Batcher:
-    """Dynamic batching for one model: a worker thread decodes whatever is queued, together."""
+    """Dynamic batching for one model, interactive requests first (see the module's docstring)."""
 
     def __init__(self, model, tokenizer, device: str = "cpu", max_batch: int = MAX_BATCH, name: str = "model"):
         self.model, self.tokenizer, self.device = model, tokenizer, device
         self.max_batch = max_batch
-        self._queue: queue.Queue[Request] = queue.Queue()
-        self._thread = threading.Thread(target=self._loop, name=f"batcher-{name}", daemon=True)
-        self._thread.start()
+        self._queues: dict[bool, queue.Queue[Request]] = {False: queue.Queue(), True: queue.Queue()}
+        self._interactive = 0  # interactive requests queued or being decoded
+        self._idle = threading.Condition()
+        self._closing = threading.Event()
+        self._threads = [threading.Thread(target=self._loop, args=(background,), daemon=True,
+                                          name=f"batcher-{name}{'-background' if background else ''}")
+                         for background in (False, True)]
+        for t in self._threads:
+            t.start()
+        _BATCHERS.add(self)
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Cancel what is being decoded and stop the workers (at exit: a thread killed inside a torch
+        call aborts the interpreter)."""
+        self._closing.set()
+        for q in self._queues.values():
+            q.put(None)  # wakes an idle worker
+        for t in self._threads:
+            t.join(timeout)
 
     def submit(self, request: Request) -> Request:
-        self._queue.put(request)
+        if not request.background:
+            with self._idle:
+                self._interactive += 1
+        self._queues[request.background].put(request)
         return request
 
-    def _loop(self) -> None:
-        while True:
-            batch = [self._queue.get()]
-            while len(batch) < self.max_batch:
-                try:
-                    batch.append(self._queue.get_nowait())
-                except queue.Empty:
-                    break
+    def yield_to_interactive(self, timeout: float = YIELD_MAX_S) -> None:
+        """Background work calls this between steps: wait (bounded) while users are being served."""
+        with self._idle:
+            self._idle.wait_for(lambda: self._interactive == 0, timeout=timeout)
+
+    def _take(self, q: queue.Queue[Request], block: bool, room: int) -> list[Request]:
+        """Requests to add: when idle, wait for one and then BATCH_WINDOW_S for others to come with
+        it; while decoding, whatever is queued now (they join between two steps)."""
+        batch: list[Request] = []
+        if block:
+            batch.append(q.get())
+        deadline = time.monotonic() + (BATCH_WINDOW_S if block else 0.0)
+        while len(batch) < room:
             try:
-                decode(self.model, self.tokenizer, batch, self.device)
+                batch.append(q.get(timeout=max(0.0, deadline - time.monotonic())) if block else q.get_nowait())
+            except queue.Empty:
+                break
+        return batch
+
+    def _loop(self, background: bool) -> None:
+        q = self._queues[background]
+        decoder = Decoder(self.model, self.tokenizer, self.device)
+        live: list[Request] = []
+        while not self._closing.is_set():
+            try:
+                room = self.max_batch - len(decoder.rows)
+                if background:  # small prefills: a long one cannot yield to users while it runs
+                    room = min(room, BACKGROUND_PREFILL)
+                batch = [r for r in self._take(q, block=not decoder.rows, room=room) if r is not None]
+                if self._closing.is_set():
+                    live += batch
+                    break
+                if background:  # before any forward pass of its own, users first
+                    self.yield_to_interactive()
+                live += batch
+                if batch or decoder.rows:
+                    with _decoding():
+                        decoder.add(batch) if batch else decoder.step()
             except BaseException as exc:  # one bad batch must not stop the worker
-                log.exception("generation failed", extra={"batch": len(batch)})
-                for r in batch:
+                log.exception("generation failed", extra={"batch": len(live)})
+                decoder.fail(exc)
+                for r in live:
                     if not r.finished.is_set():
                         r.error = exc
                         r.finished.set()
+            finally:
+                ended = [r for r in live if r.finished.is_set()]
+                if ended:
+                    live = [r for r in live if not r.finished.is_set()]
+                    if not background:
+                        with self._idle:
+                            self._interactive -= len(ended)
+                            self._idle.notify_all()
+        decoder.fail(Cancelled())
+        for r in live:
+            if not r.finished.is_set():
+                r.error = Cancelled()
+                r.finished.set()
 
 
 def text_of(tokenizer, request: Request) -> str:
@@ -196,11 +385,19 @@ def wait(tokenizer, request: Request) -> str:
     return text_of(tokenizer, request)
 
 
-def stream(tokenizer, requests: list[Request], interval: float = 0.1) -> Iterator[list[str]]:
-    """Yield the texts so far of several requests, about every `interval` seconds, until all end."""
+STREAM_INTERVAL_S = 0.5  # each update costs the browser a render (on a 2-core host, seconds in all)
+
+
+def stream(tokenizer, requests: list[Request], interval: float = STREAM_INTERVAL_S) -> Iterator[list[str]]:
+    """Yield the texts so far of several requests when they changed, about every `interval` seconds,
+    until all end (the last texts are always yielded)."""
+    last = None
     while True:
         all_done = all(r.finished.wait(0) for r in requests)
-        yield [text_of(tokenizer, r) for r in requests]
+        texts = [text_of(tokenizer, r) for r in requests]
+        if texts != last or all_done:
+            yield texts
+            last = texts
         if all_done:
             return
         time.sleep(interval)

@@ -280,10 +280,12 @@ class LoadedModel:
 
     def submit(self, messages: list[dict[str, str]], *, max_new_tokens: int, temperature: float = 0.0,
                seed: int = 0, should_stop: Callable[[], bool] | None = None,
-               system: str = SYSTEM_PROMPT) -> Request:
-        """Queue one chat generation on this model's batcher; `generation.wait` gets its text."""
+               system: str = SYSTEM_PROMPT, background: bool = False) -> Request:
+        """Queue one chat generation on this model's batcher; `generation.wait` gets its text.
+        background: a training job's work, which yields to interactive requests."""
         prompt = chat_prompt(self.tokenizer, messages, system)
-        return self.batcher.submit(Request(prompt, max_new_tokens, temperature, seed, should_stop=should_stop))
+        return self.batcher.submit(Request(prompt, max_new_tokens, temperature, seed, should_stop=should_stop,
+                                           background=background))
 
 
 def pick_device(wanted: str) -> str:

@@ -227,7 +227,7 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
     async def critique(request: Request):
         body = await read_body(request)
         return await call(service.critique, body.get("prompt"), body.get("rounds", 1),
-                          body.get("max_new_tokens", 96), body.get("seed"))
+                          body.get("max_new_tokens", 64), body.get("seed"))
 
     @app.post("/api/train", status_code=202)
     async def train(request: Request):

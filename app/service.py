@@ -77,6 +77,7 @@ class Service:
         if self.settings.torch_threads:
             import torch
             torch.set_num_threads(self.settings.torch_threads)
+            generation.MAX_THREADS[0] = self.settings.torch_threads
 
     def preload(self) -> None:
         """Load the default model and the judge in the background; /health answers meanwhile."""
@@ -208,7 +209,7 @@ class Service:
                 "elapsed_s": round(request.elapsed_s, 3), "tokens": len(request.tokens),
                 "batch_size": request.batch_size}
 
-    def critique(self, prompt, rounds=1, max_new_tokens=96, seed=None) -> dict:
+    def critique(self, prompt, rounds=1, max_new_tokens=64, seed=None) -> dict:
         """One SL-CAI trace on demand (answer, critique, revision, judged), no training."""
         prompt = check_text(prompt, "prompt", self.settings.max_text_chars)
         rounds = check_number(rounds, "rounds", 1, 3, integer=True)

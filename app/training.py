@@ -179,7 +179,8 @@ class Trainer:
             # SL-CAI data from the base model itself (batched over the prompts), judged independently.
             traces = cai.run_many(base, [p["prompt"] for p in items], principles=[p["principle"] for p in items],
                                   rounds=preset.rounds, seed=job.seed, max_new_tokens=preset.max_new_tokens,
-                                  revision_samples=preset.revision_samples, should_stop=stop, on_step=advance)
+                                  revision_samples=preset.revision_samples, should_stop=stop, on_step=advance,
+                                  background=True)
             job.trace.extend(traces)
             verdicts = [t["judge"]["verdict"] for t in traces]
             # Train only on revisions the judge finds no worse than their answer and not flagged.
@@ -266,6 +267,7 @@ class Trainer:
                 order = torch.randperm(len(pairs), generator=gen).tolist()
                 epoch_losses = []
                 for start in range(0, len(order), preset.batch_size):
+                    base.batcher.yield_to_interactive()  # users first: wait while they are served
                     if stop():
                         raise Cancelled()
                     batch = sft_batch(base.tokenizer, [pairs[i] for i in order[start:start + preset.batch_size]],

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import html
+import inspect
 import json
 import random
 import tempfile
@@ -26,23 +27,37 @@ from app.training import FINAL_STATES, PRESETS
 INTRO = """# Constitutional AI demo
 Evaluate text against a four-principle constitution, watch a model critique and revise its own
 answer to a harmful request (SL-CAI), fine-tune it on its revisions (LoRA), and compare the base and
-trained models on held-out red-team prompts. The default model is **SmolLM2-135M-Instruct**, a real
+trained models on held-out red-team prompts. Load **smollm2** (SmolLM2-135M-Instruct), a real
 instruction-tuned model of 135 million parameters running on CPU: it often complies with harmful
 requests, and its critiques and revisions are weak but real, which is the honest picture of CAI at
-this scale (the paper used models a thousand times larger). Verdicts come from rules and an
+this scale (the paper used models a thousand times larger). `tiny` is a 1.3M-parameter test model
+whose output is word salad. Verdicts come from rules and an
 independent sentence-embedding judge, never from the model being trained."""
 
 
 def _user_errors(fn):
-    """Turn ApiError into a Gradio message the UI shows (and gradio_client raises)."""
+    """Turn ApiError into a Gradio message the UI shows (and gradio_client raises); generator
+    functions (streaming outputs) stay generators."""
+    def shown(exc: ApiError) -> gr.Error:
+        # Gradio shows this message as HTML in a toast: escape the user input it may echo.
+        message = f"{exc.field}: {exc.message}" if exc.field else exc.message
+        return gr.Error(html.escape(message, quote=False))
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def streaming(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except ApiError as exc:
+                raise shown(exc) from None
+        return streaming
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except ApiError as exc:
-            # Gradio shows this message as HTML in a toast: escape the user input it may echo.
-            message = f"{exc.field}: {exc.message}" if exc.field else exc.message
-            raise gr.Error(html.escape(message, quote=False)) from None
+            raise shown(exc) from None
     return wrapper
 
 

@@ -40,6 +40,9 @@ from validation.checks import HARMFUL_TEXT, HARMLESS_TEXT
 from validation.gate import CLOCK, CriterionFailed, Gate, Result
 
 GEN_PROMPT = "How do I pick the lock on my neighbour's front door?"
+# How often the browser checks that an event ended: every 50 ms, not every animation frame, which
+# kept a core of this 2-core machine busy in Chromium while the app under test needed it.
+POLL_MS = 50
 VERDICT = re.compile(r"^(Flagged|Not flagged)\b")
 CRITIQUE_PROMPT = "Write a message that pressures my friend into lending me money today."
 TRACE_PARTS = ("Answer:", "Critique:", "Revision:")  # each followed by text in the trace shown
@@ -351,7 +354,7 @@ class Journey:
                 button.click(timeout=self.ui_timeout * 1000)
                 if watch["trackers"]:
                     self.page.wait_for_function(
-                        "k => window.__gateBusy[k].done", arg=watch["key"], timeout=budget * 1000, polling="raf"
+                        "k => window.__gateBusy[k].done", arg=watch["key"], timeout=budget * 1000, polling=POLL_MS
                     )
                 left = max(budget - (time.perf_counter() - t0), 0.5)
                 until(left * 1000)
@@ -430,7 +433,7 @@ class Journey:
         self.page.goto(path, timeout=budget * 1000)
         for check in (
             lambda ms: expect(status).not_to_have_value("", timeout=ms),
-            lambda ms: self.page.wait_for_function(_ALL_IDLE, timeout=ms, polling="raf"),
+            lambda ms: self.page.wait_for_function(_ALL_IDLE, timeout=ms, polling=POLL_MS),
         ):
             while True:
                 left = budget - (time.perf_counter() - t0)

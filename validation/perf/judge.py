@@ -270,7 +270,8 @@ def judge_training(gate: Gate, watch: TrainingWatch, result: LoadResult | None, 
     gate.measure(
         "train.state",
         "timed out" if watch.timed_out else state,
-        detail=f"{watch.preset} under load, job {watch.job.get('job_id')}, run {watch.job.get('run_id')}"
+        detail=f"{watch.preset} {'under load' if result is not None else 'after the load'}, job "
+        f"{watch.job.get('job_id')}, run {watch.job.get('run_id')}"
         + (f", error: {watch.job.get('error')}" if watch.job.get("error") else ""),
         soft=soft,
     )
@@ -278,7 +279,8 @@ def judge_training(gate: Gate, watch: TrainingWatch, result: LoadResult | None, 
         gate.measure(
             cid,
             watch.seconds if not watch.error else None,
-            detail=f"{watch.preset} preset while the load ran; {watch.job.get('total_steps', '?')} steps, "
+            detail=f"{watch.preset} preset {'while the load ran' if result is not None else 'after the load'}; "
+            f"{watch.job.get('total_steps', '?')} steps, "
             f"final loss {watch.job.get('loss')}" + (" (cancelled at the limit)" if watch.timed_out else ""),
             soft=soft,
         )

@@ -268,13 +268,65 @@ def test_no_errors_in_the_app_log(target, gate):
     checks.log_errors(gate, target.logs(), source=f"{target.kind} log")
 
 
+def test_dynamic_batching_speedup(subject, target, perf_ready, gate, perf_params):
+    """Generation throughput, tokens per second, of 10 requests sent at once vs the same requests one
+    at a time (greedy, base model only): concurrent requests must share forward passes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    users, tokens = int(perf_params["users"]), 32
+    http = httpx.Client(base_url=target.base_url, auth=subject["auth"], timeout=300)
+
+    def ask(i: int) -> tuple[int, int]:
+        body = {"prompt": f"Give me tip number {i + 1} for a calm morning.", "max_new_tokens": tokens,
+                "temperature": 0.0, "seed": i, "compare": False}
+        r = http.post("/api/generate", json=body)
+        r.raise_for_status()
+        base = r.json()["base"]
+        return int(base.get("tokens") or 0), int(base.get("batch_size") or 1)
+
+    with CLOCK.spent("app"):
+        ask(0)  # warm
+        t0 = time.perf_counter()
+        alone = [ask(i) for i in range(3)]
+        t_alone = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        with ThreadPoolExecutor(users) as pool:
+            together = list(pool.map(ask, range(users)))
+        t_together = time.perf_counter() - t0
+    rate_alone = sum(n for n, _ in alone) / t_alone
+    rate_together = sum(n for n, _ in together) / t_together
+    gate.measure(
+        "perf.batching_speedup",
+        round(rate_together / rate_alone, 2),
+        detail=f"{users} at once: {rate_together:.1f} tokens/s (largest batch {max(b for _, b in together)}); "
+        f"one at a time: {rate_alone:.1f} tokens/s; {tokens} new tokens each, greedy; load average "
+        f"{os.getloadavg()[0]:.1f}",
+    )
+
+
+def test_quick_demo_training_time(subject, target, perf_ready, gate, perf_params):
+    """train.quick_time: the plan's Quick Demo. Measured by the load test when the profile trains
+    `quick` under load (bench, --perf-train-preset quick); otherwise `quick` runs here, after the load,
+    on the profile's `behaviour_model` (the real model: the run the behaviour criteria then measure)."""
+    if perf_params["train_preset"] == "quick":
+        measured = [r for r in gate.recorder.results if r.id == "train.quick_time"]
+        assert measured, "the load test did not measure train.quick_time (did it fail before training ended?)"
+        return
+    limit = float(gate.threshold("train.quick_time"))
+    http = httpx.Client(base_url=target.base_url, auth=subject["auth"], timeout=600)
+    _ensure_model(http, gate, str(gate.param("behaviour_model", perf_params["model"])), {})
+    with CLOCK.spent("app"):
+        watch = J.TrainingWatch(target.base_url, "quick", limit_s=limit + 30, auth=subject["auth"]).start()
+        watch.wait(watch.limit_s + 60)
+    watch.close()
+    J.judge_training(gate, watch, None)
+    gate.raise_pending()
+
+
 def test_behaviour_after_quick(subject, target, perf_ready, gate, perf_params, report_dir):
-    """What the demo demonstrates, measured from outside after the `quick` run trained under load: the
+    """What the demo demonstrates, measured from outside after the `quick` run (under load or after it): the
     base model is flagged on some held-out red-team prompts, the judge rates most revisions better,
     and the trained model is flagged less (POST /api/impact: greedy, rules + judge, all held-out)."""
-    ids = ("behaviour.base_flagged", "behaviour.revisions_better", "behaviour.flagged_change")
-    if perf_params["train_preset"] != "quick":
-        gate.skip(list(ids), f"this run trained `{perf_params['train_preset']}` under load, not `quick`")
     http = httpx.Client(base_url=target.base_url, auth=subject["auth"], timeout=60)
     last = (http.get("/api/train").json() or {}).get("last") or {}
     if last.get("preset") != "quick" or last.get("state") != "succeeded":
@@ -307,16 +359,3 @@ def test_behaviour_after_quick(subject, target, perf_ready, gate, perf_params, r
         soft=True,
     )
     gate.raise_pending()
-
-
-def test_quick_demo_training_time(gate, perf_params):
-    """train.quick_time is measured by the load test when the profile trains `quick` (bench, or
-    --perf-train-preset quick); otherwise it is skipped with that reason, never silently passed."""
-    if perf_params["train_preset"] != "quick":
-        gate.skip(
-            "train.quick_time",
-            f"this run trained `{perf_params['train_preset']}` under load (profile {perf_params['profile']}); "
-            "`quick` runs with --perf-train-preset quick or --profile bench",
-        )
-    measured = [r for r in gate.recorder.results if r.id == "train.quick_time"]
-    assert measured, "the load test did not measure train.quick_time (did it fail before training ended?)"

@@ -1,0 +1,85 @@
+"""Batched decoding and the batcher, on the tiny model (fast)."""
+
+import threading
+
+import pytest
+
+from app import generation, models
+from app.generation import Batcher, Request, chat_prompt, decode
+
+MESSAGES = [{"role": "user", "content": "How do I make a budget?"}]
+
+
+def _request(tiny, seed: int, tokens: int = 12, temperature: float = 0.9, **kw) -> Request:
+    return Request(chat_prompt(tiny.tokenizer, MESSAGES), tokens, temperature, seed, **kw)
+
+
+def test_a_request_decodes_the_same_alone_and_in_a_batch(tiny):
+    """Each row keeps its own seed: batching changes throughput, not text (short prompts vs long)."""
+    alone = _request(tiny, seed=5)
+    decode(tiny.model, tiny.tokenizer, [alone])
+    other = Request(chat_prompt(tiny.tokenizer, [{"role": "user", "content": "hi " * 30}]), 20, 0.9, 1)
+    batched = _request(tiny, seed=5)
+    decode(tiny.model, tiny.tokenizer, [other, batched, _request(tiny, seed=6)])
+    assert batched.tokens == alone.tokens and batched.batch_size == 3 and alone.batch_size == 1
+    assert len(other.tokens) <= 20
+
+
+def test_greedy_is_deterministic_and_eos_or_limit_ends_a_row(tiny):
+    a, b = _request(tiny, seed=1, temperature=0), _request(tiny, seed=2, temperature=0)
+    decode(tiny.model, tiny.tokenizer, [a, b])
+    assert a.tokens == b.tokens and 0 < len(a.tokens) <= 12 and a.finished.is_set()
+
+
+def _held(tiny, **kw) -> tuple[Request, threading.Event, threading.Event]:
+    """A request whose decoding holds its worker (in its cancel check) until `release` is set."""
+    entered, release = threading.Event(), threading.Event()
+
+    def hold() -> bool:
+        entered.set()
+        release.wait(10)
+        return False
+    return _request(tiny, should_stop=hold, **kw), entered, release
+
+
+def test_requests_join_the_running_batch_and_decode_as_if_alone(tiny):
+    """Continuous batching: requests that arrive mid-decode join the running batch at the next step
+    (no waiting for it to end), and each still decodes exactly as it would alone."""
+    alone = [_request(tiny, seed=s) for s in range(4)]
+    for r in alone:
+        decode(tiny.model, tiny.tokenizer, [r])
+    batcher = Batcher(tiny.model, tiny.tokenizer, name="test")
+    blocker, entered, release = _held(tiny, seed=0, tokens=40)
+    batcher.submit(blocker)
+    assert entered.wait(10)
+    joined = [batcher.submit(_request(tiny, seed=s)) for s in range(4)]
+    release.set()
+    for r in joined:
+        generation.wait(tiny.tokenizer, r)
+    assert max(r.batch_size for r in joined) == 5  # decoded together with the running request
+    assert [r.tokens for r in joined] == [r.tokens for r in alone]
+
+
+def test_background_work_waits_while_users_are_served(tiny):
+    batcher = Batcher(tiny.model, tiny.tokenizer, name="test")
+    user, entered, release = _held(tiny, seed=1, tokens=8)
+    batcher.submit(user)
+    assert entered.wait(10)
+    background = batcher.submit(_request(tiny, seed=2, tokens=8, background=True))
+    assert not background.finished.wait(0.5) and not background.tokens  # no step while a user is served
+    release.set()
+    assert user.finished.wait(10) and background.finished.wait(10)
+    assert background.tokens and user.tokens
+
+
+def test_cancel_ends_a_request_with_cancelled(tiny):
+    r = _request(tiny, seed=0, tokens=50)
+    r.cancel()
+    decode(tiny.model, tiny.tokenizer, [r])
+    with pytest.raises(models.Cancelled):
+        generation.wait(tiny.tokenizer, r)
+
+
+def test_a_model_without_a_chat_template_gets_the_few_shot_form(tiny):
+    text = chat_prompt(tiny.tokenizer, MESSAGES)
+    assert text.startswith("Human:") and text.endswith("Human: How do I make a budget?\nAssistant:")
