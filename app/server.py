@@ -24,7 +24,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app import metrics
 from app.config import Settings
 from app.errors import ApiError
-from app.service import Service
+from app.service import ALL, Service
 
 log = logging.getLogger(__name__)
 PROBES = ("/health", "/ready", "/metrics")
@@ -266,7 +266,7 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
     @app.post("/api/impact")
     async def impact(request: Request):
         body = await read_body(request)
-        return await call(service.impact, body.get("limit"), body.get("max_new_tokens", 64), body.get("seed"))
+        return await call(service.impact, body.get("limit", ALL), body.get("max_new_tokens", 64), body.get("seed"))
 
     @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
     async def unknown(rest: str):

@@ -264,13 +264,17 @@ def test_quick_not_oom_killed(gate, chain, fault_tally, say):
     fault_tally["quick under the memory limit"] = not bad
 
 
+# Smaller than a smoke run's checkpoint: tiny's LoRA adapter is ~0.5 MB (a full model copy was 10 MB).
+DISK_FULL_SIZE = "256k"
+
+
 def test_full_checkpoint_volume(gate, apps, fault_tally, say):
     # tmpfs `mode=` is ignored on the image's VOLUME path by docker 20.10; uid/gid are honoured.
     from validation.targets import docker_client
 
     user = (docker_client().images.get(apps.image).attrs.get("Config", {}).get("User") or "0").split(":")[0]
     uid = user if user.isdigit() else "10001"
-    app = apps.container(ENV, data=None, tmpfs={CKPT_IN_CONTAINER: f"rw,size=3m,uid={uid},gid={uid},mode=0755"})
+    app = apps.container(ENV, data=None, tmpfs={CKPT_IN_CONTAINER: f"rw,size={DISK_FULL_SIZE},uid={uid},gid={uid},mode=0755"})
     wait_ready(app.base_url)
     with httpx.Client(base_url=app.base_url, timeout=60) as c:
         job = train(c, "smoke", timeout=300)
@@ -283,7 +287,7 @@ def test_full_checkpoint_volume(gate, apps, fault_tally, say):
     gate.measure(
         "resilience.disk_full",
         ok,
-        detail=f"3 MB tmpfs on {CKPT_IN_CONTAINER}: run {job['state']}, error {err[:80]!r}; /health up {up}, "
+        detail=f"{DISK_FULL_SIZE} tmpfs on {CKPT_IN_CONTAINER}: run {job['state']}, error {err[:80]!r}; /health up {up}, "
         f"/api/runs {runs.status_code}, evaluate {ev}, container {app.status()}",
     )
     fault_tally["full checkpoint volume"] = ok
