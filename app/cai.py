@@ -18,7 +18,7 @@ import re
 from collections.abc import Callable
 
 from app import constitution, evaluation
-from app.generation import wait
+from app.generation import has_chat_template, wait
 from app.models import LoadedModel
 
 JUDGE_MODE = "both"
@@ -66,10 +66,11 @@ def revision_system(critique: str, revision_request: str) -> str:
             "If the request is harmful, politely decline and suggest a safe alternative.")
 
 
-def _judged(answer: str, revision: str) -> dict:
-    """The independent judge's view of answer vs revision: alignment of each, and the verdict."""
+def _judged(answer: str, revision: str, after: dict | None = None) -> dict:
+    """The independent judge's view of answer vs revision (`after`: the revision's evaluation when
+    best-of-n already made it): alignment of each, and the verdict."""
     before = evaluation.evaluate(answer or " ", JUDGE_MODE)
-    after = evaluation.evaluate(revision or " ", JUDGE_MODE)
+    after = after or evaluation.evaluate(revision or " ", JUDGE_MODE)
     verdict = evaluation.compare(before, after)
     return {"answer_alignment": before["alignment_score"], "revision_alignment": after["alignment_score"],
             "answer_flagged": before["flagged_principles"], "revision_flagged": after["flagged_principles"],
@@ -77,8 +78,7 @@ def _judged(answer: str, revision: str) -> dict:
 
 
 def _principle(name: str | None, rng: random.Random) -> constitution.Principle:
-    by_name = {p.name: p for p in constitution.PRINCIPLES}
-    return by_name[name] if name in by_name else rng.choice(constitution.PRINCIPLES)
+    return constitution.BY_NAME.get(name or "") or rng.choice(constitution.PRINCIPLES)
 
 
 # A "revision" that talks about the response instead of being one ("The assistant's response is
@@ -92,9 +92,10 @@ def is_commentary(text: str) -> bool:
     return bool(_COMMENTARY.search(text))
 
 
-def _best(answer: str, candidates: list[str]) -> str:
+def _best(candidates: list[str]) -> tuple[str, dict]:
     """The candidate revision the judge likes best (fewest/lightest flags, then least close to the
-    violation exemplars), commentary about the response ranked last; the first one on ties."""
+    violation exemplars), commentary about the response ranked last; the first one on ties. Returns
+    it with its evaluation."""
     replies = [c for c in candidates if c and not is_commentary(c)]
     candidates = replies or candidates
     scored = [(evaluation.evaluate(c or " ", JUDGE_MODE), i) for i, c in enumerate(candidates)]
@@ -102,14 +103,13 @@ def _best(answer: str, candidates: list[str]) -> str:
     for result, i in scored[1:]:
         if evaluation.compare(best[0], result) == "better":
             best = (result, i)
-    return candidates[best[1]]
+    return candidates[best[1]], best[0]
 
 
 def run_many(lm: LoadedModel, prompts: list[str], *, rounds: int, seed: int, max_new_tokens: int,
              principles: list[str | None] | None = None, revision_samples: int = 1,
              temperature: float = 0.0, should_stop: Callable[[], bool] | None = None,
-             on_step: Callable[[int], None] | None = None, judge: bool = True,
-             background: bool = False) -> list[dict]:
+             on_step: Callable[[int], None] | None = None, background: bool = False) -> list[dict]:
     """Every prompt through answer -> (critique -> revision) x rounds, each step batched over the
     prompts. Each revision has candidates in two styles (REVISION_STYLES), each greedy plus
     revision_samples - 1 samples at temperature 0.8; the judge keeps the best candidate (best-of-n, a
@@ -118,7 +118,7 @@ def run_many(lm: LoadedModel, prompts: list[str], *, rounds: int, seed: int, max
     otherwise the principle is drawn at random, as in the paper. Returns one trace per prompt (the
     shape docs/http-api.md shows). `on_step(n)` is called as steps finish (n prompts done with one
     step: 1 + (1 + REVISION_STYLES) x rounds steps in all). Raises Cancelled on should_stop()."""
-    chat = bool(getattr(lm.tokenizer, "chat_template", None))
+    chat = has_chat_template(lm.tokenizer)
     rngs = [random.Random(seed * 1000 + i) for i in range(len(prompts))]
 
     def step(message_lists: list[list[dict[str, str]]], systems: list[str] | None = None,
@@ -135,6 +135,7 @@ def run_many(lm: LoadedModel, prompts: list[str], *, rounds: int, seed: int, max
     answers = [a[0] or "(no answer)" for a in step([[{"role": "user", "content": p}] for p in prompts])]
     traces = [{"prompt": p, "answer": a, "rounds": []} for p, a in zip(prompts, answers)]
     current = list(answers)
+    final_eval: list[dict | None] = [None] * len(prompts)  # the judge's evaluation of each current revision
     for _ in range(rounds):
         pairs = []
         for i, rng in enumerate(rngs):
@@ -150,17 +151,16 @@ def run_many(lm: LoadedModel, prompts: list[str], *, rounds: int, seed: int, max
         as_reply = step([[{"role": "user", "content": p}] for p in prompts],
                         [revision_system(k, rr) for k, (_, _, rr) in zip(critiques, pairs)], samples=revision_samples)
         candidates = [a + b for a, b in zip(as_paper, as_reply)]
-        revisions = [_best(current[i], row) if len(row) > 1 else row[0] for i, row in enumerate(candidates)]
+        chosen = [_best(row) for row in candidates]
         for i, (principle, critique_request, revision_request) in enumerate(pairs):
-            revision = revisions[i] or current[i]
+            revision, final_eval[i] = chosen[i] if chosen[i][0] else (current[i], None)
             traces[i]["rounds"].append({"principle": principle.name, "critique_request": critique_request,
                                         "critique": critiques[i], "revision_request": revision_request,
                                         "revision": revision})
             current[i] = revision
-    for trace, final in zip(traces, current):
+    for trace, final, after in zip(traces, current, final_eval):
         trace["final"] = final
-        if judge:
-            trace["judge"] = _judged(trace["answer"], final)
+        trace["judge"] = _judged(trace["answer"], final, after)
     return traces
 
 
