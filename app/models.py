@@ -36,6 +36,7 @@ from pathlib import Path
 
 import torch
 
+from app import packing
 from app.errors import ApiError
 from app.generation import SYSTEM_PROMPT, Batcher, Cancelled, Request, chat_prompt, wait  # noqa: F401 (Cancelled re-exported)
 
@@ -318,6 +319,7 @@ def load(name: str, settings) -> LoadedModel:
     device = pick_device(settings.device)
     model.to(device).eval()
     params = sum(p.numel() for p in model.parameters())
+    packing.pack(model, device)
     return LoadedModel(name, model, tokenizer, device, params, time.perf_counter() - started)
 
 
@@ -336,8 +338,9 @@ def _load_adapter(name: str, folder: Path, settings, started: float) -> LoadedMo
 
 def apply_adapter(base: LoadedModel, folder: Path, *, name: str | None = None) -> LoadedModel:
     """The base model with the LoRA adapter saved in `folder` merged into a copy of its weights
-    (plain weights again: inference as fast as the base's). The base itself is left as it was.
-    Training uses this too, on the folder it has just written: what it serves is what it saved."""
+    (plain weights again, packed like the base's: inference as fast as the base's). The base itself
+    is left as it was. Training uses this too, on the folder it has just written: what it serves is
+    what it saved."""
     import copy
 
     from peft import PeftModel
@@ -351,6 +354,7 @@ def apply_adapter(base: LoadedModel, folder: Path, *, name: str | None = None) -
         raise ApiError(422, "model", f"could not apply the adapter in {str(folder)!r} to {base.name!r}: "
                        f"{str(exc).splitlines()[0]}") from None
     model.eval()
+    packing.pack(model, base.device)
     return LoadedModel(name or str(folder), model, base.tokenizer, base.device, base.parameters,
                        time.perf_counter() - started, adapter=str(folder), base=base)
 

@@ -78,7 +78,6 @@ class Service:
         if self.settings.torch_threads:
             import torch
             torch.set_num_threads(self.settings.torch_threads)
-            generation.MAX_THREADS[0] = self.settings.torch_threads
 
     def preload(self) -> None:
         """Load the default model and the judge in the background; /health answers meanwhile."""

@@ -1,8 +1,10 @@
 """Batched decoding and the batcher, on the tiny model (fast)."""
 
+import copy
 import threading
 
 import pytest
+import torch
 
 from app import generation, models
 from app.generation import Batcher, Request, chat_prompt, decode
@@ -83,3 +85,24 @@ def test_cancel_ends_a_request_with_cancelled(tiny):
 def test_a_model_without_a_chat_template_gets_the_few_shot_form(tiny):
     text = chat_prompt(tiny.tokenizer, MESSAGES)
     assert text.startswith("Human:") and text.endswith("Human: How do I make a budget?\nAssistant:")
+
+
+def test_packed_linears_answer_bit_identically_and_copy_back_to_plain_layers():
+    from app import packing
+
+    if not packing.supported():
+        pytest.skip("this CPU's oneDNN has no bf16 support: models are served unpacked")
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(64, 96), torch.nn.GELU(), torch.nn.Linear(96, 32, bias=False)).bfloat16()
+    x = torch.randn(5, 3, 64, dtype=torch.bfloat16)
+    expected = model(x)
+    plain = copy.deepcopy(model)
+    assert packing.pack(model, "cpu") == 2
+    assert all(type(m) is packing.PackedLinear for m in (model[0], model[2]))
+    assert torch.equal(model(x), expected)
+    copied = copy.deepcopy(model)  # what training and adapter merging start from
+    assert [type(m) for m in copied] == [torch.nn.Linear, torch.nn.GELU, torch.nn.Linear]
+    for a, b in zip(copied.parameters(), plain.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(copied(x), expected)
+    assert packing.pack(torch.nn.Linear(4, 4), "cpu") == 0  # float32 stays as it is

@@ -6,9 +6,11 @@
 - `browser_context_args`: the target's base_url (root conftest), a fixed viewport, downloads on.
 - `journey`: a validation.e2e.journey.Journey on a fresh page, screenshots under
   <report dir>/screens/<test>/ linked from report.md.
-- Defaults when not given on the command line: --tracing retain-on-failure,
-  --video retain-on-failure, --output <report dir>/artifacts (trace.zip / video.webm of a failed
-  test are linked from report.md).
+- Defaults when not given on the command line: --tracing off, --video off (recording competes with
+  the app for the runner's cores: measured on 2 cores it added 1-3 s to a 4 s timed step; a failed
+  step still gets its screenshot, console and network log), --output <report dir>/artifacts
+  (with --tracing/--video retain-on-failure, a failed test's trace.zip / video.webm are linked from
+  report.md; the timed steps then include the recording's cost).
 - Session `demo` (`nox -s demo` = `pytest validation/e2e -m demo` with GATE_SESSION=demo): the whole
   journey at a watchable pace (--slowmo 400 unless given), video on, written up as
   <report dir>/walkthrough.{md,html} with the screenshots and the video (walkthrough.webm).
@@ -41,9 +43,12 @@ def pytest_configure(config: pytest.Config) -> None:
     if not _given(config, "--output"):
         config.option.output = str(report_dir / "artifacts")
     if not _given(config, "--tracing"):
-        config.option.tracing = "retain-on-failure"
+        config.option.tracing = "off"
     if not _given(config, "--video"):
-        config.option.video = "on" if st["session"] == "demo" else "retain-on-failure"
+        config.option.video = "on" if st["session"] == "demo" else "off"
+    recording = [f"{o} {getattr(config.option, o)}" for o in ("tracing", "video") if getattr(config.option, o) != "off"]
+    if recording:
+        st["recorder"].note(f"Playwright {', '.join(recording)}: timed browser steps include the recording's CPU cost")
     if config.option.video != "off":
         ok, how = ensure_ffmpeg()
         if not ok:
