@@ -50,8 +50,12 @@ def main(argv: list[str]) -> int:
         service.preload()
     logging.getLogger("app").info("serving", extra={"host": settings.host, "port": settings.port,
                                                     "auth": bool(settings.auth)})
+    # Client addresses (the rate limit's key) come from X-Forwarded-For only when the peer is one of
+    # FORWARDED_ALLOW_IPS; uvicorn's own default would trust 127.0.0.1, so a local hop passing the
+    # header on would let any client name a fresh address per request.
     uvicorn.run(app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
-                timeout_graceful_shutdown=5)
+                timeout_graceful_shutdown=5, proxy_headers=bool(settings.forwarded_allow_ips),
+                forwarded_allow_ips=settings.forwarded_allow_ips or None)
     return 0
 
 

@@ -79,6 +79,7 @@ class Settings:
     # Security
     basic_auth: str = ""
     rate_limit_per_minute: int = 0
+    forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For names the client (uvicorn's setting)
     # Gradio queue
     queue_concurrency: int = 4
     queue_max_size: int = 64
@@ -112,6 +113,7 @@ ENV_VARS = {
     "max_body_bytes": "MAX_BODY_BYTES",
     "basic_auth": "BASIC_AUTH",
     "rate_limit_per_minute": "RATE_LIMIT_PER_MINUTE",
+    "forwarded_allow_ips": "FORWARDED_ALLOW_IPS",
     "queue_concurrency": "GRADIO_CONCURRENCY",
     "queue_max_size": "GRADIO_MAX_QUEUE",
     "log_level": "LOG_LEVEL",
@@ -152,6 +154,7 @@ def load() -> Settings:
         max_body_bytes=_int(ENV_VARS["max_body_bytes"], d.max_body_bytes, 1024, 64 * 2**20),
         basic_auth=basic_auth,
         rate_limit_per_minute=_int(ENV_VARS["rate_limit_per_minute"], d.rate_limit_per_minute, 0, 10**6),
+        forwarded_allow_ips=_str(ENV_VARS["forwarded_allow_ips"], d.forwarded_allow_ips),
         queue_concurrency=_int(ENV_VARS["queue_concurrency"], d.queue_concurrency, 1, 64),
         queue_max_size=_int(ENV_VARS["queue_max_size"], d.queue_max_size, 1, 10_000),
         log_level=_str(ENV_VARS["log_level"], d.log_level).upper(),

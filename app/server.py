@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import errno
 import json
 import logging
 import secrets
@@ -48,13 +49,18 @@ class RateLimiter:
     def __init__(self, per_minute: int):
         self.capacity = float(per_minute)
         self.rate = per_minute / 60.0
-        self.buckets: dict[str, tuple[float, float]] = {}
+        self.buckets: dict[str, tuple[float, float]] = {}  # client -> (tokens, when)
         self.lock = threading.Lock()
+        self.pruned = time.monotonic()
 
     def retry_after(self, client: str) -> float:
         """0 when the request may go ahead, else seconds until a token is free."""
         now = time.monotonic()
         with self.lock:
+            if now - self.pruned > 60:  # a bucket full again is the same as none: drop it
+                self.buckets = {c: (t, w) for c, (t, w) in self.buckets.items()
+                                if t + (now - w) * self.rate < self.capacity}
+                self.pruned = now
             tokens, last = self.buckets.get(client, (self.capacity, now))
             tokens = min(self.capacity, tokens + (now - last) * self.rate)
             if tokens >= 1:
@@ -67,7 +73,8 @@ class RateLimiter:
 class Guard:
     def __init__(self, app, settings: Settings):
         self.app = app
-        self.auth = settings.auth
+        # bytes: compare_digest refuses non-ASCII str (a 500); credentials are UTF-8 (RFC 7617)
+        self.auth = tuple(part.encode("utf-8") for part in settings.auth) if settings.auth else None
         self.max_body = settings.max_body_bytes
         self.limiter = RateLimiter(settings.rate_limit_per_minute) if settings.rate_limit_per_minute else None
 
@@ -137,8 +144,8 @@ class Guard:
         if scheme.lower() != b"basic":
             return False
         try:
-            user, _, password = base64.b64decode(value, validate=True).decode("utf-8").partition(":")
-        except (binascii.Error, UnicodeDecodeError):
+            user, _, password = base64.b64decode(value, validate=True).partition(b":")
+        except binascii.Error:
             return False
         return secrets.compare_digest(user, self.auth[0]) & secrets.compare_digest(password, self.auth[1])
 
@@ -188,7 +195,14 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
                                     error="not_found" if exc.status_code == 404 else "http_error"))
 
     async def call(fn, *args):
-        return await run_in_threadpool(fn, *args)
+        try:
+            return await run_in_threadpool(fn, *args)
+        except OSError as exc:
+            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+                raise
+            log.error("checkpoint volume full", extra={"error": str(exc)})
+            raise ApiError(507, None, "no space left on the checkpoint volume; delete old runs or grow the volume",
+                           error="insufficient_storage") from None
 
     @app.get("/health")
     async def health():

@@ -137,6 +137,44 @@ def test_basic_auth_guards_everything_but_health(make_client):
         assert c.get("/api/runs", headers=bad).status_code == 401
 
 
+def test_non_ascii_credentials_are_compared_as_utf8_bytes_never_a_500(make_client):
+    with make_client(basic_auth="admïn:sécret") as c:
+        def status(raw: bytes) -> int:
+            return c.get("/api/runs", headers={"Authorization": "Basic " + base64.b64encode(raw).decode()}).status_code
+
+        assert status("admïn:sécret".encode()) == 200
+        assert status("admïn:secret".encode()) == 401
+        assert status("admïn:sécret".encode("latin-1")) == 401  # not UTF-8: no match, no error
+        assert status(b"\xff\xfe:\x00") == 401
+
+
+def test_a_full_checkpoint_volume_is_a_507_naming_it(make_client, monkeypatch):
+    import errno
+
+    with make_client() as c:
+        def full(*_args):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        monkeypatch.setattr(Service, "start_training", full)  # as when the run folder cannot be written
+        r = c.post("/api/train", json={"preset": "smoke"})
+        assert r.status_code == 507 and r.json()["error"] == "insufficient_storage"
+        assert "checkpoint volume" in r.json()["message"]
+
+
+def test_idle_rate_limit_buckets_are_pruned(monkeypatch):
+    from app import server
+
+    clock = [1000.0]
+    monkeypatch.setattr(server.time, "monotonic", lambda: clock[0])
+    limiter = server.RateLimiter(per_minute=60)
+    for i in range(100):
+        limiter.retry_after(f"10.0.0.{i}")
+    assert len(limiter.buckets) == 100
+    clock[0] += 61  # every bucket is full again
+    limiter.retry_after("10.0.1.1")
+    assert list(limiter.buckets) == ["10.0.1.1"]
+
+
 def test_rate_limit_answers_429_with_retry_after(make_client):
     with make_client(rate_limit_per_minute=3) as c:
         codes = [c.post("/api/evaluate", json={"text": "hello"}).status_code for _ in range(5)]

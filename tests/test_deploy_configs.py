@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 import tomllib
+import urllib.error
 import urllib.request
 import uuid
 from pathlib import Path
@@ -392,6 +393,37 @@ def _wait_health(port: int, timeout: float) -> float:
             pass
         time.sleep(0.2)
     raise AssertionError(f"/health did not answer 200 within {timeout} s")
+
+
+@pytest.mark.parametrize("trusted, spoof_passes", [("", False), ("127.0.0.1", True)])
+def test_x_forwarded_for_names_the_client_only_from_trusted_proxies(tmp_path, trusted, spoof_passes):
+    """The rate limit keys on the client address. By default no peer is trusted to name another
+    address in X-Forwarded-For, so rotating it does not get a client past its limit; with the
+    proxy's address in FORWARDED_ALLOW_IPS the header is the client (what a platform proxy needs)."""
+    port = _free_port()
+    env = os.environ | {"GRADIO_SERVER_PORT": str(port), "PRELOAD_MODEL": "false", "RATE_LIMIT_PER_MINUTE": "3",
+                        "FORWARDED_ALLOW_IPS": trusted, "CHECKPOINT_DIR": str(tmp_path / "ck"),
+                        "LOG_DIR": str(tmp_path / "logs")}
+    proc = subprocess.Popen([sys.executable, "-m", "app"], cwd=ROOT, env=env, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    try:
+        _wait_health(port, 90)
+
+        def post(forwarded=None) -> int:
+            headers = {"Content-Type": "application/json", **({"X-Forwarded-For": forwarded} if forwarded else {})}
+            req = urllib.request.Request(f"http://127.0.0.1:{port}/api/evaluate", data=b'{"text": "hi"}', headers=headers)
+            try:
+                with urllib.request.urlopen(req, timeout=10) as r:
+                    return r.status
+            except urllib.error.HTTPError as e:
+                return e.code
+
+        assert [post() for _ in range(4)] == [200, 200, 200, 429]
+        rotated = [post(f"203.0.113.{i}") for i in range(5)]
+        assert rotated == ([200] * 5 if spoof_passes else [429] * 5)
+    finally:
+        proc.terminate()
+        proc.wait(30)
 
 
 @pytest.mark.docker
