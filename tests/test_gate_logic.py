@@ -11,7 +11,7 @@ from validation import report as R
 from validation.gate import CriterionFailed, Recorder
 from validation.testing import make_gate
 
-PLAN_CRITERIA = {  # every number of the plan's table (shared/DESIGN.md) must be in the plan profile
+PLAN_CRITERIA = {  # every number of the deployment plan's success criteria must be in the plan profile
     "image.build_time": 300,
     "image.size": 2.5,
     "container.log_errors": 0,

@@ -59,9 +59,6 @@ class Criteria:
     def __contains__(self, cid: str) -> bool:
         return cid in self.items
 
-    def for_session(self, session: str) -> list[Criterion]:
-        return [c for c in self.items.values() if session in c.sessions]
-
     def param(self, name: str, default: Any = None) -> Any:
         return self.params.get(name, default)
 

@@ -1,6 +1,6 @@
 """Where the app under test runs: `container` | `process` | `url`.
 
-    target = start_target(kind, ...)       # see validation/plugin.py for how the fixture calls it
+    target = ContainerTarget(tag, ...) | ProcessTarget(...) | UrlTarget(url, ...)   # plugin.py's `target` fixture
     target.kind, target.base_url, target.logs(), target.log_tail(60), target.stop()
     target.started_at                      # time.monotonic() when the start was issued (None: url)
     target.health_seconds                  # start -> first /health 200 (None: url)
@@ -12,8 +12,7 @@ container (ContainerTarget): testcontainers DockerImage build (streamed log, Bui
     /app/demo/checkpoints and /app/demo/logs) and an 8 GB memory limit, HttpWaitStrategy on
     /health (stops early when the container exits). Extras: .container (docker-py Container),
     .container_id, .image_attrs (docker image inspect), .container_attrs, .exec(cmd) (in the running
-    container), .run_in_image(cmd) (a throwaway container of the image: no volumes, no network),
-    .checkpoint_dir / .log_dir (host paths), .docker (docker-py client), .build_seconds.
+    container), .checkpoint_dir / .log_dir (host paths), .docker (docker-py client), .build_seconds.
 process (ProcessTarget): `python -m app` on a free port, tmp checkpoint/log dirs, log captured.
     Extras: .pid, .process (psutil.Process), .checkpoint_dir / .log_dir.
 url (UrlTarget): nothing started; memory from the app's /metrics.
@@ -28,7 +27,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import json
 import os
 import re
 import shutil
@@ -599,10 +597,6 @@ class ContainerTarget(Target):
             code, out = self.container.exec_run(cmd, user=user)
         return code, out.decode(errors="replace")
 
-    def run_in_image(self, cmd: str, user: str = "") -> tuple[int, str]:
-        """A throwaway container of the image (see run_in_image below); (exit code, output)."""
-        return run_in_image(self.docker, self.image, cmd, user)
-
     def resource_sample(self, cpu: bool = False) -> dict[str, Any] | None:
         """docker stats: memory in use (usage minus page cache, as `docker stats` shows) and CPU %."""
         with CLOCK.spent("engine"):
@@ -685,8 +679,3 @@ def ryuk_setting(say: Say = _noop) -> str:
         return "true"
     return "false"
 
-
-def inspect_summary(attrs: dict[str, Any]) -> str:
-    cfg = attrs.get("Config", {})
-    keep = {k: cfg.get(k) for k in ("User", "ExposedPorts", "Entrypoint", "Cmd", "Healthcheck", "WorkingDir")}
-    return json.dumps(keep, indent=1, default=str)

@@ -1,5 +1,5 @@
 """How the gate launches Chromium: Debian's /usr/bin/chromium where Playwright's own browsers
-cannot be installed, with the flags this network needs (shared/ENVIRONMENT.md, Browser).
+cannot be installed (no download of Playwright's browsers here), with the flags a closed network needs.
 
 Used by validation/e2e/conftest.py (pytest-playwright's `browser_type_launch_args`) and by the
 gate-sensitivity tests (tests/test_gate_e2e.py), which launch without pytest-playwright.

@@ -719,14 +719,3 @@ class Journey:
                 "e2e.impact_downloads", not problems, detail="; ".join([*(f"{k}: {v}" for k, v in parsed.items()), *problems])
             )
         return st.seconds
-
-    def run_all(self, downloads_dir: Path | None = None) -> dict[str, float]:
-        """The whole journey in order; {step: seconds}."""
-        return {
-            "page_load": self.open(),
-            "model_load": self.load_model(),
-            "evaluate": self.evaluate(),
-            "train": self.train(),
-            "generate": self.generate(),
-            "impact": self.impact(downloads_dir),
-        }

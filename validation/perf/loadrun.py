@@ -247,14 +247,6 @@ def parse_stats(entries: list[dict]) -> tuple[dict[str, Endpoint], Endpoint, flo
     return endpoints, total, agg["start_time"] or 0.0, agg["last_request_timestamp"] or 0.0
 
 
-def read_csv_percentiles(path: Path) -> dict[str, dict[str, str]]:
-    """locust's `<prefix>_stats.csv`: {"Type Name": row} (kept for cross-checks and the report)."""
-    if not path.exists():
-        return {}
-    with open(path, newline="") as fh:
-        return {f"{r.get('Type', '')} {r.get('Name', '')}".strip(): r for r in csv.DictReader(fh)}
-
-
 def read_request_log(out_dir: Path) -> list[dict]:
     rows = []
     for p in sorted(out_dir.glob("requests.*.jsonl")):
