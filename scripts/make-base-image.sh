@@ -1,15 +1,17 @@
 #!/usr/bin/env bash
-# Build the base image `debian:bookworm-slim` locally, for hosts that cannot reach a registry.
-# The official debian:bookworm-slim is made the same way (debootstrap minbase + trimming).
+# Build a Debian bookworm base image locally, for hosts that cannot reach a registry, tagged
+# `cai-base:bookworm-slim` (its own name: it must not shadow the official debian:bookworm-slim that
+# Fly and Railway build on). The gate passes it as the Dockerfile's BASE_IMAGE when present. The
+# official debian:bookworm-slim is made the same way (debootstrap minbase + trimming).
 #   - image already present           -> nothing to do (exit 0 at once)
 #   - else: apt-get install debootstrap (if missing), debootstrap --variant=minbase bookworm,
 #     trim docs/man/locales/apt lists/caches, `docker import` with ENV PATH and CMD bash.
 # Idempotent. Needs root and a Docker engine (scripts/docker-engine.sh).
-# Env: BASE_IMAGE (tag, default debian:bookworm-slim), DEBIAN_MIRROR (default debootstrap's own),
+# Env: BASE_IMAGE (tag, default cai-base:bookworm-slim), DEBIAN_MIRROR (default debootstrap's own),
 #      FORCE=1 to rebuild even when the tag exists.
 set -euo pipefail
 
-BASE_IMAGE="${BASE_IMAGE:-debian:bookworm-slim}"
+BASE_IMAGE="${BASE_IMAGE:-cai-base:bookworm-slim}"
 SUITE="${SUITE:-bookworm}"
 DEBIAN_MIRROR="${DEBIAN_MIRROR:-http://deb.debian.org/debian}"
 

@@ -25,6 +25,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from validation.targets import LOCAL_BASE_IMAGE
+
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
 IMAGE = os.environ.get("CAI_TEST_IMAGE", "cai-demo:latest")
@@ -522,12 +524,13 @@ def test_offline_build_without_wheels_fails_with_a_clear_message(tmp_path):
     """DEPS_SOURCE=wheelhouse and an empty wheelhouse: the build stops and says what to run."""
     if _run("docker", "info", timeout=20).returncode != 0:
         pytest.skip("no Docker engine answers (scripts/docker-engine.sh starts one)")
-    if _run("docker", "image", "inspect", "debian:bookworm-slim", timeout=20).returncode != 0:
-        pytest.skip("no base image debian:bookworm-slim (scripts/make-base-image.sh makes it)")
+    if _run("docker", "image", "inspect", LOCAL_BASE_IMAGE, timeout=20).returncode != 0:
+        pytest.skip(f"no base image {LOCAL_BASE_IMAGE} (scripts/make-base-image.sh makes it)")
     for rel in ("Dockerfile", ".dockerignore", "run.sh", "requirements/app.lock", "requirements/models.lock"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, tmp_path / rel)
     res = _run("docker", "build", "--target", "deps", "--build-arg", "DEPS_SOURCE=wheelhouse",
+               "--build-arg", f"BASE_IMAGE={LOCAL_BASE_IMAGE}",
                "-t", "cai-demo:test-nowheels", str(tmp_path), timeout=600)
     _run("docker", "rmi", "cai-demo:test-nowheels")
     assert res.returncode != 0

@@ -1,4 +1,4 @@
-"""Image-structure checks against tiny images built here FROM the local debian:bookworm-slim: one
+"""Image-structure checks against tiny images built here FROM the local base image: one
 that breaks every rule (root, no port, shell-form entrypoint, no HEALTHCHECK, a compiler, .git and
 tests in /app) must fail naming each criterion; a well-formed one must pass. Needs a Docker engine
 and the base image (scripts/make-base-image.sh): otherwise skipped with the reason."""
@@ -11,11 +11,11 @@ import uuid
 import pytest
 
 from validation import checks
-from validation.targets import BuildFailed, build_image, docker_answers, docker_client
+from validation.targets import LOCAL_BASE_IMAGE, BuildFailed, build_image, docker_answers, docker_client
 from validation.testing import expect_failure, make_gate
 
 pytestmark = pytest.mark.docker
-BASE = "debian:bookworm-slim"
+BASE = LOCAL_BASE_IMAGE
 
 BAD = f"""FROM {BASE}
 RUN mkdir -p /app/.git /app/tests /app/app && printf '#!/bin/sh\\necho cc\\n' > /usr/local/bin/gcc \\

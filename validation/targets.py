@@ -62,6 +62,7 @@ REPO = Path(__file__).resolve().parent.parent
 APP_PORT = 7860
 CONTAINER_CHECKPOINTS = "/app/demo/checkpoints"
 CONTAINER_LOGS = "/app/demo/logs"
+LOCAL_BASE_IMAGE = "cai-base:bookworm-slim"  # scripts/make-base-image.sh's tag
 LABEL = "cai-gate"  # label key on every container we start: value = owner pid
 
 Say = Callable[[str], None]
@@ -421,12 +422,23 @@ def _image_class():
 
 
 def default_build_args(repo: Path = REPO) -> dict[str, str]:
-    """Build args from the Dockerfile's documented ARGs: the offline wheelhouse when it has wheels."""
+    """Build args from the Dockerfile's documented ARGs: the offline wheelhouse when it has wheels, the
+    locally made base image (scripts/make-base-image.sh) when it is there."""
     args: dict[str, str] = {}
     dockerfile = (repo / "Dockerfile").read_text() if (repo / "Dockerfile").exists() else ""
     if re.search(r"^ARG DEPS_SOURCE\b", dockerfile, re.M) and any((repo / "wheelhouse").glob("*.whl")):
         args["DEPS_SOURCE"] = "wheelhouse"
+    if re.search(r"^ARG BASE_IMAGE\b", dockerfile, re.M) and image_present(LOCAL_BASE_IMAGE):
+        args["BASE_IMAGE"] = LOCAL_BASE_IMAGE
     return args
+
+
+def image_present(tag: str) -> bool:
+    try:
+        docker_client(30).images.get(tag)
+        return True
+    except Exception:  # noqa: BLE001 (no engine, or no such image)
+        return False
 
 
 def build_image(
