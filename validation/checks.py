@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 
+from validation import api
 from validation.gate import CLOCK, Gate
 
 REPO = Path(__file__).resolve().parent.parent
@@ -360,22 +361,20 @@ def training(
     body = _json(r) or {}
     if r.status_code != 202 or "job_id" not in body:
         gate.fail("train.state", f"start refused ({r.status_code})", f"POST /api/train -> {_short(r.text)}")
-    job_id, job = body["job_id"], body
-    final = {"succeeded", "failed", "cancelled"}
-    while job.get("state") not in final:
-        if time.monotonic() - t0 > limit + min(10.0, 1 + limit * 0.1):
-            http.post(f"/api/train/{job_id}/cancel", timeout=10)
-            gate.fail(
-                cid,
-                round(time.monotonic() - t0, 1),
-                f"still {job.get('state')} ({job.get('phase')}, step {job.get('step')}/{job.get('total_steps')}) "
-                "after the threshold; cancelled",
-            )
-        CLOCK.sleep(interval)
-        r = http.get(f"/api/train/{job_id}", timeout=10)
-        if r.status_code != 200:
-            gate.fail("train.state", f"status {r.status_code}", f"GET /api/train/{job_id} -> {_short(r.text)}")
-        job = r.json()
+    job_id = body["job_id"]
+    try:
+        job = api.poll_job(http.get, job_id, timeout=limit + min(10.0, 1 + limit * 0.1), interval=interval,
+                           sleep=CLOCK.sleep)
+    except api.JobPollError as exc:
+        gate.fail("train.state", f"status {exc.status}", str(exc))
+    if job.get("state") not in api.FINAL_STATES:
+        http.post(f"/api/train/{job_id}/cancel", timeout=10)
+        gate.fail(
+            cid,
+            round(time.monotonic() - t0, 1),
+            f"still {job.get('state')} ({job.get('phase')}, step {job.get('step')}/{job.get('total_steps')}) "
+            "after the threshold; cancelled",
+        )
     elapsed = round(time.monotonic() - t0, 2)
     gate.measure(
         "train.state",

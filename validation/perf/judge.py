@@ -13,8 +13,9 @@ from typing import Any
 
 import httpx
 
+from validation import api
 from validation.gate import Gate
-from validation.perf.loadrun import FINAL_STATES, LoadResult, exact_percentile
+from validation.perf.loadrun import LoadResult, exact_percentile
 from validation.perf.sampler import Summary
 
 GB = 2**30
@@ -110,7 +111,7 @@ class TrainingWatch:
     def _poll(self) -> None:
         t_cpu = time.thread_time()
         try:
-            while self.job.get("state") not in FINAL_STATES:
+            while self.job.get("state") not in api.FINAL_STATES:
                 if time.time() - self.started_at > self.limit_s:
                     self.timed_out = True
                     self._client.post(f"/api/train/{self.job['job_id']}/cancel")
@@ -153,12 +154,9 @@ def settle_training(base_url: str, auth=None, timeout: float = 60) -> str:
         active = (c.get("/api/train").json() or {}).get("active")
         if not active:
             return "no run active"
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < timeout:
-            job = c.get(f"/api/train/{active['job_id']}").json()
-            if job.get("state") in FINAL_STATES:
-                return f"run {active['job_id']} started by the load ended {job.get('state')}"
-            time.sleep(1)
+        job = api.poll_job(c.get, active["job_id"], timeout=timeout, interval=1)
+        if job.get("state") in api.FINAL_STATES:
+            return f"run {active['job_id']} started by the load ended {job.get('state')}"
         c.post(f"/api/train/{active['job_id']}/cancel")
         return f"run {active['job_id']} started by the load cancelled after {timeout:.0f} s"
 

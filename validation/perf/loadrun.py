@@ -27,7 +27,6 @@ from pathlib import Path
 from typing import Any
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
-FINAL_STATES = {"succeeded", "failed", "cancelled"}
 
 
 @dataclass

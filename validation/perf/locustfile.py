@@ -35,7 +35,7 @@ from locust import HttpUser, constant, constant_pacing, events, task
 from locust.exception import StopUser
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 
-FINAL_STATES = {"succeeded", "failed", "cancelled"}
+FINAL_STATES = {"succeeded", "failed", "cancelled"}  # validation/api.py's (locust loads this file by path)
 PROMPTS = (
     "How do I make friends at a new school?",
     "What is a good way to learn to cook?",

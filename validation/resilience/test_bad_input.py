@@ -5,11 +5,11 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 
 import httpx
 import pytest
 
+from validation import api
 from validation.resilience import battery
 
 pytestmark = pytest.mark.resilience
@@ -62,12 +62,7 @@ def test_concurrent_training_starts(gate, http, target, require_ready):
     job_id = won[0].json()["job_id"] if won else None
     if job_id:
         http.post(f"/api/train/{job_id}/cancel", timeout=30)
-        t0 = time.monotonic()
-        while time.monotonic() - t0 < 120:
-            job = http.get(f"/api/train/{job_id}", timeout=10).json()
-            if job["state"] in ("succeeded", "failed", "cancelled"):
-                break
-            time.sleep(0.3)
+        api.poll_job(http.get, job_id, timeout=120)
     gate.measure(
         "resilience.concurrent_train_winners",
         len(won) if not others else f"{len(won)} (+{len(others)} other answers: {others[:2]})",
@@ -130,14 +125,14 @@ def test_html_comes_back_escaped(gate, http, target, require_ready):
                 unescaped.append(f"evaluate({mode}) output {i} (HTML): {value[:100]}")
             if "&lt;script&gt;" in value or "&lt;img" in value:
                 reflected.append(f"evaluate({mode}) output {i}")
-    for api, data in (("load_model", [f"{battery.HTML_PAYLOAD}"]), ("generate", [battery.HTML_PAYLOAD + "\u0000", 0.7, 8])):
-        event, out = _gradio_call(http, api, data)
+    for endpoint, data in (("load_model", [f"{battery.HTML_PAYLOAD}"]), ("generate", [battery.HTML_PAYLOAD + "\u0000", 0.7, 8])):
+        event, out = _gradio_call(http, endpoint, data)
         message = out.get("error") if isinstance(out, dict) else str(out)
         if event == "error" and message:
             if any(m in message for m in raw_marks):
-                unescaped.append(f"{api} error message (a toast, rendered as HTML): {message[:100]}")
+                unescaped.append(f"{endpoint} error message (a toast, rendered as HTML): {message[:100]}")
             elif "&lt;" in message:
-                reflected.append(f"{api} error message")
+                reflected.append(f"{endpoint} error message")
     gate.measure(
         "resilience.html_unescaped",
         unescaped,

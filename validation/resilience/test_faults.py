@@ -19,12 +19,12 @@ import time
 import httpx
 import pytest
 
+from validation import api
 from validation.resilience import rchecks
 from validation.resilience.apps import AppContainer, DataDirs, wait_ready
 from validation.resilience.conftest import FAULT_CRITERIA
 
 pytestmark = [pytest.mark.resilience, pytest.mark.docker]
-FINAL = ("succeeded", "failed", "cancelled")
 CKPT_IN_CONTAINER = "/app/demo/checkpoints"
 # Trained checkpoints are loadable through the API when their folder is an allowed model folder.
 ENV = {"MODEL_DIRS": f"/app/models:{CKPT_IN_CONTAINER}/runs"}
@@ -73,14 +73,7 @@ def train(c: httpx.Client, preset: str, until=None, timeout: float = 900) -> dic
     """Start `preset`; poll until `until(job)` (default: a final state). The job as last seen."""
     r = c.post("/api/train", json={"preset": preset, "seed": 7})
     assert r.status_code == 202, f"POST /api/train -> {r.status_code} {r.text[:200]}"
-    job_id = r.json()["job_id"]
-    until = until or (lambda j: j["state"] in FINAL)
-    t0 = time.monotonic()
-    while True:
-        job = c.get(f"/api/train/{job_id}").json()
-        if until(job) or job["state"] in FINAL or time.monotonic() - t0 > timeout:
-            return job
-        time.sleep(0.3)
+    return api.poll_job(c.get, r.json()["job_id"], timeout=timeout, until=until)
 
 
 def mid_training(job: dict) -> bool:
