@@ -12,7 +12,6 @@ import json
 import os
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -25,7 +24,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from validation.targets import LOCAL_BASE_IMAGE
+from validation.targets import LOCAL_BASE_IMAGE, wait_http
+from validation.targets import free_port as _free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 BIN = Path(sys.executable).parent
@@ -378,23 +378,8 @@ def image():
     return IMAGE
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _wait_health(port: int, timeout: float) -> float:
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                if r.status == 200:
-                    return time.monotonic() - t0
-        except OSError:
-            pass
-        time.sleep(0.2)
-    raise AssertionError(f"/health did not answer 200 within {timeout} s")
+    return wait_http(f"http://127.0.0.1:{port}/health", timeout, interval=0.2)
 
 
 @pytest.mark.parametrize("trusted, spoof_passes", [("", False), ("127.0.0.1", True)])

@@ -229,11 +229,13 @@ def wait_http(
     alive: Callable[[], str | None] = lambda: None,
     predicate: Callable[[httpx.Response], bool] = lambda r: r.status_code == 200,
     interval: float = 0.1,
+    auth: tuple[str, str] | None = None,
 ) -> float:
-    """Poll `url` until `predicate`; return the seconds waited. TargetError on timeout or death."""
+    """Poll `url` until `predicate` (default: 200); return the seconds waited. TargetError on timeout
+    or when `alive()` says why the app is gone."""
     t0 = time.monotonic()
     last = "no answer"
-    with httpx.Client(timeout=5) as client:
+    with httpx.Client(timeout=5, auth=auth) as client:
         while True:
             dead = alive()
             if dead:

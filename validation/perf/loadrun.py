@@ -101,7 +101,9 @@ class LoadSpec:
         ]
         if not self.workers:
             return [main]
-        port = _free_port()
+        from validation.targets import free_port
+
+        port = free_port()
         master = [*main, "--master", "--master-bind-host", "127.0.0.1", "--master-bind-port", str(port)]
         master += ["--expect-workers", str(self.workers), "--expect-workers-max-wait", "60"]
         worker = [*locust, *self.common_args(), "--worker", "--master-host", "127.0.0.1", "--master-port", str(port)]
@@ -110,14 +112,6 @@ class LoadSpec:
 
     def command_text(self) -> str:
         return "\n".join(" ".join(c) for c in self.commands())
-
-
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

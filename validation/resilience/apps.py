@@ -21,8 +21,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx
-
 from validation import targets as T
 from validation.gate import CLOCK
 
@@ -184,15 +182,4 @@ def start_process(env: dict[str, str] | None = None, say=T._noop, health_timeout
 
 def wait_ready(base_url: str, timeout: float = 180, auth=None) -> float:
     """Seconds until GET /ready answers 200 (the default model loaded)."""
-    t0 = time.monotonic()
-    last = ""
-    with httpx.Client(base_url=base_url, auth=auth, timeout=10) as c:
-        while time.monotonic() - t0 < timeout:
-            with contextlib.suppress(httpx.HTTPError):
-                with CLOCK.spent("app"):
-                    r = c.get("/ready")
-                if r.status_code == 200:
-                    return time.monotonic() - t0
-                last = f"{r.status_code} {r.text[:160]}"
-            CLOCK.sleep(0.2)
-    raise T.TargetError(f"{base_url}/ready not 200 after {timeout:.0f} s (last: {last})")
+    return T.wait_http(f"{base_url}/ready", timeout, interval=0.2, auth=auth)
