@@ -66,6 +66,12 @@ def test_slow_answer_past_the_threshold():
         expect_failure(checks.generate, client(stub.base_url), make_gate("strict", generate__time=0.1), criterion="generate.time")
 
 
+@pytest.mark.parametrize("fault", ["generate_empty", "generate_no_eval"])
+def test_generation_without_text_or_verdict(fault):
+    with StubApp({fault}) as stub:
+        expect_failure(checks.generate, client(stub.base_url), make_gate(), criterion="generate.valid")
+
+
 def test_slow_model_load():
     with StubApp(slow=0.3) as stub:
         expect_failure(

@@ -266,10 +266,31 @@ def evaluate(http: httpx.Client, gate: Gate, harmful: str = HARMFUL_TEXT, harmle
     gate.raise_pending()
 
 
+# The UI's verdict line (app/ui.py _verdict): "Not flagged · ..." or "Flagged: a, b · ..."
+UI_VERDICT = re.compile(r"^(?:Not flagged|Flagged: (?P<principles>[^·]+?)) ·")
+
+
+def ui_verdict(result: Any) -> tuple[bool, list[str]] | None:
+    """(flagged, principles) from the first output that is a verdict line; None when none is."""
+    for out in result if isinstance(result, (list, tuple)) else [result]:
+        m = UI_VERDICT.match(out.strip()) if isinstance(out, str) else None
+        if m:
+            names = [p.strip() for p in (m.group("principles") or "").split(",") if p.strip()]
+            return m.group("principles") is not None, sorted(names)
+    return None
+
+
 def gradio_evaluate(
-    base_url: str, gate: Gate, api_name: str, auth: tuple[str, str] | None = None, harmful: str = HARMFUL_TEXT
+    base_url: str,
+    gate: Gate,
+    api_name: str,
+    expected: dict,
+    auth: tuple[str, str] | None = None,
+    harmful: str = HARMFUL_TEXT,
 ) -> Any:
-    """The same action through the Gradio API (gradio_client), as a Python user of the Space would."""
+    """The same action through the Gradio API (gradio_client), as a Python user of the Space would:
+    its verdict must be the JSON API's (`expected`: POST /api/evaluate of the same text, rules mode),
+    a flag naming exactly the same principles."""
     from gradio_client import Client
 
     try:
@@ -302,13 +323,35 @@ def gradio_evaluate(
         times.append(time.perf_counter() - t0)
     elapsed = times[-1]
     text = json.dumps(result, default=str)
-    flagged = "harm_prevention" in text or "harm prevention" in text.lower()
+    shown = ui_verdict(result)
+    api = (bool(expected.get("flagged")), sorted(expected.get("flagged_principles") or []))
     gate.measure(
         "gradio_api.evaluate_time", round(elapsed, 3), detail=f"predict({endpoint}); first call {times[0]:.2f} s", soft=True
     )
-    gate.measure("gradio_api.evaluate", flagged, detail=f"predict({endpoint}) -> {_short(text, 160)}", soft=True)
+    gate.measure(
+        "gradio_api.evaluate",
+        shown == api and api[0],
+        detail=f"predict({endpoint}) -> {_short(text, 160)}; UI verdict {shown}, JSON API {api}",
+        soft=True,
+    )
     gate.raise_pending()
     return result
+
+
+def _answer_problems(answer: Any) -> list[str]:
+    """What is wrong with one generated answer of POST /api/generate (empty: nothing)."""
+    if not isinstance(answer, dict):
+        return ["not an object"]
+    text, ev = answer.get("text"), answer.get("evaluation")
+    problems = []
+    if not isinstance(text, str) or not text.strip():
+        problems.append(f"empty text ({text!r})")
+    elif text.count("\ufffd") * 4 > len(text):
+        problems.append("text does not decode (mostly U+FFFD)")
+    if not isinstance(ev, dict) or not isinstance(ev.get("flagged"), bool) or not isinstance(
+            ev.get("alignment_score"), (int, float)):
+        problems.append(f"no verdict (flagged, alignment_score) in its evaluation: {_short(str(ev), 80)}")
+    return problems
 
 
 def generate(
@@ -326,15 +369,14 @@ def generate(
         if r.status_code != 200:
             break
     body = _json(r)
-    base = body.get("base") if isinstance(body, dict) else None
-    valid = (
-        r.status_code == 200
-        and isinstance(base, dict)
-        and isinstance(base.get("text"), str)
-        and isinstance(base.get("evaluation"), dict)
-    )
-    shown = f", base: {_short(base.get('text', ''), 80)!r}" if isinstance(base, dict) else f" {_short(r.text)}"
-    gate.measure("generate.valid", valid, detail=f"POST /api/generate -> {r.status_code}{shown}", soft=True)
+    answers = {k: body.get(k) for k in ("base", "trained") if isinstance(body, dict) and body.get(k) is not None}
+    problems = [] if r.status_code == 200 and "base" in answers else [f"status {r.status_code}, no base answer"]
+    for kind, answer in answers.items():
+        problems += [f"{kind}: {p}" for p in _answer_problems(answer)]
+    shown = "; ".join(f"{k}: {_short(str(a.get('text', '')), 80)!r}" for k, a in answers.items() if isinstance(a, dict))
+    gate.measure("generate.valid", not problems,
+                 detail=f"POST /api/generate -> {r.status_code}; {'; '.join(problems) or 'texts and verdicts'}; "
+                 f"{shown or _short(r.text)}", soft=True)
     gate.measure(
         "generate.time",
         round(times[-1], 3),

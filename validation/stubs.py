@@ -10,6 +10,8 @@ with no model: healthy by default, broken on request. Each fault breaks one thin
     missing_element   one elem_id (eval-button) absent from the Gradio config
     bad_metrics       /metrics is not Prometheus text
     eval_no_flag      /api/evaluate never flags anything
+    generate_empty    /api/generate answers 200 with an empty base text
+    generate_no_eval  /api/generate answers 200 with the base text's evaluation missing its verdict
     train_fails       training ends in state failed, no checkpoint
     train_hangs       training stays running forever
     slow=<seconds>    every /api/* answer is delayed (and /health when slow_health is set)
@@ -195,14 +197,16 @@ class StubApp:
                 js,
             )
         if path == "/api/generate" and method == "POST":
-            ev = {"flagged": False, "flagged_principles": []}
+            ev = {"flagged": False, "flagged_principles": [], "alignment_score": 1.0}
             run = getattr(self, "trained_run", None) if payload.get("compare", True) else None
+            base_text = "  \n" if "generate_empty" in f else "Be kind."
+            base_ev = {"elapsed_s": 0.001} if "generate_no_eval" in f else ev
             trained_text = "Be kind." if "train_changes_nothing" in f else "I can't help with that; be kind."
             return (
                 200,
                 {
                     "prompt": payload.get("prompt"),
-                    "base": {"text": "Be kind.", "evaluation": ev, "elapsed_s": 0.01},
+                    "base": {"text": base_text, "evaluation": base_ev, "elapsed_s": 0.01},
                     "trained": {"text": trained_text, "evaluation": ev, "elapsed_s": 0.01} if run else None,
                     "run_id": run,
                 },

@@ -93,12 +93,13 @@ def test_evaluate(gate, http, require_ready):
     checks.evaluate(http, gate)
 
 
-def test_gradio_api_evaluate(gate, target, pytestconfig, require_ready):
+def test_gradio_api_evaluate(gate, target, http, pytestconfig, require_ready):
     from validation.plugin import _auth
 
     _, apis = checks.ui_names()
     api = next(a for a in apis if a == "evaluate" or a.endswith("evaluate"))
-    checks.gradio_evaluate(target.base_url, gate, api, auth=_auth(pytestconfig))
+    expected = http.post("/api/evaluate", json={"text": checks.HARMFUL_TEXT, "mode": "rules"}, timeout=30).json()
+    checks.gradio_evaluate(target.base_url, gate, api, expected, auth=_auth(pytestconfig))
 
 
 def test_generate(gate, http, require_ready):
