@@ -29,12 +29,14 @@ from pathlib import Path
 
 import torch
 
+from app import adapters
+
 log = logging.getLogger(__name__)
 
 SYSTEM_PROMPT = ("You are a helpful assistant in a Constitutional AI demo. "
                  "Answer the user's request directly in a few sentences.")
 FEW_SHOT_FILE = Path(__file__).parent / "data" / "few_shot.txt"
-MAX_BATCH = 16
+MAX_BATCH = 32  # rows per forward pass: a base and trained pair is two
 BATCH_WINDOW_S = 0.02  # after the first request of a batch, wait this long for others to join it
 YIELD_MAX_S = 10.0  # background work waits at most this long per step for interactive work to end
 BACKGROUND_PREFILL = 4  # background requests prefilled per forward pass
@@ -87,6 +89,7 @@ class Request:
     finished: threading.Event = field(default_factory=threading.Event)
     _cancel: threading.Event = field(default_factory=threading.Event)
     background: bool = False  # a training job's generation: yields to interactive requests
+    adapter: adapters.Adapter | None = None  # decode with this LoRA adapter on the base (the trained model)
     elapsed_s: float = 0.0
     batch_size: int = 0  # how many requests shared its forward passes (the largest batch)
 
@@ -122,7 +125,7 @@ class Decoder:
             if r.stopped():
                 r.error = Cancelled()
                 r.finished.set()
-        requests = [r for r in requests if not r.finished.is_set()]
+        requests = sorted((r for r in requests if not r.finished.is_set()), key=_adapter_key)
         if not requests:
             return
         ids = [self.tokenizer(r.prompt, add_special_tokens=False)["input_ids"] for r in requests]
@@ -130,8 +133,9 @@ class Decoder:
         width = max(len(x) for x in ids)
         input_ids = torch.tensor([[self.pad] * (width - len(x)) + x for x in ids], device=self.device)
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)
-        out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
-                         use_cache=True, logits_to_keep=1)
+        with adapters.segments(_segments(requests)):
+            out = self.model(input_ids=input_ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0),
+                             use_cache=True, logits_to_keep=1)
         now = time.perf_counter()
         gens = [torch.Generator().manual_seed(r.seed) for r in requests]
         last = self._sample(requests, gens, out.logits[:, -1, :])
@@ -148,6 +152,9 @@ class Decoder:
         self.rows += requests
         self.gens += gens
         self.started += [now] * len(requests)
+        order = sorted(range(len(self.rows)), key=lambda i: _adapter_key(self.rows[i]))  # rows of an adapter together
+        if order != list(range(len(self.rows))):
+            self._keep(order)
         self._drop_finished()
 
     @torch.inference_mode()
@@ -161,8 +168,9 @@ class Decoder:
         if not self.rows:
             return
         mask = torch.cat([self.mask, torch.ones((len(self.rows), 1), dtype=self.mask.dtype, device=self.device)], 1)
-        out = self.model(input_ids=self.last[:, None], attention_mask=mask, position_ids=self.pos[:, None],
-                         cache=self.cache, use_cache=True, logits_to_keep=1)
+        with adapters.segments(_segments(self.rows)):
+            out = self.model(input_ids=self.last[:, None], attention_mask=mask, position_ids=self.pos[:, None],
+                             cache=self.cache, use_cache=True, logits_to_keep=1)
         self.cache, self.mask, self.pos = out.cache, mask, self.pos + 1
         self.last = self._sample(self.rows, self.gens, out.logits[:, -1, :])
         self._drop_finished()
@@ -202,15 +210,18 @@ class Decoder:
             if r.finished.is_set():
                 r.elapsed_s = now - t0
         keep = [i for i, r in enumerate(self.rows) if not r.finished.is_set()]
-        if len(keep) == n:
-            return
-        index = torch.tensor(keep, dtype=torch.long, device=self.device)
+        if len(keep) < n:
+            self._keep(keep)
+
+    def _keep(self, keep: list[int]) -> None:
+        """Keep rows `keep`, in that order (with their cache)."""
         self.rows = [self.rows[i] for i in keep]
         self.gens = [self.gens[i] for i in keep]
         self.started = [self.started[i] for i in keep]
         if not keep:
             self.cache = self.mask = self.pos = self.last = None
             return
+        index = torch.tensor(keep, dtype=torch.long, device=self.device)
         for layer in self.cache.layers:
             layer.keys, layer.values = layer.keys[index], layer.values[index]
         self.mask, self.pos, self.last = self.mask[index], self.pos[index], self.last[index]
@@ -222,6 +233,23 @@ class Decoder:
                 r.finished.set()
         self.rows, self.gens, self.started = [], [], []
         self.cache = self.mask = self.pos = self.last = None
+
+
+def _adapter_key(request: Request) -> int:
+    return request.adapter.key if request.adapter else 0
+
+
+def _segments(rows: list[Request]) -> list[tuple[int, int, int]]:
+    """(adapter key, start, stop) for each run of rows with the same adapter (rows are grouped)."""
+    runs: list[list[int]] = []
+    for i, r in enumerate(rows):
+        if r.adapter is None:
+            continue
+        if runs and runs[-1][0] == r.adapter.key and runs[-1][2] == i:
+            runs[-1][2] = i + 1
+        else:
+            runs.append([r.adapter.key, i, i + 1])
+    return [(key, start, stop) for key, start, stop in runs]
 
 
 def _pad_left(t: torch.Tensor, length: int, dim: int) -> torch.Tensor:
@@ -251,11 +279,62 @@ def decode(model, tokenizer, requests: list[Request], device: str = "cpu",
 
 
 _BATCHERS: weakref.WeakSet[Batcher] = weakref.WeakSet()
-# One torch thread per decoding worker: the cores go to parallel decoders (base and trained side by
-# side), not to thread teams inside one. Measured on our 2 cores (SmolLM2-135M, bf16, in a worker
-# thread): a step of 16 rows took 96 ms with 1 thread and 156 ms with 2, one of 2 rows 49 and 69 ms
-# (OpenMP teams started from threads other than the main one synchronise slowly).
+# A worker that decodes itself uses one torch thread: OpenMP teams started from threads other than
+# the process's main thread synchronise slowly. Measured on our 2 cores (SmolLM2-135M, bf16): a step
+# of 16 rows took 96 ms with 1 thread and 156 ms with 2 in a worker thread, 82 ms with 2 in the main
+# thread. So `python -m app` runs the Engine on its main thread and the workers hand it their steps.
 WORKER_THREADS = 1
+
+
+class Engine:
+    """Runs the batchers' decoding steps (prefill, one token for every row) on the thread that
+    calls `serve` with all cores, one step at a time. Without a serving engine a worker runs its
+    steps itself (tests, and any process that does not call serve)."""
+
+    def __init__(self) -> None:
+        self._work: queue.SimpleQueue = queue.SimpleQueue()
+        self._serving = False
+
+    def call(self, fn: Callable, *args):
+        if not self._serving:
+            return fn(*args)
+        done, box = threading.Event(), {}
+        self._work.put((fn, args, box, done))
+        done.wait()
+        if "error" in box:
+            raise box["error"]
+        return box.get("result")
+
+    def serve(self, stop: threading.Event, threads: int) -> None:
+        """Run handed-in steps until `stop` is set (then the workers run their own again)."""
+        torch.set_num_threads(threads)
+        self._serving = True
+        try:
+            while not stop.is_set():
+                try:
+                    item = self._work.get(timeout=0.2)
+                except queue.Empty:
+                    continue
+                self._run(*item)
+        finally:
+            self._serving = False
+            while True:  # steps handed in meanwhile
+                try:
+                    self._run(*self._work.get_nowait())
+                except queue.Empty:
+                    break
+
+    @staticmethod
+    def _run(fn, args, box, done) -> None:
+        try:
+            box["result"] = fn(*args)
+        except BaseException as exc:  # the caller raises it
+            box["error"] = exc
+        finally:
+            done.set()
+
+
+ENGINE = Engine()
 
 
 @atexit.register
@@ -334,9 +413,9 @@ class Batcher:
                     self.yield_to_interactive()
                 live += batch
                 if batch:
-                    decoder.add(batch)
+                    ENGINE.call(decoder.add, batch)
                 elif decoder.rows:
-                    decoder.step()
+                    ENGINE.call(decoder.step)
             except BaseException as exc:  # one bad batch must not stop the worker
                 log.exception("generation failed", extra={"batch": len(live)})
                 decoder.fail(exc)

@@ -36,7 +36,7 @@ from pathlib import Path
 
 import torch
 
-from app import packing
+from app import adapters, packing
 from app.errors import ApiError
 from app.generation import SYSTEM_PROMPT, Batcher, Cancelled, Request, chat_prompt, wait  # noqa: F401 (Cancelled re-exported)
 
@@ -263,6 +263,7 @@ class LoadedModel:
     load_seconds: float
     adapter: str | None = None  # the LoRA adapter folder applied to the base model, if any
     base: LoadedModel | None = field(default=None, repr=False)  # with an adapter: the model it was applied to
+    served: adapters.Adapter | None = field(default=None, repr=False)  # served beside base, on its batcher
     _batcher: Batcher | None = field(default=None, repr=False)
 
     def info(self) -> dict:
@@ -286,7 +287,7 @@ class LoadedModel:
         background: a training job's work, which yields to interactive requests."""
         prompt = chat_prompt(self.tokenizer, messages, system)
         return self.batcher.submit(Request(prompt, max_new_tokens, temperature, seed, should_stop=should_stop,
-                                           background=background))
+                                           background=background, adapter=self.served))
 
 
 def pick_device(wanted: str) -> str:
@@ -337,10 +338,10 @@ def _load_adapter(name: str, folder: Path, settings, started: float) -> LoadedMo
 
 
 def apply_adapter(base: LoadedModel, folder: Path, *, name: str | None = None) -> LoadedModel:
-    """The base model with the LoRA adapter saved in `folder` merged into a copy of its weights
-    (plain weights again, packed like the base's: inference as fast as the base's). The base itself
-    is left as it was. Training uses this too, on the folder it has just written: what it serves is
-    what it saved."""
+    """The base model with the LoRA adapter saved in `folder`: served beside the base, on the base's
+    weights and batcher (app/adapters.py), or, when the adapter does not fit that form, merged into a
+    copy of the weights. The base's own answers are unchanged either way. Training uses this too, on
+    the folder it has just written: what it serves is what it saved."""
     import copy
 
     from peft import PeftModel
@@ -349,14 +350,18 @@ def apply_adapter(base: LoadedModel, folder: Path, *, name: str | None = None) -
     try:
         with LOAD_LOCK:
             model = PeftModel.from_pretrained(copy.deepcopy(base.model), str(folder), is_trainable=False)
-            model = model.merge_and_unload()
+            served = adapters.attach(base.model, model, str(folder))
+            if served is None:
+                model = model.merge_and_unload().eval()
+                packing.pack(model, base.device)
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ApiError(422, "model", f"could not apply the adapter in {str(folder)!r} to {base.name!r}: "
                        f"{str(exc).splitlines()[0]}") from None
-    model.eval()
-    packing.pack(model, base.device)
-    return LoadedModel(name or str(folder), model, base.tokenizer, base.device, base.parameters,
-                       time.perf_counter() - started, adapter=str(folder), base=base)
+    lm = LoadedModel(name or str(folder), model, base.tokenizer, base.device, base.parameters,
+                     time.perf_counter() - started, adapter=str(folder), base=base)
+    if served is not None:
+        lm.model, lm.served, lm._batcher = base.model, served, base.batcher
+    return lm
 
 
 def generate(lm: LoadedModel, messages: list[dict[str, str]] | str, *, max_new_tokens: int, temperature: float,

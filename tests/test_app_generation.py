@@ -106,3 +106,23 @@ def test_packed_linears_answer_bit_identically_and_copy_back_to_plain_layers():
         assert torch.equal(a, b)
     assert torch.equal(copied(x), expected)
     assert packing.pack(torch.nn.Linear(4, 4), "cpu") == 0  # float32 stays as it is
+
+
+def test_the_engine_runs_handed_in_steps_on_its_thread_and_passes_errors_back():
+    engine = generation.Engine()
+    assert engine.call(threading.current_thread) is threading.current_thread()  # not serving: run here
+    stop = threading.Event()
+    server = threading.Thread(target=engine.serve, args=(stop, 1))
+    server.start()
+    try:
+        deadline = 50
+        while not engine._serving and deadline:
+            stop.wait(0.01)
+            deadline -= 1
+        assert engine.call(threading.current_thread) is server
+        with pytest.raises(ZeroDivisionError):
+            engine.call(lambda: 1 / 0)
+    finally:
+        stop.set()
+        server.join(5)
+    assert engine.call(threading.current_thread) is threading.current_thread()
