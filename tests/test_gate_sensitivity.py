@@ -72,6 +72,20 @@ def test_generation_without_text_or_verdict(fault):
         expect_failure(checks.generate, client(stub.base_url), make_gate(), criterion="generate.valid")
 
 
+def _cancel(base_url: str) -> None:
+    gate = make_gate()
+    checks.train_cancel(client(base_url), gate)
+    gate.raise_pending()
+
+
+def test_a_cancel_the_app_ignores():
+    with StubApp() as stub:
+        _cancel(stub.base_url)
+    with StubApp({"cancel_ignored"}) as stub:
+        e = expect_failure(_cancel, stub.base_url, criterion="train.cancel")
+    assert "job ended 'succeeded'" in str(e)
+
+
 def test_slow_model_load():
     with StubApp(slow=0.3) as stub:
         expect_failure(
@@ -160,8 +174,14 @@ def test_error_lines_in_the_log():
 
 
 def test_log_lines_that_only_look_like_errors_pass():
-    text = '{"level": "INFO", "msg": "evaluate", "error": null}\nINFO perf.error_rate=0\n'
+    text = ('{"level": "INFO", "msg": "evaluate", "error": null}\nINFO perf.error_rate=0\n'
+            '{"level": "INFO", "message": "training job ended", "state": "cancelled", "error": "cancelled by request"}\n')
     checks.log_errors(make_gate(), text)
+
+
+def test_json_records_at_error_level_fail():
+    text = '{"level": "INFO", "message": "ok"}\n{"level": "ERROR", "message": "generation failed"}\n'
+    expect_failure(checks.log_errors, make_gate(), text, criterion="container.log_errors", measured="1")
 
 
 def test_startup_slower_than_the_threshold():

@@ -44,6 +44,18 @@ ERROR_LINE = re.compile(
 ERROR_LINE_ALLOWED = re.compile(r"\berror_rate\b|\"error\"\s*:\s*null|errors?=0\b", re.IGNORECASE)
 
 
+def is_error_line(line: str) -> bool:
+    """A JSON log record is an error by its level (an INFO record may carry an "error" field, e.g. a
+    cancelled run's reason); other lines by the words above."""
+    try:
+        record = json.loads(line)
+    except ValueError:
+        record = None
+    if isinstance(record, dict) and "level" in record:
+        return str(record["level"]).upper() in ("ERROR", "CRITICAL", "FATAL") or "Traceback (most recent" in line
+    return bool(ERROR_LINE.search(line)) and not ERROR_LINE_ALLOWED.search(line)
+
+
 class TimedClient(httpx.Client):
     """httpx.Client whose request time counts as app time in the session's clock."""
 
@@ -203,7 +215,7 @@ def memory(gate: Gate, sample: dict | None) -> None:
 
 
 def log_errors(gate: Gate, text: str, source: str = "log") -> list[str]:
-    lines = [ln for ln in text.splitlines() if ERROR_LINE.search(ln) and not ERROR_LINE_ALLOWED.search(ln)]
+    lines = [ln for ln in text.splitlines() if is_error_line(ln)]
     detail = f"{source}: {len(text.splitlines())} lines"
     if lines:
         detail += "; first: " + " | ".join(_short(ln, 160) for ln in lines[:3])
@@ -336,6 +348,31 @@ def gradio_evaluate(
     )
     gate.raise_pending()
     return result
+
+
+def train_cancel(http: httpx.Client, gate: Gate, preset: str = "smoke") -> None:
+    """Start a run and cancel it at once: the job must end `cancelled` (not go on to succeed), and
+    its run record on the volume must say cancelled with no trained checkpoint."""
+    cid = "train.cancel"
+    r = http.post("/api/train", json={"preset": preset}, timeout=30)
+    if r.status_code != 202:
+        gate.fail(cid, False, f"POST /api/train -> {r.status_code} {_short(r.text)}")
+    job_id, run_id = r.json()["job_id"], r.json().get("run_id")
+    c = http.post(f"/api/train/{job_id}/cancel", timeout=30)
+    try:
+        job = api.poll_job(http.get, job_id, timeout=120)
+    except api.JobPollError as exc:
+        gate.fail(cid, False, str(exc))
+    run = http.get(f"/api/runs/{run_id}", timeout=30)
+    record = _json(run) if run.status_code == 200 else {}
+    problems = [f"cancel -> {c.status_code}"] if c.status_code not in (200, 202) else []
+    if job.get("state") != "cancelled":
+        problems.append(f"job ended {job.get('state')!r}")
+    if record.get("state") != "cancelled" or record.get("trained"):
+        problems.append(f"run record: GET /api/runs/{run_id} -> {run.status_code} state {record.get('state')!r}, "
+                        f"trained {record.get('trained')!r}")
+    gate.measure(cid, not problems, detail="; ".join(problems) or f"job {job_id} cancelled; run {run_id} cancelled, "
+                 "no checkpoint", soft=True)
 
 
 def _answer_problems(answer: Any) -> list[str]:

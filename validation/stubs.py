@@ -14,6 +14,7 @@ with no model: healthy by default, broken on request. Each fault breaks one thin
     generate_no_eval  /api/generate answers 200 with the base text's evaluation missing its verdict
     train_fails       training ends in state failed, no checkpoint
     train_hangs       training stays running forever
+    cancel_ignored    POST /api/train/{id}/cancel answers 202 cancelling, and the run goes on to succeed
     slow=<seconds>    every /api/* answer is delayed (and /health when slow_health is set)
     error_log         the "log" (StubApp.logs()) has a Traceback in it
 
@@ -231,6 +232,8 @@ class StubApp:
                 return 404, {"error": "not_found", "field": "job_id", "message": "no such job"}, js
             if job["state"] == "cancelling" or "train_hangs" in f:
                 job["state"] = "cancelled" if job["state"] == "cancelling" else "running"
+                if job["state"] == "cancelled" and not any(r["run_id"] == job["run_id"] for r in self.runs):
+                    self.runs.insert(0, {"run_id": job["run_id"], "state": "cancelled", "trained": None})
             elif time.monotonic() - job["started"] > 0.3 and job["state"] not in ("succeeded", "failed"):
                 ok = "train_fails" not in f
                 job.update(
@@ -253,8 +256,15 @@ class StubApp:
             if not job:
                 return 404, {"error": "not_found", "field": "job_id", "message": "no such job"}, js
             self.cancelled = [*getattr(self, "cancelled", []), job["job_id"]]
+            if "cancel_ignored" in f:
+                return 202, {**{k: v for k, v in job.items() if k != "started"}, "state": "cancelling"}, js
             job["state"] = "cancelling"
             return 202, {k: v for k, v in job.items() if k != "started"}, js
+        if path.startswith("/api/runs/") and method == "GET":
+            run = next((r for r in self.runs if r["run_id"] == path.rsplit("/", 1)[1]), None)
+            if run is None:
+                return 404, {"error": "not_found", "field": "run_id", "message": "no such run"}, js
+            return 200, run, js
         if path == "/api/runs":
             return 200, {"runs": self.runs}, js
         return 404, {"error": "not_found", "field": None, "message": f"no route {method} {path}"}, js

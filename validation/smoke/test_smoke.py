@@ -106,6 +106,10 @@ def test_generate(gate, http, require_ready):
     checks.generate(http, gate, int(gate.param("generate_max_new_tokens", 64)))
 
 
+def test_training_cancel(gate, http, require_ready):
+    checks.train_cancel(http, gate, str(gate.param("train_preset", "smoke")))
+
+
 def test_training_preset(gate, http, require_ready):
     preset = gate.param("train_preset", "smoke")
     checks.training(http, gate, preset)
