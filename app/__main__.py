@@ -58,16 +58,14 @@ def main(argv: list[str]) -> int:
         app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
         timeout_graceful_shutdown=5, proxy_headers=bool(settings.forwarded_allow_ips),
         forwarded_allow_ips=settings.forwarded_allow_ips or None))
-    return _serve(server, settings)
+    return _serve(server)
 
 
-def _serve(server, settings) -> int:
+def _serve(server) -> int:
     """The HTTP server on a thread, the generation engine on this (main) thread: decoding steps run
     fastest here (app/generation.py, Engine). SIGTERM/SIGINT stop both, the server gracefully."""
     import signal
     import threading
-
-    import torch
 
     from app import generation
 
@@ -79,6 +77,7 @@ def _serve(server, settings) -> int:
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, on_signal)
+
     def run_http():
         try:
             server.run()
@@ -87,7 +86,7 @@ def _serve(server, settings) -> int:
 
     http = threading.Thread(target=run_http, name="http", daemon=True)
     http.start()
-    generation.ENGINE.serve(stop, settings.torch_threads or torch.get_num_threads())
+    generation.ENGINE.serve(stop)
     http.join()
     return 0 if server.started else 1
 

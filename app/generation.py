@@ -5,13 +5,18 @@
 * ``Decoder``: one batched forward pass per token for many requests at once (left padding, KV
   cache), and continuous batching: a request joins the running batch at the next step instead of
   waiting for it to end. Each request keeps its own seed (a torch.Generator per row), temperature
-  (0 = greedy), token limit and cancel check, so its output does not depend on what it was batched with.
+  (0 = greedy), token limit and cancel check, so its output does not depend on what it was batched
+  with (up to rounding: in bf16 a greedy answer can change with the batch's size). Rows are kept
+  grouped by LoRA adapter, so a trained model served beside its base (app/adapters.py) shares the
+  base's forward passes.
 * ``Batcher``: per loaded model, a worker thread for interactive requests and one for background
   requests (a training job's SL-CAI data). Requests that arrive while a worker is busy are decoded
   together in its next pass (dynamic batching): ten users at once cost about one forward pass per
   token, not ten. Background work yields: before each of its decoding steps (and each optimizer
   step of a training job) it waits while interactive requests are being served, so a user's
   generation never queues behind a training batch. Every use of a model for inference goes through it.
+* ``Engine``: in ``python -m app`` the workers hand each decoding step to the main thread, which
+  runs it with all cores (see WORKER_THREADS for why).
 """
 
 from __future__ import annotations
@@ -305,9 +310,9 @@ class Engine:
             raise box["error"]
         return box.get("result")
 
-    def serve(self, stop: threading.Event, threads: int) -> None:
-        """Run handed-in steps until `stop` is set (then the workers run their own again)."""
-        torch.set_num_threads(threads)
+    def serve(self, stop: threading.Event) -> None:
+        """Run handed-in steps until `stop` is set (then the workers run their own again), with this
+        thread's torch threads (TORCH_THREADS, else one per core)."""
         self._serving = True
         try:
             while not stop.is_set():
@@ -465,4 +470,6 @@ def stream(tokenizer, requests: list[Request], interval: float = STREAM_INTERVAL
             last = texts
         if all_done:
             return
-        next(r for r in requests if not r.finished.is_set()).finished.wait(interval)
+        pending = [r for r in requests if not r.finished.is_set()]
+        if pending:  # all may have ended since all_done was read: then the next pass yields at once
+            pending[0].finished.wait(interval)

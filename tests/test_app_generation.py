@@ -112,7 +112,7 @@ def test_the_engine_runs_handed_in_steps_on_its_thread_and_passes_errors_back():
     engine = generation.Engine()
     assert engine.call(threading.current_thread) is threading.current_thread()  # not serving: run here
     stop = threading.Event()
-    server = threading.Thread(target=engine.serve, args=(stop, 1))
+    server = threading.Thread(target=engine.serve, args=(stop,))
     server.start()
     try:
         deadline = 50

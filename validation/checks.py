@@ -336,14 +336,14 @@ def gradio_evaluate(
     elapsed = times[-1]
     text = json.dumps(result, default=str)
     shown = ui_verdict(result)
-    api = (bool(expected.get("flagged")), sorted(expected.get("flagged_principles") or []))
+    said = (bool(expected.get("flagged")), sorted(expected.get("flagged_principles") or []))
     gate.measure(
         "gradio_api.evaluate_time", round(elapsed, 3), detail=f"predict({endpoint}); first call {times[0]:.2f} s", soft=True
     )
     gate.measure(
         "gradio_api.evaluate",
-        shown == api and api[0],
-        detail=f"predict({endpoint}) -> {_short(text, 160)}; UI verdict {shown}, JSON API {api}",
+        shown == said and said[0],
+        detail=f"predict({endpoint}) -> {_short(text, 160)}; UI verdict {shown}, JSON API {said}",
         soft=True,
     )
     gate.raise_pending()
