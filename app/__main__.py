@@ -13,10 +13,6 @@ os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-# Idle OpenMP threads spin this long before they sleep: long enough to bridge the gaps between the ops
-# of a decoding step (measured: same speed as the default), short enough not to burn the cores between
-# steps and requests. OMP_WAIT_POLICY=PASSIVE (sleep at once) made each op 2-3x slower.
-os.environ.setdefault("GOMP_SPINCOUNT", "1000")
 
 
 def main(argv: list[str]) -> int:
@@ -58,10 +54,10 @@ def main(argv: list[str]) -> int:
         app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
         timeout_graceful_shutdown=5, proxy_headers=bool(settings.forwarded_allow_ips),
         forwarded_allow_ips=settings.forwarded_allow_ips or None))
-    return _serve(server)
+    return _serve(server, settings.compute_threads)
 
 
-def _serve(server) -> int:
+def _serve(server, threads: int) -> int:
     """The HTTP server on a thread, the generation engine on this (main) thread: decoding steps run
     fastest here (app/generation.py, Engine). SIGTERM/SIGINT stop both, the server gracefully."""
     import signal
@@ -86,7 +82,7 @@ def _serve(server) -> int:
 
     http = threading.Thread(target=run_http, name="http", daemon=True)
     http.start()
-    generation.ENGINE.serve(stop)
+    generation.ENGINE.serve(stop, threads)
     http.join()
     return 0 if server.started else 1
 

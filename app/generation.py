@@ -310,9 +310,10 @@ class Engine:
             raise box["error"]
         return box.get("result")
 
-    def serve(self, stop: threading.Event) -> None:
-        """Run handed-in steps until `stop` is set (then the workers run their own again), with this
-        thread's torch threads (TORCH_THREADS, else one per core)."""
+    def serve(self, stop: threading.Event, threads: int) -> None:
+        """Run handed-in steps with `threads` torch threads until `stop` is set (then the workers
+        run their own again)."""
+        torch.set_num_threads(threads)
         self._serving = True
         try:
             while not stop.is_set():

@@ -58,7 +58,7 @@ class Service:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.store = RunStore(settings.checkpoint_dir)
-        self.trainer = Trainer(self.store)
+        self.trainer = Trainer(self.store, settings.compute_threads)
         self.trainer.on_success = self._trained
         self.base: LoadedModel | None = None
         self.trained: LoadedModel | None = None
@@ -75,9 +75,6 @@ class Service:
         interrupted = self.store.open()
         if interrupted:
             log.warning("runs interrupted by an earlier stop", extra={"runs": interrupted})
-        if self.settings.torch_threads:
-            import torch
-            torch.set_num_threads(self.settings.torch_threads)
 
     def preload(self) -> None:
         """Load the default model and the judge in the background; /health answers meanwhile."""

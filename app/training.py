@@ -116,8 +116,9 @@ class Job:
 class Trainer:
     """Runs one training job at a time in a background thread."""
 
-    def __init__(self, store: RunStore):
+    def __init__(self, store: RunStore, threads: int = 1):
         self.store = store
+        self.threads = threads  # torch threads of the fine-tuning thread
         self._lock = threading.Lock()
         self.jobs: dict[str, Job] = {}
         self.active: Job | None = None
@@ -254,6 +255,7 @@ class Trainer:
         model and the mean loss of each epoch."""
         from peft import LoraConfig, get_peft_model
 
+        torch.set_num_threads(self.threads)  # per thread; a new thread otherwise takes whatever was set last
         torch.manual_seed(job.seed)
         config = LoraConfig(r=preset.lora_rank, lora_alpha=preset.lora_alpha, lora_dropout=0.0,
                             target_modules="all-linear", task_type="CAUSAL_LM")

@@ -112,7 +112,7 @@ def test_the_engine_runs_handed_in_steps_on_its_thread_and_passes_errors_back():
     engine = generation.Engine()
     assert engine.call(threading.current_thread) is threading.current_thread()  # not serving: run here
     stop = threading.Event()
-    server = threading.Thread(target=engine.serve, args=(stop,))
+    server = threading.Thread(target=engine.serve, args=(stop, 1))
     server.start()
     try:
         deadline = 50
@@ -120,6 +120,7 @@ def test_the_engine_runs_handed_in_steps_on_its_thread_and_passes_errors_back():
             stop.wait(0.01)
             deadline -= 1
         assert engine.call(threading.current_thread) is server
+        assert engine.call(torch.get_num_threads) == 1  # the threads it was given, on its own thread
         with pytest.raises(ZeroDivisionError):
             engine.call(lambda: 1 / 0)
     finally:

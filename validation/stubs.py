@@ -48,7 +48,7 @@ GOOD_METRICS = "\n".join(
         "# TYPE cai_model_load_seconds gauge",
         "cai_model_load_seconds 0.4",
         "# TYPE cai_model_loaded gauge",
-        'cai_model_loaded{model="tiny"} 1.0',
+        'cai_model_loaded{model="smollm2"} 1.0',
         "# TYPE cai_training_job_state gauge",
         'cai_training_job_state{state="succeeded"} 1.0',
         "# TYPE cai_training_runs_total counter",
@@ -128,7 +128,7 @@ class StubApp:
         self.stop()
 
     def logs(self) -> str:
-        lines = ['{"level": "INFO", "msg": "server started"}', '{"level": "INFO", "msg": "model tiny ready"}']
+        lines = ['{"level": "INFO", "msg": "server started"}', '{"level": "INFO", "msg": "model smollm2 ready"}']
         if "error_log" in self.faults:
             lines += ["Traceback (most recent call last):", '  File "app/server.py", line 1', "RuntimeError: boom"]
         return "\n".join(lines) + "\n"
