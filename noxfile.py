@@ -242,6 +242,12 @@ def resilience(session: nox.Session) -> None:
 
 
 @nox.session(python=False)
+def faults(session: nox.Session) -> None:
+    """Fault catalogue: each fault injected into the real app (process target, tiny), the gate must catch it."""
+    _gate(session, "faults", "validation/faults", ["-p", "no:playwright", "-p", "no:locust"])
+
+
+@nox.session(python=False)
 def demo(session: nox.Session) -> None:
     """Browser demo: the e2e journey at a watchable pace, recorded to reports/demo (validation/e2e)."""
     _gate(session, "demo", "validation/e2e", ["-m", "demo"])

@@ -105,6 +105,23 @@ def test_never_ready():
     assert "never answered 200" in str(e) and "503" in str(e)
 
 
+def test_a_failed_model_load_ends_the_wait_for_ready():
+    with StubApp({"load_failed"}) as stub:
+        state = checks.wait_ready(client(stub.base_url), timeout=30)
+        e = expect_failure(checks.ready, make_gate(), state, 0.1, criterion="ready.time")
+    assert state["seconds"] < 15 and "weights missing" in str(e)
+
+
+def test_a_ready_that_lies():
+    with StubApp() as stub:
+        gate = make_gate()
+        checks.ready_truthful(client(stub.base_url), gate)
+        gate.raise_pending()
+    with StubApp({"ready_lies"}) as stub:
+        e = expect_failure(checks.ready_truthful, client(stub.base_url), make_gate(), criterion="ready.truthful")
+    assert "state 'failed', current None" in str(e)
+
+
 def test_ui_missing_an_element():
     with StubApp({"missing_element"}) as stub:
         expect_failure(

@@ -132,6 +132,9 @@ def wait_ready(http: httpx.Client, timeout: float, interval: float = 0.1, dead=l
             last = f"{r.status_code} {_short(r.text, 160)}"
             if r.status_code == 200:
                 return {"ok": True, "seconds": time.monotonic() - t0, "last": last, "body": _json(r)}
+            body = _json(r)
+            if isinstance(body, dict) and body.get("status") == "failed":  # the load failed: nothing to wait for
+                return {"ok": False, "seconds": time.monotonic() - t0, "last": last}
         except httpx.HTTPError as exc:
             last = f"{type(exc).__name__}: {exc}"
         if time.monotonic() - t0 >= timeout:
@@ -145,6 +148,26 @@ def ready(gate: Gate, state: dict, since_start: float) -> None:
     if not state["ok"]:
         gate.fail("ready.time", total, f"GET /ready never answered 200 (last: {state['last']})")
     gate.measure("ready.time", total, detail=f"GET /ready -> {state['last']}")
+
+
+def ready_truthful(http: httpx.Client, gate: Gate) -> None:
+    """`ready.truthful`, by its effect: while GET /ready says ready, a model is loaded, the one it
+    names: GET /api/models shows it as current with state ready, and GET /health agrees."""
+    r = http.get("/ready", timeout=30)
+    body, models, health = _json(r), _json(http.get("/api/models", timeout=30)), _json(http.get("/health", timeout=30))
+    body, models, health = (x if isinstance(x, dict) else {} for x in (body, models, health))
+    current = models.get("current").get("name") if isinstance(models.get("current"), dict) else None
+    problems = []
+    if r.status_code != 200:
+        problems.append(f"GET /ready -> {r.status_code} {_short(r.text, 80)}")
+    elif models.get("state") != "ready" or not current:
+        problems.append(f"GET /ready says ready, but GET /api/models has state {models.get('state')!r}, current {current!r}")
+    elif body.get("model") != current:
+        problems.append(f"GET /ready names {body.get('model')!r}, GET /api/models has {current!r} loaded")
+    if r.status_code == 200 and health.get("model_state") != "ready":
+        problems.append(f"GET /ready says ready, but GET /health has model_state {health.get('model_state')!r}")
+    gate.measure("ready.truthful", not problems,
+                 detail="; ".join(problems) or f"/ready, /api/models and /health agree: {current} loaded")
 
 
 def ui(http: httpx.Client, gate: Gate, elem_ids: list[str], api_names: list[str]) -> None:

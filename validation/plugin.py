@@ -79,6 +79,14 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         default=_env("GATE_PROFILE", "plan"),
         help=f"criteria profile in validation/criteria.toml ({', '.join(criteria_mod.profiles())}). Env: GATE_PROFILE.",
     )
+    g.addoption(
+        "--param",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override one of the profile's parameters (criteria.toml [profiles.X.params]), repeatable; "
+        "VALUE is read as TOML (42, true, \"text\") or else taken as a string, e.g. --param model=tiny",
+    )
     g.addoption("--report-dir", default=_env("GATE_REPORT_DIR"), help="default reports/<session>/")
     g.addoption(
         "--gate-session",
@@ -145,6 +153,12 @@ def pytest_configure(config: pytest.Config) -> None:
         crit = criteria_mod.load(config.getoption("--profile"))
     except criteria_mod.CriteriaError as exc:
         raise pytest.UsageError(str(exc)) from None
+    overrides = _kv(config.getoption("--param"), "--param")
+    unknown = sorted(set(overrides) - set(crit.params))
+    if unknown:
+        raise pytest.UsageError(f"--param: no parameter {', '.join(unknown)} in profile {crit.profile!r}; "
+                                f"its parameters: {', '.join(sorted(crit.params))}")
+    crit.params.update({k: _toml_value(v) for k, v in overrides.items()})
     t0 = float(os.environ["GATE_T0"]) if os.environ.get("GATE_T0") else _process_start()
     config.stash[_state_key] = {
         "session": session,
@@ -235,6 +249,12 @@ def report_dir(pytestconfig: pytest.Config) -> Path:
     return state(pytestconfig)["report_dir"]
 
 
+@pytest.fixture(scope="session")
+def say(pytestconfig: pytest.Config):
+    """Progress lines on the terminal, shown while output is captured: say("...")."""
+    return state(pytestconfig)["say"]
+
+
 def resolve_target_kind(config: pytest.Config) -> tuple[str, str]:
     """(kind, why) for --target, resolving auto."""
     kind = config.getoption("--target")
@@ -249,6 +269,15 @@ def resolve_target_kind(config: pytest.Config) -> tuple[str, str]:
     if kind == "url" and not base_url:
         raise pytest.UsageError("--target url needs --base-url")
     return kind, "--target " + kind
+
+
+def _toml_value(text: str):
+    import tomllib
+
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
 
 
 def _kv(items: list[str], what: str) -> dict[str, str]:

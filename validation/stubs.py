@@ -6,6 +6,8 @@ with no model: healthy by default, broken on request. Each fault breaks one thin
     health_500        GET /health answers 500
     health_wrong_body GET /health answers 200 {"status": "ok"}
     never_ready       GET /ready stays 503
+    load_failed       GET /ready answers 503 {"status": "failed"}: the model load failed
+    ready_lies        GET /ready says ready while no model is loaded (GET /api/models: failed, none)
     no_config         GET /config 404 (no Gradio), page without Gradio
     missing_element   one elem_id (eval-button) absent from the Gradio config
     bad_metrics       /metrics is not Prometheus text
@@ -70,6 +72,7 @@ class StubApp:
         self.slow_health = slow_health
         self.jobs: dict[str, dict] = {}
         self.runs: list[dict] = []
+        self.trained_run: str | None = None
         self.requests: list[str] = []
         self._ids = itertools.count(1)
         stub = self
@@ -144,10 +147,13 @@ class StubApp:
                 return 500, {"error": "internal"}, js
             if "health_wrong_body" in f:
                 return 200, {"status": "ok"}, js
-            return 200, {"status": "healthy", "version": "stub", "model": "smollm2", "model_state": "ready"}, js
+            state = "failed" if "ready_lies" in f else "ready"
+            return 200, {"status": "healthy", "version": "stub", "model": "smollm2", "model_state": state}, js
         if path == "/ready":
             if "never_ready" in f:
                 return 503, {"status": "loading", "error": None}, js
+            if "load_failed" in f:
+                return 503, {"status": "failed", "error": "RuntimeError: weights missing"}, js
             return 200, {"status": "ready", "model": "smollm2"}, js
         if path == "/metrics":
             if "bad_metrics" in f:
@@ -174,6 +180,11 @@ class StubApp:
                 return 404, {"detail": "Not Found"}, js
             _, apis = ui_names()
             return 200, {"named_endpoints": {f"/{a}": {"parameters": []} for a in apis}}, js
+        if path == "/api/models":
+            lies = "ready_lies" in f
+            return 200, {"registry": [{"name": "smollm2", "description": "stub"}],
+                         "current": None if lies else {"name": "smollm2", "parameters": 1234},
+                         "state": "failed" if lies else "ready", "trained_run": self.trained_run}, js
         if path == "/api/models/load" and method == "POST":
             model = str(payload.get("model"))
             run = next((r["run_id"] for r in self.runs if model.endswith(f"runs/{r['run_id']}/trained")), None)
@@ -199,7 +210,7 @@ class StubApp:
             )
         if path == "/api/generate" and method == "POST":
             ev = {"flagged": False, "flagged_principles": [], "alignment_score": 1.0}
-            run = getattr(self, "trained_run", None) if payload.get("compare", True) else None
+            run = self.trained_run if payload.get("compare", True) else None
             base_text = "  \n" if "generate_empty" in f else "Be kind."
             base_ev = {"elapsed_s": 0.001} if "generate_no_eval" in f else ev
             trained_text = "Be kind." if "train_changes_nothing" in f else "I can't help with that; be kind."

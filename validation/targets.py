@@ -284,7 +284,8 @@ class ProcessTarget(Target):
             **(env or {}),
         }
         full_env.pop("PORT", None)
-        self.cmd = [python, "-m", "app"]
+        # GATE_APP_MODULE: the faults session's wrapper (validation/faults/inject.py) instead of the app
+        self.cmd = [python, "-m", os.environ.get("GATE_APP_MODULE") or "app"]
         say(f"process target: {' '.join(self.cmd)} on {self.base_url} (log: {self.log_path})")
         self._log_fh = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.started_at = time.monotonic()

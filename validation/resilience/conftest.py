@@ -32,11 +32,6 @@ FAULT_CRITERIA = [
 
 
 @pytest.fixture(scope="session")
-def say(pytestconfig):
-    return state(pytestconfig)["say"]
-
-
-@pytest.fixture(scope="session")
 def image_tag(request, target_kind) -> str | None:
     """The image under test (the framework's `image` fixture: built once, or --image)."""
     if target_kind != "container":

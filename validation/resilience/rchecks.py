@@ -252,7 +252,13 @@ def _req(client: httpx.Client, method: str, path: str, body: Any, auth=None) -> 
         kw["json"] = body
     # raw path: httpx would normalise "//" and ".."
     url = client.base_url.copy_with(raw_path=path.encode())
-    return client.request(method, url, **kw)
+    with client.stream(method, url, **kw) as r:
+        if "text/event-stream" not in r.headers.get("content-type", ""):
+            r.read()
+            return r
+        # an event stream (Gradio's queue, answered when auth lets it through) never ends: its status
+        # and headers are the answer
+        return httpx.Response(r.status_code, headers=r.headers, content=b"(an event stream)", request=r.request)
 
 
 def auth_routes(gate: Gate, client: httpx.Client, auth: tuple[str, str], routes=None) -> dict:

@@ -69,6 +69,10 @@ def test_ready(gate, app_ready):
     checks.ready(gate, app_ready, app_ready["since_start"])
 
 
+def test_ready_is_truthful(gate, http, require_ready):
+    checks.ready_truthful(http, gate)
+
+
 def test_idle_memory(gate, target, require_ready):
     checks.memory(gate, target.resource_sample())
 

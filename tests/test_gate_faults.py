@@ -1,0 +1,55 @@
+"""The fault catalogue itself (validation/faults): every fault applies to the app as it is now
+(a renamed function would make a fault silently test nothing), and the wrapper refuses unknown names."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from validation.faults.catalogue import FAULTS
+
+REPO = Path(__file__).resolve().parents[1]
+
+APPLY_ALL = """
+from validation.faults.catalogue import FAULTS
+for name, fault in FAULTS.items():
+    fault.apply()
+    print("applied", name)
+"""
+
+
+def test_the_catalogue_has_at_least_20_faults_each_with_criteria_and_tests():
+    assert len(FAULTS) >= 20
+    from validation import criteria
+
+    known = criteria.load("plan").items
+    for f in FAULTS.values():
+        assert f.expect and all(c in known for c in f.expect), f.name
+        assert f.session in {"smoke", "e2e", "perf", "resilience"} and f.tests, f.name
+
+
+def test_every_fault_applies_to_the_current_app():
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    out = subprocess.run([sys.executable, "-c", APPLY_ALL], cwd=REPO, env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.splitlines() == [f"applied {name}" for name in FAULTS]
+
+
+def test_the_wrapper_refuses_an_unknown_fault():
+    env = {**os.environ, "PYTHONPATH": str(REPO), "GATE_FAULT": "no_such_fault"}
+    out = subprocess.run([sys.executable, "-m", "validation.faults.inject"], cwd=REPO, env=env,
+                         capture_output=True, text=True, timeout=120)
+    assert out.returncode == 2 and "no such fault" in out.stderr
+
+
+def test_a_fault_counts_as_caught_only_by_a_criterion_it_names():
+    from validation.faults.test_faults import judge
+
+    fault = FAULTS["cancel_ignored"]
+    run = {"seconds": 3.0, "ended": "exit 1"}
+    assert judge(fault, {**run, "failed": {"train.cancel": "job ended 'succeeded'"}})["caught_by"] == ["train.cancel"]
+    missed = judge(fault, {**run, "failed": {"health.status": "500"}})
+    assert missed["caught_by"] == [] and missed["also_failed"] == ["health.status"]
+    assert judge(fault, {**run, "failed": {}})["caught_by"] == []

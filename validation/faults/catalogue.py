@@ -1,0 +1,250 @@
+"""The fault catalogue: small, realistic bugs injected into the real app, each one the gate must catch.
+
+Each fault patches one function of the app at start-up (validation/faults/inject.py). Nothing here
+is in the image or reachable from the app: the gate's own runs start the app through the wrapper.
+
+    Fault(name, bug, session, expect, apply, tests=...)
+
+`expect`: the criteria that should turn red (any of them counts as caught); `session`: the gate
+session that runs against the faulty app; `tests`: a -k expression selecting the session's tests
+that can see the fault (the rest would only cost time).
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Fault:
+    name: str
+    bug: str
+    session: str
+    expect: tuple[str, ...]
+    apply: Callable[[], None]
+    tests: str = ""
+
+
+def _patch(target: str, make: Callable[[Callable], Callable]) -> None:
+    """Replace `module:attr` or `module:Class.attr` with make(original)."""
+    module_name, _, path = target.partition(":")
+    owner = importlib.import_module(module_name)
+    *parents, attr = path.split(".")
+    for p in parents:
+        owner = getattr(owner, p)
+    original = getattr(owner, attr)
+    setattr(owner, attr, make(original))
+
+
+def _after(target: str, change: Callable) -> None:
+    """The function runs, then `change(result, *args, **kwargs)` gives what it returns instead."""
+    def make(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            return change(fn(*args, **kwargs), *args, **kwargs)
+        return wrapper
+    _patch(target, make)
+
+
+def _before(target: str, action: Callable) -> None:
+    """`action(*args, **kwargs)` runs first (a delay, an exception), then the function."""
+    def make(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            action(*args, **kwargs)
+            return fn(*args, **kwargs)
+        return wrapper
+    _patch(target, make)
+
+
+def _replace(target: str, fn: Callable) -> None:
+    _patch(target, lambda _original: fn)
+
+
+def _sleep(seconds: float) -> Callable:
+    return lambda *a, **k: time.sleep(seconds)
+
+
+def _raise(exc: Exception) -> Callable:
+    def action(*a, **k):
+        raise exc
+    return action
+
+
+# ---- the bugs ----------------------------------------------------------------------------------
+
+def _never_flags(result, *a, **k):
+    return {**result, "flagged": False, "flagged_principles": [],
+            "principles": [{**p, "flagged": False} for p in result.get("principles", [])]}
+
+
+def _always_flags(result, *a, **k):
+    first = result["principles"][0]["name"] if result.get("principles") else "harm_prevention"
+    return {**result, "flagged": True, "flagged_principles": [first]}
+
+
+def _ui_says_not_flagged(result, *a, **k):
+    return "Not flagged · " + result.split(" · ", 1)[-1]
+
+
+def _no_evaluation(result, *a, **k):
+    return {**result, "evaluation": {}}
+
+
+def _lr_zero():
+    import dataclasses
+
+    def make(fn):
+        @functools.wraps(fn)
+        def fine_tune(self, job, base, pairs, preset, stop):
+            return fn(self, job, base, pairs, dataclasses.replace(preset, learning_rate=0.0), stop)
+        return fine_tune
+    _patch("app.training:Trainer._fine_tune", make)
+
+
+def _checkpoint_not_written():
+    def save_adapter(self, run_id, kind, peft_model, *, base_model):
+        dest = self.path(run_id) / kind
+        dest.mkdir(parents=True, exist_ok=True)  # the folder, but the save was forgotten
+        return dest
+    _replace("app.runs:RunStore.save_adapter", save_adapter)
+
+
+def _truncate_weights(dest, *a, **k):
+    for f in dest.glob("*.safetensors"):
+        data = f.read_bytes()
+        f.write_bytes(data[: len(data) // 2])
+    return dest
+
+
+def _cancel_ignored():
+    def cancel(self, job_id):
+        job = self.get(job_id)
+        job.state = "cancelling"  # says so, but never sets the job's cancel event
+        return job
+    _replace("app.training:Trainer.cancel", cancel)
+
+
+def _ready_lies():
+    _before("app.models:load", _raise(RuntimeError("weights missing")))
+    _replace("app.service:Service.ready", lambda self: (True, {"status": "ready", "model": "smollm2", "judge": "ready"}))
+
+
+def _error_per_evaluation(result, *a, **k):
+    import logging
+
+    logging.getLogger("app").error("evaluation cache miss")
+    return result
+
+
+def _bad_metrics():
+    _replace("app.server:generate_latest", lambda *a, **k: b"cai_http_requests_total{route=/ 1\n")
+
+
+def _metric_family_dropped():
+    from prometheus_client import REGISTRY
+
+    from app import metrics
+    REGISTRY.unregister(metrics.TRAINING_STATE)
+
+
+def _element_renamed():
+    from app import elements
+    elements.GEN_BUTTON = "generate-button"
+
+
+def _no_type_check():
+    from app.errors import ApiError
+
+    def check_text(value, field, max_chars):  # only "required" is left of the checks
+        if value is None:
+            raise ApiError(422, field, f"{field} is required")
+        return value
+    _replace("app.service:check_text", check_text)
+
+
+def _html_unescaped():
+    import types
+
+    ui = importlib.import_module("app.ui")
+    ui.html = types.SimpleNamespace(escape=lambda s, quote=True: s)  # noqa: ARG005 - the UI's escaping forgotten
+
+
+FAULTS: dict[str, Fault] = {f.name: f for f in [
+    Fault("evaluate_never_flags", "evaluation drops every principle's flag", "smoke",
+          ("evaluate.harmful_flagged", "gradio_api.evaluate"),
+          lambda: _after("app.evaluation:evaluate", _never_flags), "evaluate"),
+    Fault("evaluate_always_flags", "evaluation flags harmless text", "smoke",
+          ("evaluate.harmless_clean",),
+          lambda: _after("app.evaluation:evaluate", _always_flags), "evaluate"),
+    Fault("evaluate_slow", "evaluation sleeps 5.5 s (a blocking call in the request path)", "smoke",
+          ("evaluate.time", "gradio_api.evaluate_time"),
+          lambda: _before("app.service:Service.evaluate", _sleep(5.5)), "evaluate"),
+    Fault("health_500", "GET /health raises", "smoke",
+          ("startup.health_time", "health.status"),
+          lambda: _before("app.service:Service.health", _raise(RuntimeError("health"))), "startup or health"),
+    Fault("ready_lies", "the model fails to load and GET /ready says ready anyway", "smoke",
+          ("ready.truthful", "model.load_time"),
+          _ready_lies, "ready or model_load"),
+    Fault("model_load_fails", "loading the default model raises", "smoke",
+          ("ready.time", "model.load_time"),
+          lambda: _before("app.models:load", _raise(RuntimeError("weights missing"))), "ready or model_load"),
+    Fault("model_load_slow", "every model load takes 31 s", "smoke",
+          ("model.load_time", "ready.time"),
+          lambda: _before("app.models:load", _sleep(31)), "ready or model_load"),
+    Fault("generate_empty", "generation returns empty text", "smoke",
+          ("generate.valid",),
+          lambda: _after("app.generation:wait", lambda text, *a, **k: ""), "generate"),
+    Fault("generate_no_verdict", "generation answers without the judge's evaluation", "smoke",
+          ("generate.valid",),
+          lambda: _after("app.service:Service._answer", _no_evaluation), "generate"),
+    Fault("generate_slow", "generation waits 5.5 s before decoding", "smoke",
+          ("generate.time",),
+          lambda: _before("app.service:Service.generate", _sleep(5.5)), "generate"),
+    Fault("train_changes_nothing", "the optimizer's learning rate is 0: training changes no weight", "smoke",
+          ("train.checkpoint",),
+          _lr_zero, "training_preset"),
+    Fault("checkpoint_not_written", "the run claims a checkpoint it never wrote", "smoke",
+          ("train.checkpoint", "train.state"),
+          _checkpoint_not_written, "training_preset"),
+    Fault("checkpoint_truncated", "the adapter's weights file is cut in half", "smoke",
+          ("train.checkpoint",),
+          lambda: _after("app.runs:RunStore.save_adapter", _truncate_weights), "training_preset"),
+    Fault("train_fails", "fine-tuning raises", "smoke",
+          ("train.state", "train.checkpoint"),
+          lambda: _before("app.training:Trainer._fine_tune", _raise(RuntimeError("CUDA error"))), "training_preset"),
+    Fault("cancel_ignored", "a cancel answers cancelling and the run goes on", "smoke",
+          ("train.cancel",),
+          _cancel_ignored, "cancel"),
+    Fault("metrics_garbage", "/metrics is not Prometheus text", "smoke",
+          ("metrics.parse", "metrics.families_missing"),
+          _bad_metrics, "metrics"),
+    Fault("metric_family_dropped", "the training-state gauge is not exported", "smoke",
+          ("metrics.families_missing",),
+          _metric_family_dropped, "metrics"),
+    Fault("ui_element_renamed", "a UI control's elem_id changed (generate button)", "smoke",
+          ("ui.elements_missing",),
+          _element_renamed, "ui_served"),
+    Fault("ui_verdict_contradicts", "the UI shows 'Not flagged' whatever the API says", "smoke",
+          ("gradio_api.evaluate",),
+          lambda: _after("app.ui:_verdict", _ui_says_not_flagged), "gradio_api"),
+    Fault("error_logged", "every evaluation logs an ERROR", "smoke",
+          ("container.log_errors",),
+          lambda: _after("app.evaluation:evaluate", _error_per_evaluation), "evaluate or error_lines"),
+    Fault("no_type_check", "a text field's type is not checked (a number gives a 500)", "resilience",
+          ("resilience.bad_input_5xx", "resilience.bad_input_rejected"),
+          _no_type_check, "bad_input_battery"),
+    Fault("html_unescaped", "user text goes into the UI's HTML unescaped", "resilience",
+          ("resilience.html_unescaped",),
+          _html_unescaped, "html_comes_back_escaped"),
+    Fault("auth_not_applied", "basic auth accepts any credentials", "resilience",
+          ("security.auth_unprotected",),
+          lambda: _replace("app.server:Guard._authorized", lambda self, header: True), "basic_auth"),
+    Fault("rate_limit_not_applied", "the rate limit never answers 429", "resilience",
+          ("security.rate_limited",),
+          lambda: _replace("app.server:RateLimiter.retry_after", lambda self, client: 0.0), "rate_limit"),
+]}

@@ -1,0 +1,116 @@
+"""`nox -s faults`: the gate must catch every fault of the catalogue (validation/faults/catalogue.py).
+
+For each fault: the fault's session runs (its tests that can see the fault, `Fault.tests`) against
+the real app started through validation/faults/inject.py on the process target with `tiny`, and
+the failed criteria are read from that run's report.json. First a control run: the same tests on
+the same app without a fault must pass, else a "caught" fault would prove nothing.
+
+    nox -s faults                          # the whole catalogue
+    nox -s faults -- --faults cancel_ignored,ready_lies
+
+reports/faults/faults.md: fault -> caught by (criterion) -> time; each run's own report beside it.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from validation.faults.catalogue import FAULTS, Fault
+
+pytestmark = pytest.mark.faults
+
+REPO = Path(__file__).resolve().parents[2]
+RUN_TIMEOUT_S = 300
+
+
+def _chosen(pytestconfig) -> list[Fault]:
+    names = [n for n in (pytestconfig.getoption("--faults") or "").split(",") if n]
+    unknown = [n for n in names if n not in FAULTS]
+    if unknown:
+        raise pytest.UsageError(f"--faults: unknown {', '.join(unknown)}; known: {', '.join(FAULTS)}")
+    return [FAULTS[n] for n in names] if names else list(FAULTS.values())
+
+
+def _run(session: str, tests: str, out: Path, fault: str | None) -> dict:
+    """One gate run of `session` (-k `tests`) on the process target with `tiny`; its report.json
+    results and how it ended."""
+    env = {**os.environ, "DEFAULT_MODEL": "tiny", "GATE_APP_MODULE": "validation.faults.inject",
+           "GATE_FAULT": fault or "", "GATE_SESSION": session, "GATE_MEMORY_TEST": "off"}
+    env.pop("GATE_T0", None)
+    cmd = [sys.executable, "-m", "pytest", f"validation/{session}", "-p", "no:cacheprovider", "-q",
+           "-p", "no:playwright", "-p", "no:locust", "--target", "process", "--param", "model=tiny", "--health-timeout", "30",
+           "--report-dir", str(out), "-k", tests]
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    try:
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+        ended = f"exit {proc.returncode}"
+        (out / "pytest.log").write_text(proc.stdout + proc.stderr)
+    except subprocess.TimeoutExpired as exc:
+        ended = f"timed out after {RUN_TIMEOUT_S} s"
+        (out / "pytest.log").write_text(str(exc.stdout or "") + str(exc.stderr or ""))
+    seconds = time.perf_counter() - t0
+    try:
+        results = json.loads((out / "report.json").read_text())["results"]
+    except (OSError, ValueError, KeyError):
+        results = []
+    failed = {r["id"]: r.get("detail", "") for r in results if r.get("verdict") == "fail"}
+    passed = [r["id"] for r in results if r.get("verdict") == "pass"]
+    return {"failed": failed, "passed": passed, "seconds": seconds, "ended": ended}
+
+
+def judge(f: Fault, res: dict) -> dict:
+    """A fault is caught when one of the criteria it names failed in its run (another criterion
+    failing instead does not count: the gate must say what is broken)."""
+    hits = [c for c in f.expect if c in res["failed"]]
+    return {"fault": f.name, "bug": f.bug, "session": f.session, "expected": list(f.expect), "caught_by": hits,
+            "also_failed": [c for c in res["failed"] if c not in f.expect], "seconds": round(res["seconds"], 1),
+            "ended": res["ended"], "detail": res["failed"][hits[0]] if hits else ""}
+
+
+def test_every_fault_is_caught(gate, pytestconfig, say, report_dir):
+    faults = _chosen(pytestconfig)
+    root = report_dir
+    gate.require(["faults.control", "faults.uncaught"])
+
+    # Control: every (session, tests) the chosen faults use, without a fault, must pass.
+    selections: dict[str, list[str]] = {}
+    for f in faults:
+        selections.setdefault(f.session, []).append(f"({f.tests})")
+    control_problems = []
+    for session, tests in selections.items():
+        res = _run(session, " or ".join(dict.fromkeys(tests)), root / f"control-{session}", None)
+        say(f"control {session}: {len(res['passed'])} criteria passed, {len(res['failed'])} failed, "
+            f"{res['seconds']:.0f} s ({res['ended']})")
+        if res["failed"] or not res["passed"]:
+            control_problems.append(f"{session}: " + (", ".join(res["failed"]) or f"no criterion measured ({res['ended']})"))
+    gate.measure("faults.control", not control_problems,
+                 detail="; ".join(control_problems) or f"the unfaulted app passes {', '.join(selections)}")
+
+    rows = []
+    for f in faults:
+        row = judge(f, _run(f.session, f.tests, root / f.name, f.name))
+        rows.append(row)
+        others = f" (also {', '.join(row['also_failed'])})" if row["also_failed"] else ""
+        say(f"{'caught  ' if row['caught_by'] else 'MISSED  '} {f.name:26} by {', '.join(row['caught_by']) or '-'}"
+            f"{others}  {row['seconds']:.0f} s")
+    uncaught = [r["fault"] for r in rows if not r["caught_by"]]
+
+    table = ["| fault | the bug | session | caught by (criterion) | also failed | time |", "|---|---|---|---|---|---|"]
+    for r in rows:
+        by = ", ".join(f"`{c}`" for c in r["caught_by"]) or f"**not caught** (expected {', '.join(r['expected'])}; {r['ended']})"
+        table.append(f"| `{r['fault']}` | {r['bug']} | {r['session']} | {by} | {', '.join(r['also_failed']) or '—'} "
+                     f"| {r['seconds']:.0f} s |")
+    (root / "faults.md").write_text("# Fault catalogue\n\n" + "\n".join(table) + "\n")
+    (root / "faults.json").write_text(json.dumps(rows, indent=2))
+    gate.attach(root / "faults.md", "fault -> caught by (criterion) -> time")
+    gate.measure("faults.uncaught", uncaught,
+                 detail=f"{len(rows) - len(uncaught)} of {len(rows)} faults caught"
+                 + (f"; not caught: {', '.join(uncaught)}" if uncaught else ""))
