@@ -174,6 +174,11 @@ def _html_unescaped():
     ui.html = types.SimpleNamespace(escape=lambda s, quote=True: s)  # noqa: ARG005 - the UI's escaping forgotten
 
 
+def _open_without_marking(self):
+    self.root.mkdir(parents=True, exist_ok=True)  # the check of runs left active was dropped
+    return []
+
+
 FAULTS: dict[str, Fault] = {f.name: f for f in [
     Fault("evaluate_never_flags", "evaluation drops every principle's flag", "smoke",
           ("evaluate.harmful_flagged", "gradio_api.evaluate"),
@@ -241,6 +246,9 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
     Fault("html_unescaped", "user text goes into the UI's HTML unescaped", "resilience",
           ("resilience.html_unescaped",),
           _html_unescaped, "html_comes_back_escaped"),
+    Fault("run_not_marked_interrupted", "after a crash, the run that was training is not marked interrupted",
+          "resilience", ("resilience.killed_run_state",),
+          lambda: _replace("app.runs:RunStore.open", _open_without_marking), "sigkill_process"),
     Fault("auth_not_applied", "basic auth accepts any credentials", "resilience",
           ("security.auth_unprotected",),
           lambda: _replace("app.server:Guard._authorized", lambda self, header: True), "basic_auth"),
