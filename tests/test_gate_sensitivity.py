@@ -112,6 +112,14 @@ def test_a_failed_model_load_ends_the_wait_for_ready():
     assert state["seconds"] < 15 and "weights missing" in str(e)
 
 
+def test_memory_that_grows_with_every_request():
+    rss = iter([500 * 2**20, 800 * 2**20])  # before, after the burst
+    with StubApp() as stub:
+        e = expect_failure(checks.memory_growth, client(stub.base_url), make_gate(), lambda: {"memory_bytes": next(rss)},
+                           requests=20, criterion="memory.growth")
+    assert "500 -> 800 MB" in str(e)
+
+
 def test_a_ready_that_lies():
     with StubApp() as stub:
         gate = make_gate()

@@ -237,6 +237,39 @@ def memory(gate: Gate, sample: dict | None) -> None:
     gate.measure("memory.idle", mb, detail=sample.get("source", ""))
 
 
+def _request_burst(http: httpx.Client, n: int, tag: str) -> list[str]:
+    """`n` rules evaluations, each of a new text, and a short base-model generation every tenth;
+    the answers that were not 200."""
+    bad = []
+    for i in range(n):
+        r = http.post("/api/evaluate", json={"text": f"{tag} {i}: {HARMLESS_TEXT}", "mode": "rules"}, timeout=30)
+        if r.status_code != 200:
+            bad.append(f"evaluate {r.status_code}")
+        if i % 10 == 0:
+            r = http.post("/api/generate", json={"prompt": f"Say hello ({tag} {i})", "max_new_tokens": 4,
+                                                 "compare": False}, timeout=60)
+            if r.status_code != 200:
+                bad.append(f"generate {r.status_code}")
+    return bad
+
+
+def memory_growth(http: httpx.Client, gate: Gate, sample, requests: int = 200) -> None:
+    """`memory.growth`: memory in use after `requests` evaluations (and a short generation every
+    tenth) minus before them, after a warm-up burst of the same, so allocator warm-up is not counted
+    and a per-request leak is. `sample()` is the target's resource sample."""
+    _request_burst(http, requests // 5, "warm-up")
+    before = sample()
+    if not before:
+        gate.skip("memory.growth", "no memory sample from this target")
+    bad = _request_burst(http, requests, "request")
+    after = sample()
+    growth = round((after["memory_bytes"] - before["memory_bytes"]) / 2**20, 1)
+    gate.measure("memory.growth", growth,
+                 detail=f"{requests} evaluations + {requests // 10} generations: {before['memory_bytes'] / 2**20:.0f}"
+                        f" -> {after['memory_bytes'] / 2**20:.0f} MB ({before.get('source', '')})"
+                        + (f"; not 200: {', '.join(bad[:5])}" if bad else ""))
+
+
 def log_errors(gate: Gate, text: str, source: str = "log") -> list[str]:
     lines = [ln for ln in text.splitlines() if is_error_line(ln)]
     detail = f"{source}: {len(text.splitlines())} lines"

@@ -174,6 +174,15 @@ def _html_unescaped():
     ui.html = types.SimpleNamespace(escape=lambda s, quote=True: s)  # noqa: ARG005 - the UI's escaping forgotten
 
 
+def _leaky_cache():
+    kept = []
+
+    def keep(result, *a, **k):
+        kept.append(b"x" * 2**20)  # a per-request cache that never evicts: 1 MB per evaluation
+        return result
+    _after("app.service:Service.evaluate", keep)
+
+
 def _open_without_marking(self):
     self.root.mkdir(parents=True, exist_ok=True)  # the check of runs left active was dropped
     return []
@@ -201,6 +210,8 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
     Fault("model_load_slow", "every model load takes 31 s", "smoke",
           ("model.load_time", "ready.time"),
           lambda: _before("app.models:load", _sleep(31)), "ready or model_load"),
+    Fault("memory_leak_per_request", "every evaluation keeps 1 MB that is never freed", "smoke",
+          ("memory.growth",), _leaky_cache, "memory_growth"),
     Fault("generate_empty", "generation returns empty text", "smoke",
           ("generate.valid",),
           lambda: _after("app.generation:wait", lambda text, *a, **k: ""), "generate"),

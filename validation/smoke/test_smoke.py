@@ -77,6 +77,10 @@ def test_idle_memory(gate, target, require_ready):
     checks.memory(gate, target.resource_sample())
 
 
+def test_memory_growth(gate, target, http, require_ready):
+    checks.memory_growth(http, gate, target.resource_sample)
+
+
 def test_ui_served(gate, http):
     elems, apis = checks.ui_names()
     checks.ui(http, gate, elems, apis)
