@@ -16,7 +16,7 @@
   step of a training job) it waits while interactive requests are being served, so a user's
   generation never queues behind a training batch. Every use of a model for inference goes through it.
 * ``Engine``: in ``python -m app`` the workers hand each decoding step to the main thread, which
-  runs it with all cores (see WORKER_THREADS for why).
+  runs it with TORCH_THREADS threads (see WORKER_THREADS for why; Settings.compute_threads).
 """
 
 from __future__ import annotations
@@ -293,8 +293,8 @@ WORKER_THREADS = 1
 
 class Engine:
     """Runs the batchers' decoding steps (prefill, one token for every row) on the thread that
-    calls `serve` with all cores, one step at a time. Without a serving engine a worker runs its
-    steps itself (tests, and any process that does not call serve)."""
+    calls `serve`, with the threads it is given, one step at a time. Without a serving engine a
+    worker runs its steps itself (tests, and any process that does not call serve)."""
 
     def __init__(self) -> None:
         self._work: queue.SimpleQueue = queue.SimpleQueue()
