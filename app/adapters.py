@@ -24,7 +24,7 @@ import weakref
 
 import torch
 
-from app.packing import PackedLinear
+from app.packing import SERVING_LAYERS
 
 _state = threading.local()  # the segments of the batch being run on this thread
 _keys = itertools.count(1)
@@ -86,7 +86,7 @@ def attach(model: torch.nn.Module, peft_model, name: str) -> Adapter | None:
         target = modules.get(path)
         if (list(layer.lora_A) != ["default"] or layer.use_dora.get("default")
                 or getattr(layer, "lora_bias", {}).get("default")
-                or not isinstance(target, (AdaptedLinear, PackedLinear, torch.nn.Linear))):
+                or not isinstance(target, (AdaptedLinear, torch.nn.Linear, *SERVING_LAYERS))):
             return None
         a, b = layer.lora_A["default"].weight.detach(), layer.lora_B["default"].weight.detach()
         found.append((path, a.t().float().contiguous(), (b.float() * layer.scaling["default"]).t().contiguous()))

@@ -67,6 +67,8 @@ class Settings:
     # torch threads per op for decoding (the engine, app/generation.py) and fine-tuning; 0: one less
     # than the cores this process may use, at least 1 (see `compute_threads`).
     torch_threads: int = 0
+    # Serving layout of a bf16 model's linear layers on CPU: "int8" weights or "none" (bf16; app/packing.py)
+    quantize: str = "int8"
     # Data on volumes
     checkpoint_dir: Path = Path("demo/checkpoints")
     log_dir: Path = Path("demo/logs")
@@ -112,6 +114,7 @@ ENV_VARS = {
     "judge_model": "JUDGE_MODEL",
     "device": "DEVICE",
     "torch_threads": "TORCH_THREADS",
+    "quantize": "QUANTIZE",
     "checkpoint_dir": "CHECKPOINT_DIR",
     "log_dir": "LOG_DIR",
     "seed": "SEED",
@@ -139,6 +142,9 @@ def load() -> Settings:
     device = _str(ENV_VARS["device"], d.device).lower()
     if device not in {"auto", "cpu", "cuda", "mps"}:
         raise SettingsError(f"DEVICE={device!r} is not one of auto, cpu, cuda, mps")
+    quantize = _str(ENV_VARS["quantize"], d.quantize).lower()
+    if quantize not in {"int8", "none"}:
+        raise SettingsError(f"QUANTIZE={quantize!r} is not one of int8, none")
     cache = Path(_str(ENV_VARS["model_cache_dir"], str(d.model_cache_dir))).expanduser()
     checkpoints = Path(_str(ENV_VARS["checkpoint_dir"], str(d.checkpoint_dir))).expanduser()
     return Settings(
@@ -153,6 +159,7 @@ def load() -> Settings:
         judge_model=_str(ENV_VARS["judge_model"], d.judge_model),
         device=device,
         torch_threads=_int(ENV_VARS["torch_threads"], d.torch_threads, 0, 256),
+        quantize=quantize,
         checkpoint_dir=checkpoints,
         log_dir=Path(_str(ENV_VARS["log_dir"], str(d.log_dir))).expanduser(),
         seed=_int(ENV_VARS["seed"], d.seed, 0, 2**31 - 1),

@@ -261,6 +261,7 @@ class LoadedModel:
     device: str
     parameters: int
     load_seconds: float
+    weights: str = "as stored"  # the serving layout of its linear layers (app/packing.py)
     adapter: str | None = None  # the LoRA adapter folder applied to the base model, if any
     base: LoadedModel | None = field(default=None, repr=False)  # with an adapter: the model it was applied to
     served: adapters.Adapter | None = field(default=None, repr=False)  # served beside base, on its batcher
@@ -269,7 +270,7 @@ class LoadedModel:
     def info(self) -> dict:
         info = {"name": self.name, "parameters": self.parameters, "device": self.device,
                 "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
-                "load_seconds": round(self.load_seconds, 3)}
+                "weights": self.weights, "load_seconds": round(self.load_seconds, 3)}
         if self.adapter:
             info["adapter"] = self.adapter
         return info
@@ -320,8 +321,8 @@ def load(name: str, settings) -> LoadedModel:
     device = pick_device(settings.device)
     model.to(device).eval()
     params = sum(p.numel() for p in model.parameters())
-    packing.pack(model, device)
-    return LoadedModel(name, model, tokenizer, device, params, time.perf_counter() - started)
+    weights = packing.pack(model, device, settings.quantize)
+    return LoadedModel(name, model, tokenizer, device, params, time.perf_counter() - started, weights)
 
 
 def _load_adapter(name: str, folder: Path, settings, started: float) -> LoadedModel:
@@ -351,14 +352,15 @@ def apply_adapter(base: LoadedModel, folder: Path, *, name: str | None = None) -
         with LOAD_LOCK:
             model = PeftModel.from_pretrained(copy.deepcopy(base.model), str(folder), is_trainable=False)
             served = adapters.attach(base.model, model, str(folder))
+            weights = base.weights
             if served is None:
                 model = model.merge_and_unload().eval()
-                packing.pack(model, base.device)
+                weights = packing.pack(model, base.device, "int8" if base.weights == "int8" else "none")
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ApiError(422, "model", f"could not apply the adapter in {str(folder)!r} to {base.name!r}: "
                        f"{str(exc).splitlines()[0]}") from None
     lm = LoadedModel(name or str(folder), model, base.tokenizer, base.device, base.parameters,
-                     time.perf_counter() - started, adapter=str(folder), base=base)
+                     time.perf_counter() - started, weights, adapter=str(folder), base=base)
     if served is not None:
         lm.model, lm.served, lm._batcher = base.model, served, base.batcher
     return lm

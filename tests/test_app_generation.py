@@ -97,7 +97,7 @@ def test_packed_linears_answer_bit_identically_and_copy_back_to_plain_layers():
     x = torch.randn(5, 3, 64, dtype=torch.bfloat16)
     expected = model(x)
     plain = copy.deepcopy(model)
-    assert packing.pack(model, "cpu") == 2
+    assert packing.pack(model, "cpu", "none") == "bf16"
     assert all(type(m) is packing.PackedLinear for m in (model[0], model[2]))
     assert torch.equal(model(x), expected)
     copied = copy.deepcopy(model)  # what training and adapter merging start from
@@ -105,7 +105,44 @@ def test_packed_linears_answer_bit_identically_and_copy_back_to_plain_layers():
     for a, b in zip(copied.parameters(), plain.parameters(), strict=True):
         assert torch.equal(a, b)
     assert torch.equal(copied(x), expected)
-    assert packing.pack(torch.nn.Linear(4, 4), "cpu") == 0  # float32 stays as it is
+    assert packing.pack(torch.nn.Linear(4, 4), "cpu", "none") == "as stored"  # float32 stays as it is
+
+
+def test_int8_linears_answer_close_to_bf16_and_copy_back_to_the_loaded_weights():
+    from app import packing
+
+    if not packing.int8_supported():
+        pytest.skip("no x86/fbgemm quantized kernels on this CPU: models are served in bf16")
+    torch.manual_seed(0)
+    embed = torch.nn.Embedding(32, 64)
+    head = torch.nn.Linear(64, 32, bias=False)
+    head.weight = embed.weight  # tied, as in SmolLM2
+    model = torch.nn.Sequential(embed, torch.nn.Linear(64, 64), torch.nn.GELU(), head).bfloat16()
+    ids = torch.randint(0, 32, (5, 3))
+    expected = model(ids).float()
+    plain = copy.deepcopy(model)
+    assert packing.pack(model, "cpu", "int8") == "int8"
+    assert [type(m) for m in model] == [torch.nn.Embedding, packing.Int8Linear, torch.nn.GELU, packing.Int8Linear]
+    got = model(ids)
+    assert got.dtype == torch.bfloat16
+    assert (got.float() - expected).abs().max() < 0.05 * expected.abs().max()  # int8 rounding, not a different layer
+    copied = copy.deepcopy(model)  # training and merging start from the weights as loaded
+    assert [type(m) for m in copied] == [torch.nn.Embedding, torch.nn.Linear, torch.nn.GELU, torch.nn.Linear]
+    for a, b in zip(copied.state_dict().values(), plain.state_dict().values(), strict=True):
+        assert torch.equal(a, b)
+    assert copied[3].weight is copied[0].weight  # still tied
+    assert torch.equal(copied(ids), plain(ids))
+
+
+def test_int8_keeps_the_mlp_output_projection_in_bf16():
+    from app import packing
+
+    if not (packing.int8_supported() and packing.supported()):
+        pytest.skip("needs both int8 and oneDNN bf16 kernels")
+    mlp = torch.nn.Module()
+    mlp.up_proj, mlp.down_proj = torch.nn.Linear(8, 16).bfloat16(), torch.nn.Linear(16, 8).bfloat16()
+    assert packing.pack(mlp, "cpu", "int8") == "int8"
+    assert (type(mlp.up_proj), type(mlp.down_proj)) == (packing.Int8Linear, packing.PackedLinear)
 
 
 def test_the_engine_runs_handed_in_steps_on_its_thread_and_passes_errors_back():
