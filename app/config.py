@@ -55,9 +55,7 @@ class Settings:
     host: str = "127.0.0.1"
     port: int = 7860
     # Models
-    # tiny until smollm2 meets the plan's browser generation time reliably on 2 cores (README: "The
-    # default model")
-    default_model: str = "tiny"
+    default_model: str = "smollm2"
     preload: bool = True
     model_cache_dir: Path = Path("demo/models")
     model_dirs: tuple[Path, ...] = ()

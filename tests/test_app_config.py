@@ -12,7 +12,7 @@ def clean_env(monkeypatch):
 
 def test_defaults_bind_localhost_on_7860():
     s = config.load()
-    assert (s.host, s.port, s.default_model, s.auth) == ("127.0.0.1", 7860, "tiny", None)
+    assert (s.host, s.port, s.default_model, s.auth) == ("127.0.0.1", 7860, "smollm2", None)
 
 
 def test_port_injected_by_the_platform_wins(clean_env):

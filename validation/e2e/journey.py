@@ -225,7 +225,7 @@ class Journey:
         self.page = page
         self.gate = gate
         self.shots_dir = shots_dir
-        self.model = model or str(gate.param("model", "tiny"))
+        self.model = model or str(gate.param("model", "smollm2"))
         self.preset = preset or str(gate.param("train_preset", "smoke"))
         self.ui_timeout = ui_timeout
         self.prefix = prefix

@@ -35,7 +35,7 @@ FAULTS = {
     "status_by_script",
     "eval_fetch",
 }
-STATUS_JS = b"document.getElementById('status-ta').value = 'ready: tiny \\u00b7 stub';"
+STATUS_JS = b"document.getElementById('status-ta').value = 'ready: smollm2 \\u00b7 stub';"
 
 
 def page_html(faults: set[str], slow: float = 0.0) -> str:
@@ -51,7 +51,7 @@ def page_html(faults: set[str], slow: float = 0.0) -> str:
     return f"""<!doctype html><html><head><meta charset="utf-8"><title>Constitutional AI demo (stub)</title>
 <link rel="icon" href="data:,">{extra}</head><body>
 <h1>Constitutional AI demo (stub)</h1>
-<div id="{E.MODEL_SELECT}"><label for="model-input">Model</label><input id="model-input" value="tiny"></div>
+<div id="{E.MODEL_SELECT}"><label for="model-input">Model</label><input id="model-input" value="smollm2"></div>
 <button id="{E.MODEL_LOAD}">Load model</button>
 <div id="{E.MODEL_STATUS}"><label for="status-ta">Model status</label><textarea id="status-ta" disabled></textarea></div>
 <div role="tablist"><button role="tab" id="{E.TAB_EVALUATE}-button" aria-selected="true">Evaluation</button></div>
@@ -65,11 +65,11 @@ def page_html(faults: set[str], slow: float = 0.0) -> str:
 const CFG = {cfg};
 const has = (f) => CFG.faults.includes(f);
 const $ = (id) => document.getElementById(id);
-const first = 'ready: tiny · 1,234 parameters · cpu · loaded in 0.01 s';
+const first = 'ready: smollm2 · 1,234 parameters · cpu · loaded in 0.01 s';
 if (!has('status_by_script')) setTimeout(() => {{ $('status-ta').value = first; }}, 20);
 $('{E.MODEL_LOAD}').addEventListener('click', () => {{
   $('status-ta').value = 'loading';
-  const ready = 'ready: tiny · 1,234 parameters · cpu · loaded in 0.02 s';
+  const ready = 'ready: smollm2 · 1,234 parameters · cpu · loaded in 0.02 s';
   if (!has('no_ready')) setTimeout(() => {{ $('status-ta').value = ready; }}, 30);
 }});
 const btn = $('{E.EVAL_BUTTON}');

@@ -49,7 +49,7 @@ def perf_params(pytestconfig: pytest.Config, criteria) -> dict:
     preset = pick("--perf-train-preset", "perf_train_preset", "smoke")
     return {
         "profile": criteria.profile,
-        "model": p.get("model", "tiny"),
+        "model": p.get("model", "smollm2"),
         "budget": int(pick("--load-requests", "load_requests", 100)),
         "users": int(pick("--load-users", "load_users", 10)),
         "workers": int(pick("--load-workers", "load_workers", 0)),

@@ -94,7 +94,7 @@ def test_metrics(gate, http):
 
 
 def test_model_load(gate, http, require_ready):
-    checks.model_load(http, gate, gate.param("model", "tiny"))
+    checks.model_load(http, gate, gate.param("model", "smollm2"))
 
 
 def test_evaluate(gate, http, require_ready):
