@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from validation import checks
+from validation import api, checks
 from validation.stubs import StubApp
 from validation.testing import client, expect_failure, make_gate
 
@@ -21,7 +21,7 @@ def good():
 def run_all(stub: StubApp, gate) -> None:
     http = client(stub.base_url)
     checks.health(http, gate)
-    checks.ready(gate, checks.wait_ready(http, timeout=1), 0.5)
+    checks.ready(gate, api.wait_ready(http, timeout=1), 0.5)
     checks.ui(http, gate, ELEMS, APIS)
     checks.metrics(http, gate)
     checks.model_load(http, gate, "tiny")
@@ -100,14 +100,14 @@ def test_slow_model_load():
 def test_never_ready():
     with StubApp({"never_ready"}) as stub:
         gate = make_gate("strict", ready__time=0.5)
-        state = checks.wait_ready(client(stub.base_url), timeout=0.6)
+        state = api.wait_ready(client(stub.base_url), timeout=0.6)
         e = expect_failure(checks.ready, gate, state, 0.1, criterion="ready.time")
     assert "never answered 200" in str(e) and "503" in str(e)
 
 
 def test_a_failed_model_load_ends_the_wait_for_ready():
     with StubApp({"load_failed"}) as stub:
-        state = checks.wait_ready(client(stub.base_url), timeout=30)
+        state = api.wait_ready(client(stub.base_url), timeout=30)
         e = expect_failure(checks.ready, make_gate(), state, 0.1, criterion="ready.time")
     assert state["seconds"] < 15 and "weights missing" in str(e)
 

@@ -118,30 +118,6 @@ def startup(gate: Gate, health_seconds: float | None) -> None:
     gate.measure("startup.health_time", round(health_seconds, 2), detail="start to first GET /health 200")
 
 
-def wait_ready(http: httpx.Client, timeout: float, interval: float = 0.1, dead=lambda: None) -> dict:
-    """Poll /ready until 200, `timeout` s, or `dead()` says why the app is gone;
-    return {ok, seconds, last} (no verdict: see ready())."""
-    t0 = time.monotonic()
-    last = "no answer"
-    while True:
-        gone = dead()
-        if gone:
-            return {"ok": False, "seconds": time.monotonic() - t0, "last": f"{last}; {gone}"}
-        try:
-            r = http.get("/ready", timeout=5)
-            last = f"{r.status_code} {_short(r.text, 160)}"
-            if r.status_code == 200:
-                return {"ok": True, "seconds": time.monotonic() - t0, "last": last, "body": _json(r)}
-            body = _json(r)
-            if isinstance(body, dict) and body.get("status") == "failed":  # the load failed: nothing to wait for
-                return {"ok": False, "seconds": time.monotonic() - t0, "last": last}
-        except httpx.HTTPError as exc:
-            last = f"{type(exc).__name__}: {exc}"
-        if time.monotonic() - t0 >= timeout:
-            return {"ok": False, "seconds": time.monotonic() - t0, "last": last}
-        CLOCK.sleep(interval)
-
-
 def ready(gate: Gate, state: dict, since_start: float) -> None:
     """Gate `ready.time`: `since_start` = seconds from the target's start to when polling began."""
     total = round(since_start + state["seconds"], 2)

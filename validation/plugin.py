@@ -28,6 +28,7 @@ from typing import Any
 
 import pytest
 
+from validation import api
 from validation import criteria as criteria_mod
 from validation import report as report_mod
 from validation import targets as targets_mod
@@ -426,11 +427,9 @@ def http(target: targets_mod.Target, pytestconfig: pytest.Config):
 @pytest.fixture(scope="session")
 def app_ready(http, target: targets_mod.Target, criteria: criteria_mod.Criteria) -> dict:
     """Wait once for GET /ready 200; {"ok", "seconds" (polling), "since_start", "last"}."""
-    from validation import checks
-
     since_start = time.monotonic() - target.started_at if target.started_at else 0.0
     budget = float(criteria["ready.time"].threshold) - since_start + 5
-    st = checks.wait_ready(http, timeout=max(budget, 5), dead=target.dead)
+    st = api.wait_ready(http, timeout=max(budget, 5), dead=target.dead)
     st["since_start"] = since_start
     return st
 

@@ -12,6 +12,7 @@ from urllib.parse import urlparse
 
 import pytest
 
+from validation import api
 from validation.perf.judge import NotThisApp, identify
 
 
@@ -91,7 +92,6 @@ def perf_ready(subject, target, pytestconfig: pytest.Config) -> dict:
     gate start-up time (smoke does), and a busy machine can take a while."""
     import httpx
 
-    from validation import checks
 
     sent = {"n": 0}
 
@@ -100,7 +100,7 @@ def perf_ready(subject, target, pytestconfig: pytest.Config) -> dict:
 
     hooks = {"request": [count]}
     with httpx.Client(base_url=target.base_url, auth=subject["auth"], timeout=10, event_hooks=hooks) as http:
-        st = checks.wait_ready(http, timeout=float(pytestconfig.getoption("--health-timeout") or 180), interval=0.5)
+        st = api.wait_ready(http, timeout=float(pytestconfig.getoption("--health-timeout") or 180), interval=0.5)
     st["requests"] = sent["n"]
     if not st["ok"]:
         pytest.fail(f"the app never became ready (GET /ready: {st['last']})", pytrace=False)

@@ -21,6 +21,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from validation.targets.resources import CPU_METRIC, RSS_METRIC, docker_cpu_share, docker_memory_bytes, metrics_values
+
 
 @dataclass
 class Sample:
@@ -105,16 +107,10 @@ class DockerStatsBackend(Backend):
 
     @staticmethod
     def parse(s: dict[str, Any]) -> Sample | None:
-        mem = s.get("memory_stats") or {}
-        if not mem:
+        memory = docker_memory_bytes(s)
+        if memory is None:
             return None
-        st = mem.get("stats", {})
-        cache = st.get("inactive_file", st.get("total_inactive_file", st.get("cache", 0)))
-        cs, ps = s.get("cpu_stats", {}), s.get("precpu_stats", {})
-        d_cpu = cs.get("cpu_usage", {}).get("total_usage", 0) - ps.get("cpu_usage", {}).get("total_usage", 0)
-        d_sys = cs.get("system_cpu_usage", 0) - ps.get("system_cpu_usage", 0)
-        pct = (d_cpu / d_sys) * 100 if d_sys > 0 and ps.get("system_cpu_usage") else None  # share of all host CPUs
-        return Sample(time.time(), max(0, mem.get("usage", 0) - cache), pct, mem.get("limit"))
+        return Sample(time.time(), memory, docker_cpu_share(s), (s.get("memory_stats") or {}).get("limit"))
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -143,30 +139,25 @@ class MetricsBackend(Backend):
         self._client = httpx.Client(timeout=5, auth=self.auth)
 
     def read(self) -> Sample | None:
-        from prometheus_client.parser import text_string_to_metric_families
-
         if self.requests >= self.max_samples:
             return None
         self.requests += 1
         try:
             r = self._client.get(f"{self.base_url}/metrics")
             r.raise_for_status()
-            values = {}
-            for fam in text_string_to_metric_families(r.text):
-                if fam.name in ("process_resident_memory_bytes", "process_cpu_seconds"):
-                    values[fam.name] = fam.samples[0].value
+            values = metrics_values(r.text)
         except Exception:  # noqa: BLE001 - a missed sample is not fatal
             return None
-        if "process_resident_memory_bytes" not in values:
+        if RSS_METRIC not in values:
             return None
         now = time.time()
         pct = None
-        cpu_s = values.get("process_cpu_seconds")
+        cpu_s = values.get(CPU_METRIC)
         if cpu_s is not None:
             if self._last is not None and now > self._last[0]:
                 pct = max(0.0, (cpu_s - self._last[1]) / (now - self._last[0]) * 100 / self.cores)
             self._last = (now, cpu_s)
-        return Sample(now, int(values["process_resident_memory_bytes"]), pct)
+        return Sample(now, int(values[RSS_METRIC]), pct)
 
     def close(self) -> None:
         if self._client is not None:

@@ -1,5 +1,6 @@
-"""App instances the resilience gate starts itself: containers with chosen volumes, tmpfs, env and
-a fixed loopback port (so `docker restart` keeps the URL), and `python -m app` processes.
+"""App instances the resilience gate starts itself: containers (the container target with chosen
+volumes, tmpfs, env and a fixed loopback port, so `docker restart` keeps the URL) and `python -m app`
+processes.
 
     c = AppContainer(image, env={...}, data=DataDirs.make("x"), tmpfs={...}, mem_limit="8g")
     c.kill("SIGKILL"); c.wait_exit(); c.restart(); c.wait_healthy(); c.stop()
@@ -10,19 +11,20 @@ the gate's container label, so a crashed run's leftovers are swept like the fram
 
 from __future__ import annotations
 
-import contextlib
 import io
-import os
 import shutil
 import tarfile
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx
+
+from validation import api
 from validation import targets as T
 from validation.gate import CLOCK
+from validation.targets.base import _make_data_dirs, _noop
 
 
 @dataclass
@@ -35,19 +37,15 @@ class DataDirs:
 
     @classmethod
     def make(cls, prefix: str) -> DataDirs:
-        root = Path(tempfile.mkdtemp(prefix=f"cai-res-{prefix}-"))
-        ckpt, logs = root / "checkpoints", root / "logs"
-        for d in (ckpt, logs):
-            d.mkdir()
-            d.chmod(0o777)  # the image's non-root uid writes here
-        return cls(root, ckpt, logs)
+        return cls(*_make_data_dirs(f"cai-res-{prefix}-"))
 
     def remove(self) -> None:
         shutil.rmtree(self.root, ignore_errors=True)
 
 
-class AppContainer(T.Target):
-    kind = "container"
+class AppContainer(T.ContainerTarget):
+    """The container target with what the resilience faults need: a fixed loopback port (kept by
+    `docker restart`), chosen volumes or tmpfs, and kill / restart / wait / copy-in."""
 
     def __init__(
         self,
@@ -58,58 +56,23 @@ class AppContainer(T.Target):
         tmpfs: dict[str, str] | None = None,
         mem_limit: str = "8g",
         health_timeout: float = 180,
-        say=T._noop,
-        wait: bool = True,
+        say=_noop,
     ) -> None:
-        super().__init__()
-        self.docker = T.docker_client()
-        self.image = image
-        self.port = T.free_port()
-        self.base_url = f"http://127.0.0.1:{self.port}"
         self.data = data
-        self.mem_limit = mem_limit
-        volumes: dict[str, dict[str, str]] = {}
-        if data:
-            self.checkpoint_dir, self.log_dir = data.checkpoints, data.logs
-            volumes[str(data.checkpoints)] = {"bind": T.CONTAINER_CHECKPOINTS, "mode": "rw"}
-            volumes[str(data.logs)] = {"bind": T.CONTAINER_LOGS, "mode": "rw"}
-        self.name = f"cai-res-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
-        with CLOCK.spent("engine"):
-            self.container = self.docker.containers.run(
-                image,
-                detach=True,
-                name=self.name,
-                environment=env or {},
-                ports={f"{T.APP_PORT}/tcp": ("127.0.0.1", self.port)},
-                volumes=volumes,
-                tmpfs=tmpfs or {},
-                mem_limit=mem_limit,
-                labels={T.LABEL: str(os.getpid())},
-            )
-        self._register()
-        self.started_at = time.monotonic()
-        say(f"resilience container {self.name} ({image}) on {self.base_url}, mem {mem_limit}")
-        if wait:
-            self.health_seconds = self.wait_healthy(health_timeout)
+        super().__init__(image, env=env, mem_limit=mem_limit, health_timeout=health_timeout,
+                         data_dirs=(data.checkpoints, data.logs) if data else None, volumes=bool(data),
+                         host_port=T.free_port(), tmpfs=tmpfs, say=say)
 
     # -- state
     def attrs(self) -> dict[str, Any]:
-        with CLOCK.spent("engine"):
-            self.container.reload()
-        return self.container.attrs
+        return self.container_attrs
 
     def status(self) -> str:
         return self.attrs().get("State", {}).get("Status", "?")
 
-    def _dead(self) -> str | None:
-        st = self.attrs().get("State", {})
-        if st.get("Status") in ("exited", "dead"):
-            return f"container exited (code {st.get('ExitCode')}, OOMKilled {st.get('OOMKilled')})"
-        return None
-
     def wait_healthy(self, timeout: float = 180) -> float:
         try:
-            return T.wait_http(f"{self.base_url}/health", timeout, alive=self._dead, interval=0.1)
+            return T.wait_http(f"{self.base_url}/health", timeout, alive=self.dead, interval=0.1)
         except T.TargetError as exc:
             raise T.TargetError(f"{self.name}: {exc}", self.log_tail()) from None
 
@@ -121,6 +84,12 @@ class AppContainer(T.Target):
                 return time.monotonic() - t0
             CLOCK.sleep(0.05)
         return None
+
+    def memory_bytes(self) -> int | None:
+        try:
+            return (self.resource_sample() or {}).get("memory_bytes") or None
+        except Exception:  # noqa: BLE001 - container gone
+            return None
 
     # -- faults
     def kill(self, signal: str = "SIGKILL") -> None:
@@ -144,42 +113,16 @@ class AppContainer(T.Target):
         with CLOCK.spent("engine"):
             self.container.put_archive(dest, buf.getvalue())
 
-    def exec(self, cmd: list[str] | str, user: str = "") -> tuple[int, str]:
-        with CLOCK.spent("engine"):
-            code, out = self.container.exec_run(cmd, user=user)
-        return code, out.decode(errors="replace")
 
-    def memory_bytes(self) -> int | None:
-        try:
-            with CLOCK.spent("engine"):
-                s = self.container.stats(stream=False)
-        except Exception:  # noqa: BLE001 - container gone
-            return None
-        mem = s.get("memory_stats", {})
-        stats = mem.get("stats", {})
-        cache = stats.get("inactive_file", stats.get("total_inactive_file", stats.get("cache", 0)))
-        return max(0, mem.get("usage", 0) - cache) if mem.get("usage") else None
-
-    def logs(self) -> str:
-        try:
-            with CLOCK.spent("engine"):
-                return self.container.logs(stdout=True, stderr=True).decode(errors="replace")
-        except Exception:  # noqa: BLE001
-            return ""
-
-    def stop(self) -> None:
-        if self._stopped:
-            return
-        super().stop()
-        with contextlib.suppress(Exception), CLOCK.spent("engine"):
-            self.container.remove(force=True, v=True)
-
-
-def start_process(env: dict[str, str] | None = None, say=T._noop, health_timeout: float = 180) -> T.ProcessTarget:
+def start_process(env: dict[str, str] | None = None, say=_noop, health_timeout: float = 180) -> T.ProcessTarget:
     """`python -m app` with extra env (ProcessTarget: its own tmp checkpoint and log folders)."""
     return T.ProcessTarget(env=env, say=say, health_timeout=health_timeout)
 
 
 def wait_ready(base_url: str, timeout: float = 180, auth=None) -> float:
-    """Seconds until GET /ready answers 200 (the default model loaded)."""
-    return T.wait_http(f"{base_url}/ready", timeout, interval=0.2, auth=auth)
+    """Seconds until GET /ready answers 200 (the default model loaded); TargetError otherwise."""
+    with httpx.Client(base_url=base_url, auth=auth) as client:
+        state = api.wait_ready(client, timeout, interval=0.2)
+    if not state["ok"]:
+        raise T.TargetError(f"{base_url}/ready: not ready after {state['seconds']:.0f} s (last: {state['last']})")
+    return state["seconds"]

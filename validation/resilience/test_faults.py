@@ -69,24 +69,13 @@ def chain(apps):
     return Chain(apps, apps.data_dirs("chain"))
 
 
-def train(c: httpx.Client, preset: str, until=None, timeout: float = 900) -> dict:
-    """Start `preset`; poll until `until(job)` (default: a final state). The job as last seen."""
-    r = c.post("/api/train", json={"preset": preset, "seed": 7})
-    assert r.status_code == 202, f"POST /api/train -> {r.status_code} {r.text[:200]}"
-    return api.poll_job(c.get, r.json()["job_id"], timeout=timeout, until=until)
-
-
-def mid_training(job: dict) -> bool:
-    return job["state"] == "running" and job["step"] >= 2
-
-
 def test_sigkill_mid_training(gate, chain, fault_tally, say):
     app = chain.running()
     with chain.http() as c:
-        done = train(c, "smoke")
+        done = api.start_training(c, "smoke")
         assert done["state"] == "succeeded", f"the first smoke run did not succeed: {done.get('error')}"
         before = rchecks.snapshot_runs(chain.data.checkpoints)
-        job = train(c, "quick", until=mid_training)
+        job = api.start_training(c, "quick", until=api.mid_training)
     say(f"SIGKILL with run {job['run_id']} {job['state']}/{job['phase']} at step {job['step']}/{job['total_steps']}")
     t_kill = time.monotonic()
     app.kill("SIGKILL")
@@ -115,7 +104,7 @@ def test_sigkill_mid_training(gate, chain, fault_tally, say):
             soft=True,
         )
         c.post("/api/models/load", json={"model": "tiny"})
-        new_job = train(c, "smoke")
+        new_job = api.start_training(c, "smoke")
         gate.measure(
             "resilience.train_after_fault",
             new_job["state"],
@@ -131,7 +120,7 @@ def test_sigterm_during_training(gate, chain, fault_tally, say):
     app = chain.running()
     before = rchecks.snapshot_runs(chain.data.checkpoints)
     with chain.http() as c:
-        job = train(c, "quick", until=mid_training)
+        job = api.start_training(c, "quick", until=api.mid_training)
     say(f"SIGTERM with run {job['run_id']} at step {job['step']}/{job['total_steps']}")
     t0 = time.monotonic()
     app.kill("SIGTERM")
@@ -241,7 +230,7 @@ def test_quick_not_oom_killed(gate, chain, fault_tally, say):
         r = c.post("/api/models/load", json={"model": model})
         assert r.status_code == 200, f"load {model}: {r.status_code} {r.text[:200]}"
         try:
-            job = train(c, "quick", timeout=1800)
+            job = api.start_training(c, "quick", timeout=1800)
         except httpx.HTTPError as exc:
             job = {"state": f"no answer ({type(exc).__name__})", "run_id": "?"}
     stop.set()
@@ -270,7 +259,7 @@ def test_full_checkpoint_volume(gate, apps, fault_tally, say):
     app = apps.container(ENV, data=None, tmpfs={CKPT_IN_CONTAINER: f"rw,size={DISK_FULL_SIZE},uid={uid},gid={uid},mode=0755"})
     wait_ready(app.base_url)
     with httpx.Client(base_url=app.base_url, timeout=60) as c:
-        job = train(c, "smoke", timeout=300)
+        job = api.start_training(c, "smoke", timeout=300)
         up = c.get("/health").status_code == 200
         runs = c.get("/api/runs")
         ev = c.post("/api/evaluate", json={"text": "hello", "mode": "rules"}).status_code

@@ -9,9 +9,9 @@ import signal
 import httpx
 import pytest
 
+from validation import api
 from validation.resilience import rchecks
 from validation.resilience.apps import wait_ready
-from validation.resilience.test_faults import mid_training, train
 
 pytestmark = pytest.mark.resilience
 
@@ -24,7 +24,7 @@ def test_sigkill_process_mid_training(gate, apps, target_kind, say):
     app = apps.process(env)
     wait_ready(app.base_url)
     with httpx.Client(base_url=app.base_url, timeout=60) as c:
-        job = train(c, "quick", until=mid_training)
+        job = api.start_training(c, "quick", until=api.mid_training)
     say(f"SIGKILL pid {app.pid} with run {job['run_id']} {job['state']}/{job['phase']} at step {job['step']}")
     app.popen.send_signal(signal.SIGKILL)
     app.popen.wait(30)

@@ -1,0 +1,56 @@
+"""Where the app under test runs: `container` | `process` | `url`.
+
+    target = ContainerTarget(tag, ...) | ProcessTarget(...) | UrlTarget(url, ...)   # plugin.py's `target` fixture
+    target.kind, target.base_url, target.logs(), target.log_tail(60), target.stop()
+    target.started_at                      # time.monotonic() when the start was issued (None: url)
+    target.health_seconds                  # start -> first /health 200 (None: url)
+    target.resource_sample(cpu=False)      # {"memory_bytes", "cpu_percent"?, "source"} from outside
+    target.describe()                      # a dict for the report
+
+container (ContainerTarget): testcontainers DockerImage build (streamed log, BuildFailed with the
+    log on error) or a prebuilt --image; DockerContainer run with the plan's volumes (tmp dirs on
+    /app/demo/checkpoints and /app/demo/logs) and an 8 GB memory limit, HttpWaitStrategy on
+    /health (stops early when the container exits). Extras: .container (docker-py Container),
+    .container_id, .image_attrs (docker image inspect), .container_attrs, .exec(cmd) (in the running
+    container), .checkpoint_dir / .log_dir (host paths), .docker (docker-py client), .build_seconds.
+process (ProcessTarget): `python -m app` on a free port, tmp checkpoint/log dirs, log captured.
+    Extras: .pid, .process (psutil.Process), .checkpoint_dir / .log_dir.
+url (UrlTarget): nothing started; memory from the app's /metrics.
+
+Modules: base (Target, errors, registry, wait_http), url, process, container, image (build),
+engine (Docker client, sweep, one-off runs, Ryuk), resources (memory/CPU readers shared with the
+perf sampler). Everything is importable from `validation.targets`.
+
+Cleanup: every started target registers itself; `cleanup_all()` (called at session end, atexit
+and on SIGTERM/SIGINT by the plugin) removes containers and kills process groups, so Ryuk is not
+needed (TESTCONTAINERS_RYUK_DISABLED=true works; with Ryuk on it is a second safety net).
+Leftovers of a crashed earlier run are found by label and removed by `sweep_stale_containers()`.
+"""
+
+from validation.targets.base import (
+                                     APP_PORT,
+                                     CONTAINER_CHECKPOINTS,
+                                     CONTAINER_LOGS,
+                                     LABEL,
+                                     LOCAL_BASE_IMAGE,
+                                     REPO,
+                                     BuildFailed,
+                                     Say,
+                                     Target,
+                                     TargetError,
+                                     cleanup_all,
+                                     free_port,
+                                     wait_http,
+)
+from validation.targets.container import ContainerTarget
+from validation.targets.engine import docker_answers, docker_client, run_in_image, ryuk_setting, sweep_stale_containers
+from validation.targets.image import build_image, default_build_args, image_present, image_size_bytes
+from validation.targets.process import ProcessTarget
+from validation.targets.url import UrlTarget
+
+__all__ = [
+    "APP_PORT", "CONTAINER_CHECKPOINTS", "CONTAINER_LOGS", "LABEL", "LOCAL_BASE_IMAGE", "REPO", "BuildFailed",
+    "ContainerTarget", "ProcessTarget", "Say", "Target", "TargetError", "UrlTarget", "build_image", "cleanup_all",
+    "default_build_args", "docker_answers", "docker_client", "free_port", "image_present", "image_size_bytes",
+    "run_in_image", "ryuk_setting", "sweep_stale_containers", "wait_http",
+]

@@ -1,0 +1,191 @@
+"""The image run by testcontainers with the plan's volumes and memory limit, waited on /health."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from validation.gate import CLOCK
+from validation.targets.base import (
+    APP_PORT,
+    CONTAINER_CHECKPOINTS,
+    CONTAINER_LOGS,
+    LABEL,
+    Say,
+    Target,
+    TargetError,
+    _make_data_dirs,
+    _noop,
+)
+from validation.targets.engine import _loopback_host, docker_client
+from validation.targets.resources import docker_cpu_share, docker_memory_bytes, docker_online_cpus
+
+
+class _AliveHttpWait:
+    """HttpWaitStrategy on /health that gives up at once when the container exits."""
+
+    @staticmethod
+    def make(port: int, path: str, timeout: float, interval: float = 0.1):
+        from testcontainers.core.wait_strategies import HttpWaitStrategy
+
+        class AliveHttpWaitStrategy(HttpWaitStrategy):
+            def wait_until_ready(self, container):
+                self._target = container
+                return super().wait_until_ready(container)
+
+            def _try_http_request(self, url, headers, ssl_context):
+                wrapped = self._target.get_wrapped_container()
+                wrapped.reload()
+                if wrapped.status in ("exited", "dead"):
+                    code = wrapped.attrs.get("State", {}).get("ExitCode")
+                    raise TargetError(f"container exited (code {code}) before {path} answered")
+                with CLOCK.spent("app"):
+                    return super()._try_http_request(url, headers, ssl_context)
+
+        return AliveHttpWaitStrategy(port, path).with_startup_timeout(timeout).with_poll_interval(interval)
+
+
+class ContainerTarget(Target):
+    kind = "container"
+
+    def __init__(
+        self,
+        image: str,
+        *,
+        env: dict[str, str] | None = None,
+        mem_limit: str = "8g",
+        health_timeout: float = 120,
+        name: str | None = None,
+        data_dirs: tuple[Path, Path] | None = None,
+        volumes: bool = True,
+        host_port: int | None = None,
+        tmpfs: dict[str, str] | None = None,
+        say: Say = _noop,
+    ) -> None:
+        """data_dirs: host folders for the checkpoint and log volumes (default: new tmp ones; volumes=False:
+        none). host_port: a fixed loopback port (kept across `docker restart`; default: any free one).
+        tmpfs: {container path: mount options}."""
+        from testcontainers.core.container import DockerContainer
+
+        _loopback_host()
+
+        super().__init__()
+        self.image = image
+        self.docker = docker_client()
+        with CLOCK.spent("engine"):
+            self.image_attrs: dict[str, Any] = self.docker.images.get(image).attrs
+        self._data_root = None
+        if data_dirs:
+            self.checkpoint_dir, self.log_dir = data_dirs
+        elif volumes:
+            self._data_root, self.checkpoint_dir, self.log_dir = _make_data_dirs("cai-gate-ctr-")
+        self.name = name or f"cai-gate-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
+        self.mem_limit = mem_limit
+        wait = _AliveHttpWait.make(APP_PORT, "/health", health_timeout)
+        self.tc = (
+            DockerContainer(image, env=env or {})
+            .with_name(self.name)
+            .with_exposed_ports(APP_PORT)
+            .with_kwargs(mem_limit=mem_limit, labels={LABEL: str(os.getpid())})
+            .waiting_for(wait)
+        )
+        if host_port:  # on loopback only (docker-py takes (address, port); with_bind_ports binds 0.0.0.0)
+            self.tc.ports[str(APP_PORT)] = ("127.0.0.1", host_port)
+        if self.checkpoint_dir and self.log_dir:
+            self.tc.with_volume_mapping(str(self.checkpoint_dir), CONTAINER_CHECKPOINTS, "rw")
+            self.tc.with_volume_mapping(str(self.log_dir), CONTAINER_LOGS, "rw")
+        for path, options in (tmpfs or {}).items():
+            self.tc.with_tmpfs_mount(path, options)
+        mounts = ([f"{self.checkpoint_dir}:{CONTAINER_CHECKPOINTS}", f"{self.log_dir}:{CONTAINER_LOGS}"]
+                  if self.checkpoint_dir else [])
+        mounts += [f"tmpfs {path}" for path in tmpfs or {}]
+        say(f"container target: docker run {image} (name {self.name}, mem {mem_limit}, "
+            f"volumes {', '.join(mounts) or 'none'})")
+        self._register()
+        self.started_at = time.monotonic()
+        try:
+            with CLOCK.spent("engine"):
+                self.tc.start()
+        except Exception as exc:  # noqa: BLE001 - any start failure: report with the log
+            log = self.log_tail()
+            if isinstance(exc, TimeoutError):
+                raise TargetError(f"container did not answer GET /health 200 within {health_timeout:.0f} s", log) from None
+            if isinstance(exc, TargetError):
+                raise TargetError(f"container did not become healthy: {exc}", log) from None
+            raise TargetError(f"container could not be started: {type(exc).__name__}: {exc}", log) from None
+        self.health_seconds = time.monotonic() - self.started_at
+        host = self.tc.get_container_host_ip()
+        self.host_port = int(self.tc.get_exposed_port(APP_PORT))
+        self.base_url = f"http://{'127.0.0.1' if host in ('localhost', '') else host}:{self.host_port}"
+        say(f"container healthy after {self.health_seconds:.1f} s at {self.base_url} ({self.container_id[:12]})")
+
+    @property
+    def container(self):
+        return self.tc.get_wrapped_container()
+
+    @property
+    def container_id(self) -> str:
+        return self.tc.get_container_id()
+
+    @property
+    def container_attrs(self) -> dict[str, Any]:
+        c = self.container
+        with CLOCK.spent("engine"):
+            c.reload()
+        return c.attrs
+
+    def logs(self) -> str:
+        try:
+            with CLOCK.spent("engine"):
+                return self.container.logs(stdout=True, stderr=True).decode(errors="replace")
+        except Exception:  # noqa: BLE001 - container gone or never created
+            return ""
+
+    def dead(self) -> str | None:
+        try:
+            attrs = self.container_attrs
+        except Exception as exc:  # noqa: BLE001
+            return f"container gone: {exc}"
+        st = attrs.get("State", {})
+        if st.get("Status") in ("exited", "dead"):
+            return f"container exited with code {st.get('ExitCode')}" + (" (OOM-killed)" if st.get("OOMKilled") else "")
+        return None
+
+    def exec(self, cmd: list[str] | str, user: str = "") -> tuple[int, str]:
+        """Run a command in the running container; (exit code, stdout+stderr)."""
+        with CLOCK.spent("engine"):
+            code, out = self.container.exec_run(cmd, user=user)
+        return code, out.decode(errors="replace")
+
+    def resource_sample(self, cpu: bool = False) -> dict[str, Any] | None:
+        """docker stats: memory in use (usage minus page cache, as `docker stats` shows) and CPU %."""
+        with CLOCK.spent("engine"):
+            s = self.container.stats(stream=False, one_shot=not cpu)
+        sample: dict[str, Any] = {
+            "memory_bytes": docker_memory_bytes(s) or 0,
+            "memory_limit_bytes": (s.get("memory_stats") or {}).get("limit"),
+            "source": "docker stats",
+        }
+        if cpu:  # as `docker stats` shows it: 100 % per core
+            sample["cpu_percent"] = (docker_cpu_share(s) or 0.0) * docker_online_cpus(s)
+        return sample
+
+    def stop(self) -> None:
+        if self._stopped:
+            return
+        super().stop()
+        with contextlib.suppress(Exception), CLOCK.spent("engine"):
+            self.tc.stop(force=True, delete_volume=True)
+        if self._data_root:
+            shutil.rmtree(self._data_root, ignore_errors=True)
+
+    def describe(self) -> dict[str, Any]:
+        d = {**super().describe(), "image": self.image, "mem_limit": self.mem_limit, "name": self.name}
+        with contextlib.suppress(Exception):
+            d["container_id"] = self.container_id
+            d["image_id"] = self.image_attrs.get("Id")
+        return d

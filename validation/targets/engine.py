@@ -1,0 +1,104 @@
+"""The Docker engine as the gate uses it: a client, whether one answers, containers of ours
+(labelled with the owner's pid) swept after a crash, one-off runs of an image, and Ryuk."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+
+from validation.gate import CLOCK
+from validation.targets.base import LABEL, Say, _noop
+
+
+def _loopback_host() -> None:
+    """Reach a container's published port on loopback. When testcontainers believes it runs inside
+    a container (as on our VMs) it would use the Docker bridge's gateway (172.17.0.1) instead; the
+    gate sends traffic to this machine's loopback only (a remote DOCKER_HOST keeps its own host)."""
+    from testcontainers.core.config import ConnectionMode
+    from testcontainers.core.config import testcontainers_config as tc
+
+    if tc.connection_mode_override or os.environ.get("DOCKER_HOST", "unix://").startswith(("tcp:", "ssh:")):
+        return
+    tc.connection_mode_override = ConnectionMode.docker_host
+    tc.tc_host_override = tc.tc_host_override or "127.0.0.1"
+
+
+def docker_client(timeout: int = 120):
+    import docker
+
+    return docker.from_env(timeout=timeout)
+
+
+def docker_answers(timeout: float = 3.0) -> tuple[bool, str]:
+    """(True, engine description) when a Docker engine answers; (False, why) otherwise."""
+    try:
+        import docker
+
+        client = docker.from_env(timeout=timeout)
+        with CLOCK.spent("engine"):
+            client.ping()
+            v = client.version()
+        return True, f"Docker engine {v.get('Version', '?')} at {client.api.base_url}"
+    except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
+        return False, f"{type(exc).__name__}: {exc}"
+
+
+def sweep_stale_containers(say: Say = _noop) -> int:
+    """Remove containers a dead earlier gate run left behind (label owner pid no longer alive)."""
+    import psutil
+
+    removed = 0
+    with contextlib.suppress(Exception):
+        client = docker_client(30)
+        for c in client.containers.list(all=True, filters={"label": LABEL}):
+            owner = c.labels.get(LABEL, "")
+            if owner.isdigit() and psutil.pid_exists(int(owner)):
+                continue
+            with CLOCK.spent("engine"):
+                c.remove(force=True, v=True)
+            removed += 1
+        if removed:
+            say(f"removed {removed} container(s) left by an earlier, interrupted gate run")
+    return removed
+
+
+def run_in_image(client, image: str, cmd: str, user: str = "") -> tuple[int, str]:  # noqa: ANN001
+    """`docker run --rm --network none --entrypoint sh IMAGE -c CMD`: the image as built (no
+    volumes, no runtime state), as its own user unless `user` is given; (exit code, output)."""
+    import docker
+
+    with CLOCK.spent("engine"):
+        try:
+            out = client.containers.run(
+                image,
+                ["-c", cmd],
+                entrypoint="sh",
+                remove=True,
+                network_mode="none",
+                user=user or None,
+                stdout=True,
+                stderr=True,
+                labels={LABEL: str(os.getpid())},
+            )
+            return 0, out.decode(errors="replace")
+        except docker.errors.ContainerError as exc:
+            return exc.exit_status, (exc.stderr or b"").decode(errors="replace")
+
+
+def ryuk_setting(say: Say = _noop) -> str:
+    """Decide Ryuk: honour TESTCONTAINERS_RYUK_DISABLED when set; else disable it when its image
+    is not present locally (no registry here) and rely on our own cleanup."""
+    if os.environ.get("TESTCONTAINERS_RYUK_DISABLED", "").strip():
+        return os.environ["TESTCONTAINERS_RYUK_DISABLED"]
+    from testcontainers.core.config import testcontainers_config as tc
+
+    present = False
+    with contextlib.suppress(Exception), CLOCK.spent("engine"):
+        docker_client(10).images.get(tc.ryuk_image)
+        present = True
+    if not present:
+        tc.ryuk_disabled = True
+        os.environ["TESTCONTAINERS_RYUK_DISABLED"] = "true"
+        say(f"Ryuk image {tc.ryuk_image} not present: Ryuk disabled, the gate removes its containers itself")
+        return "true"
+    return "false"

@@ -1,0 +1,123 @@
+"""`python -m app` as a child process on a free port, with its own checkpoint and log folders."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from validation.targets.base import REPO, Say, Target, TargetError, _make_data_dirs, _noop, free_port, wait_http
+from validation.targets.resources import rss_bytes
+
+
+class ProcessTarget(Target):
+    kind = "process"
+
+    def __init__(
+        self,
+        *,
+        python: str = sys.executable,
+        cwd: Path = REPO,
+        port: int | None = None,
+        env: dict[str, str] | None = None,
+        health_timeout: float = 120,
+        log_path: Path | None = None,
+        say: Say = _noop,
+    ) -> None:
+        super().__init__()
+        self.port = port or free_port()
+        self.base_url = f"http://127.0.0.1:{self.port}"
+        self._data_root, self.checkpoint_dir, self.log_dir = _make_data_dirs("cai-gate-proc-")
+        self.log_path = log_path or (self._data_root / "app.log")
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        full_env = {
+            **os.environ,
+            "GRADIO_SERVER_NAME": "127.0.0.1",
+            "GRADIO_SERVER_PORT": str(self.port),
+            "CHECKPOINT_DIR": str(self.checkpoint_dir),
+            "LOG_DIR": str(self.log_dir),
+            "GRADIO_ANALYTICS_ENABLED": "False",
+            "PYTHONUNBUFFERED": "1",
+            **(env or {}),
+        }
+        full_env.pop("PORT", None)
+        # GATE_APP_MODULE: the faults session's wrapper (validation/faults/inject.py) instead of the app
+        self.cmd = [python, "-m", os.environ.get("GATE_APP_MODULE") or "app"]
+        say(f"process target: {' '.join(self.cmd)} on {self.base_url} (log: {self.log_path})")
+        self._log_fh = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.started_at = time.monotonic()
+        self.popen = subprocess.Popen(
+            self.cmd,
+            cwd=cwd,
+            env=full_env,
+            stdout=self._log_fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self._register()
+        self.pid = self.popen.pid
+        try:
+            self.health_seconds = wait_http(f"{self.base_url}/health", health_timeout, alive=self.dead)
+        except TargetError as exc:
+            raise TargetError(f"process target did not become healthy: {exc}", self.log_tail()) from None
+        say(f"process target healthy after {self.health_seconds:.1f} s (pid {self.pid})")
+
+    def dead(self) -> str | None:
+        code = self.popen.poll()
+        return None if code is None else f"`python -m app` exited with code {code}"
+
+    @property
+    def process(self):
+        import psutil
+
+        return psutil.Process(self.pid)
+
+    def logs(self) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")
+        except OSError:
+            return ""
+
+    def resource_sample(self, cpu: bool = False) -> dict[str, Any] | None:
+        import psutil
+
+        try:
+            procs = [self.process, *self.process.children(recursive=True)]
+            sample: dict[str, Any] = {
+                "memory_bytes": rss_bytes(procs),
+                "source": "psutil RSS (process + children)",
+            }
+            if cpu:
+                for p in procs:
+                    p.cpu_percent(None)
+                time.sleep(0.5)
+                sample["cpu_percent"] = sum(p.cpu_percent(None) for p in procs)
+            return sample
+        except psutil.Error:
+            return None
+
+    def stop(self, timeout: float = 10) -> None:
+        if self._stopped:
+            return
+        super().stop()
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                self.popen.wait(5)
+        self._log_fh.close()
+        shutil.rmtree(self._data_root, ignore_errors=True)
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "pid": self.pid, "cmd": " ".join(self.cmd)}

@@ -1,0 +1,36 @@
+"""A deployment at a URL: nothing is started; memory comes from the app's own /metrics."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import httpx
+
+from validation.gate import CLOCK
+from validation.targets.base import Say, Target, TargetError, _noop, wait_http
+from validation.targets.resources import RSS_METRIC, metrics_values
+
+
+class UrlTarget(Target):
+    kind = "url"
+
+    def __init__(self, base_url: str, auth: tuple[str, str] | None = None, health_timeout: float = 120, say: Say = _noop) -> None:
+        super().__init__()
+        self.base_url = base_url.rstrip("/")
+        self.auth = auth
+        # A deployment may be waking up (Fly auto start, Cloud Run scale from zero): wait for /health
+        # (any answer but a connection error or 5xx from a proxy), without counting it as start-up.
+        say(f"url target: {self.base_url} (nothing started); waiting for GET /health to answer")
+        try:
+            waited = wait_http(f"{self.base_url}/health", health_timeout, predicate=lambda r: r.status_code < 502)
+        except TargetError as exc:
+            raise TargetError(f"url target does not answer: {exc}") from None
+        say(f"url target answers after {waited:.1f} s")
+
+    def resource_sample(self, cpu: bool = False) -> dict[str, Any] | None:
+        """Memory of the app as it reports it in /metrics (process_resident_memory_bytes)."""
+        with CLOCK.spent("app"):
+            r = httpx.get(f"{self.base_url}/metrics", auth=self.auth, timeout=10)
+        r.raise_for_status()
+        rss = metrics_values(r.text).get(RSS_METRIC)
+        return None if rss is None else {"memory_bytes": int(rss), "source": f"/metrics {RSS_METRIC}"}
