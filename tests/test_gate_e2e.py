@@ -122,9 +122,9 @@ def test_wrong_verdict(stub_browser):
 def test_a_page_load_broken_by_a_host_network_change_is_reloaded(stub_browser, monkeypatch):
     """Docker adding a veth makes Chromium drop requests (net::ERR_NETWORK_CHANGED): not the app's
     fault; the load is retried and the report says so. Simulated: the first status script aborts."""
-    from validation.e2e import journey as journey_mod
+    from validation.e2e import page as page_mod
 
-    monkeypatch.setattr(journey_mod, "NETWORK_CHANGED", re.compile(r"ERR_FAILED"))
+    monkeypatch.setattr(page_mod, "NETWORK_CHANGED", re.compile(r"ERR_FAILED"))
     with StubUI({"status_by_script"}) as stub:
         j = make_journey(stub_browser, stub)
         calls = []
@@ -144,9 +144,9 @@ def test_a_page_load_broken_by_a_host_network_change_is_reloaded(stub_browser, m
 
 
 def test_a_step_broken_by_a_host_network_change_is_done_again_on_a_reloaded_page(stub_browser, monkeypatch):
-    from validation.e2e import journey as journey_mod
+    from validation.e2e import page as page_mod
 
-    monkeypatch.setattr(journey_mod, "NETWORK_CHANGED", re.compile(r"ERR_FAILED"))
+    monkeypatch.setattr(page_mod, "NETWORK_CHANGED", re.compile(r"ERR_FAILED"))
     with StubUI({"eval_fetch"}) as stub:
         j = make_journey(stub_browser, stub, e2e__evaluate_time=0.5)
         j.open()
