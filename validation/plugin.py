@@ -23,6 +23,8 @@ import os
 import signal
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -38,7 +40,25 @@ from validation.gate import CLOCK, CriterionFailed, Gate, Recorder
 TARGETS = ("auto", "container", "process", "url")
 GATE_SESSIONS = ("smoke", "e2e", "perf", "resilience", "demo", "image")
 
-_state_key = pytest.StashKey[dict]()
+@dataclass
+class GateState:
+    """What the plugin keeps for one pytest session (in config.stash), typed: conftests read it
+    through `state(config)`, tests through the fixtures below."""
+
+    session: str
+    report_dir: Path
+    recorder: Recorder
+    say: Callable[[str], None]
+    t0: float  # when this gate run started (GATE_T0 from nox, else this process's start)
+    kind: str | None = None  # the target kind, decided once by the `target_kind` fixture
+    target: targets_mod.Target | None = None
+    target_info: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
+    tests: dict[str, int] = field(default_factory=lambda: {"passed": 0, "failed": 0, "skipped": 0, "error": 0})
+    report: Any = None  # the report dict, once written
+    report_files: Any = None  # (report.json, report.md)
+
+
+_state_key = pytest.StashKey[GateState]()
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -161,16 +181,7 @@ def pytest_configure(config: pytest.Config) -> None:
                                 f"its parameters: {', '.join(sorted(crit.params))}")
     crit.params.update({k: _toml_value(v) for k, v in overrides.items()})
     t0 = float(os.environ["GATE_T0"]) if os.environ.get("GATE_T0") else _process_start()
-    config.stash[_state_key] = {
-        "session": session,
-        "report_dir": report_dir,
-        "recorder": Recorder(crit, "", session),
-        "target": None,
-        "target_info": {"kind": "none"},
-        "t0": t0,
-        "say": _say_factory(config),
-        "tests": {"passed": 0, "failed": 0, "skipped": 0, "error": 0},
-    }
+    config.stash[_state_key] = GateState(session, report_dir, Recorder(crit, "", session), _say_factory(config), t0)
     if session in GATE_SESSIONS or session == "pytest":
         threading.Thread(target=_prefetch_imports, name="gate-prefetch", daemon=True).start()
     if threading.current_thread() is threading.main_thread():
@@ -217,7 +228,7 @@ def pytest_unconfigure(config: pytest.Config) -> None:
     targets_mod.cleanup_all()
 
 
-def state(config: pytest.Config) -> dict:
+def state(config: pytest.Config) -> GateState:
     return config.stash[_state_key]
 
 
@@ -227,7 +238,7 @@ def state(config: pytest.Config) -> dict:
 
 @pytest.fixture(scope="session")
 def recorder(pytestconfig: pytest.Config) -> Recorder:
-    return state(pytestconfig)["recorder"]
+    return state(pytestconfig).recorder
 
 
 @pytest.fixture(scope="session")
@@ -247,13 +258,13 @@ _gate_key = pytest.StashKey[Gate]()
 
 @pytest.fixture(scope="session")
 def report_dir(pytestconfig: pytest.Config) -> Path:
-    return state(pytestconfig)["report_dir"]
+    return state(pytestconfig).report_dir
 
 
 @pytest.fixture(scope="session")
 def say(pytestconfig: pytest.Config):
     """Progress lines on the terminal, shown while output is captured: say("...")."""
-    return state(pytestconfig)["say"]
+    return state(pytestconfig).say
 
 
 def resolve_target_kind(config: pytest.Config) -> tuple[str, str]:
@@ -294,16 +305,16 @@ def _kv(items: list[str], what: str) -> dict[str, str]:
 @pytest.fixture(scope="session")
 def target_kind(pytestconfig: pytest.Config) -> str:
     st = state(pytestconfig)
-    if "kind" not in st:
+    if st.kind is None:
         kind, why = resolve_target_kind(pytestconfig)
         banner = f"TARGET: {kind.upper()} ({why})"
-        st["say"]("=" * len(banner))
-        st["say"](banner)
-        st["say"]("=" * len(banner))
-        st["kind"] = kind
-        st["recorder"].target_kind = kind
-        st["target_info"] = {"kind": kind, "why": why}
-    return st["kind"]
+        st.say("=" * len(banner))
+        st.say(banner)
+        st.say("=" * len(banner))
+        st.kind = kind
+        st.recorder.target_kind = kind
+        st.target_info = {"kind": kind, "why": why}
+    return st.kind
 
 
 @pytest.fixture(scope="session")
@@ -312,7 +323,7 @@ def image(pytestconfig: pytest.Config, target_kind: str, recorder: Recorder) -> 
     st = state(pytestconfig)
     if target_kind != "container":
         pytest.skip(f"no image on the {target_kind} target")
-    say = st["say"]
+    say = st.say
     targets_mod.ryuk_setting(say)
     targets_mod.sweep_stale_containers(say)
     prebuilt = pytestconfig.getoption("--image")
@@ -321,10 +332,10 @@ def image(pytestconfig: pytest.Config, target_kind: str, recorder: Recorder) -> 
             targets_mod.docker_client(30).images.get(prebuilt)
         except Exception as exc:  # noqa: BLE001
             raise pytest.UsageError(f"--image {prebuilt}: not found in the local engine ({exc})") from None
-        st["target_info"]["image"] = prebuilt
+        st.target_info["image"] = prebuilt
         return _image_info(prebuilt, built=False, seconds=None, log=None)
     tag = pytestconfig.getoption("--image-tag")
-    log_path = st["report_dir"] / "build.log"
+    log_path = st.report_dir / "build.log"
     try:
         seconds = targets_mod.build_image(
             tag, build_args=_kv(pytestconfig.getoption("--build-arg"), "--build-arg"), log_path=log_path, say=say
@@ -339,7 +350,7 @@ def image(pytestconfig: pytest.Config, target_kind: str, recorder: Recorder) -> 
     if build_error is not None:
         pytest.fail(f"image build failed: {build_error}\n--- docker build log, last lines ---\n{build_error.log}", pytrace=False)
     recorder.attach(log_path, "docker build log")
-    st["target_info"]["image"] = tag
+    st.target_info["image"] = tag
     return _image_info(tag, built=True, seconds=seconds, log=log_path)
 
 
@@ -362,9 +373,9 @@ def _image_info(tag: str, *, built: bool, seconds: float | None, log: Path | Non
 @pytest.fixture(scope="session")
 def target(request: pytest.FixtureRequest, pytestconfig: pytest.Config, target_kind: str, recorder: Recorder):
     st = state(pytestconfig)
-    say = st["say"]
+    say = st.say
     app_env = _kv(pytestconfig.getoption("--app-env"), "--app-env")
-    auth = _auth(pytestconfig)
+    auth = basic_auth(pytestconfig)
     health_timeout = pytestconfig.getoption("--health-timeout")
     t: targets_mod.Target | None = None
     try:
@@ -372,7 +383,7 @@ def target(request: pytest.FixtureRequest, pytestconfig: pytest.Config, target_k
             t = targets_mod.UrlTarget(pytestconfig.getoption("--base-url"), auth, health_timeout, say=say)
         elif target_kind == "process":
             t = targets_mod.ProcessTarget(
-                env=app_env, health_timeout=health_timeout, log_path=st["report_dir"] / "target.log", say=say
+                env=app_env, health_timeout=health_timeout, log_path=st.report_dir / "target.log", say=say
             )
         else:
             img = request.getfixturevalue("image")
@@ -388,7 +399,7 @@ def target(request: pytest.FixtureRequest, pytestconfig: pytest.Config, target_k
     else:
         failure = None
     if failure is not None:
-        log_path = st["report_dir"] / "target.log"
+        log_path = st.report_dir / "target.log"
         if failure.log:
             log_path.write_text(failure.log + "\n")
             recorder.attach(log_path, f"{target_kind} log (start failed)")
@@ -398,19 +409,25 @@ def target(request: pytest.FixtureRequest, pytestconfig: pytest.Config, target_k
         targets_mod.cleanup_all()
         tail = f"\n--- {target_kind} log, last lines ---\n{failure.log}" if failure.log else " (no log)"
         pytest.fail(f"{target_kind} target failed to start: {failure}{tail}", pytrace=False)
-    st["target"] = t
-    st["target_info"].update(t.describe())
+    st.target = t
+    st.target_info.update(t.describe())
     try:
         yield t
     finally:
         if t.kind != "url":
-            path = t.save_log(st["report_dir"] / "target.log")
+            path = t.save_log(st.report_dir / "target.log")
             if path:
                 recorder.attach(path, f"{t.kind} log")
         t.stop()
 
 
-def _auth(config: pytest.Config) -> tuple[str, str] | None:
+@pytest.fixture(scope="session")
+def auth(pytestconfig: pytest.Config) -> tuple[str, str] | None:
+    """--basic-auth as (user, password), or None."""
+    return basic_auth(pytestconfig)
+
+
+def basic_auth(config: pytest.Config) -> tuple[str, str] | None:
     raw = config.getoption("--basic-auth")
     if not raw:
         return None
@@ -420,7 +437,7 @@ def _auth(config: pytest.Config) -> tuple[str, str] | None:
 
 @pytest.fixture(scope="session")
 def http(target: targets_mod.Target, pytestconfig: pytest.Config):
-    with TimedClient(base_url=target.base_url, auth=_auth(pytestconfig), timeout=30) as client:
+    with TimedClient(base_url=target.base_url, auth=basic_auth(pytestconfig), timeout=30) as client:
         yield client
 
 
@@ -455,7 +472,7 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
         rep.longrepr = "\n".join(r.message for r in g.pending)
     if rep.failed:
         st = state(item.config)
-        t = st.get("target")
+        t = st.target
         if t is not None and t.kind != "url":
             with contextlib.suppress(Exception):
                 gone = t.dead()
@@ -463,14 +480,14 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo):
                 rep.sections.append((title, t.log_tail(60)))
     _count(item.config, rep)
     if rep.when == "teardown":
-        rec = state(item.config)["recorder"]
+        rec = state(item.config).recorder
         for r in rec.results:
             if r.test == item.nodeid:
                 item.user_properties.append((f"criterion {r.id}", f"{r.verdict}: {r.measured_text} ({r.threshold_text})"))
 
 
 def _count(config: pytest.Config, rep: pytest.TestReport) -> None:
-    tests = state(config)["tests"]
+    tests = state(config).tests
     if rep.when == "call":
         tests["passed" if rep.passed else "failed" if rep.failed else "skipped"] += 1
     elif rep.failed:
@@ -485,20 +502,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _state_key not in config.stash:
         return
     st = state(config)
-    rec: Recorder = st["recorder"]
+    rec: Recorder = st.recorder
     targets_mod.cleanup_all()
     now = time.time()
     timings = CLOCK.totals()
     if os.environ.get("GATE_SETUP_S"):
         timings["setup"] = round(float(os.environ["GATE_SETUP_S"]), 2)  # nox: venv install, docker scripts
-    wall = now - st["t0"]
+    wall = now - st.t0
     overhead = max(0.0, wall - sum(timings.values()))
     timings["overhead"] = round(overhead, 2)
     interrupted = session.exitstatus == pytest.ExitCode.INTERRUPTED
     if interrupted:
         rec.note("the session was interrupted (Ctrl-C / SIGTERM): criteria not reached are `not run`")
     own = rec.criteria.items.get("harness.overhead")
-    if own and rec.session in own.sessions and not interrupted and st["tests"]["passed"] + st["tests"]["failed"] > 0:
+    if own and rec.session in own.sessions and not interrupted and st.tests["passed"] + st.tests["failed"] > 0:
         with contextlib.suppress(CriterionFailed):
             rec.gate("session").measure(
                 "harness.overhead",
@@ -510,25 +527,25 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     rep = report_mod.build(
         session=rec.session,
         criteria=rec.criteria,
-        target=st["target_info"],
+        target=st.target_info,
         results=rec.results,
         attachments=rec.attachments,
         timings=timings,
-        tests=st["tests"],
+        tests=st.tests,
         exit_status=int(session.exitstatus),
-        started_at=st["t0"],
+        started_at=st.t0,
         finished_at=now,
         notes=rec.notes,
     )
-    st["report"] = rep
-    st["report_files"] = report_mod.write(rep, st["report_dir"])
+    st.report = rep
+    st.report_files = report_mod.write(rep, st.report_dir)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Config) -> None:
     if _state_key not in config.stash:
         return
     st = state(config)
-    rep = st.get("report")
+    rep = st.report
     if not rep:
         return
     tr = terminalreporter
@@ -548,5 +565,5 @@ def pytest_terminal_summary(terminalreporter, exitstatus: int, config: pytest.Co
         tr.write_line(f"wall {rep['wall_s']} s: " + ", ".join(f"{k} {v} s" for k, v in t.items()))
     else:
         tr.write_line(f"no gate criteria in this session ({rep['session']}); wall {rep['wall_s']} s")
-    js, md = st["report_files"]
+    js, md = st.report_files
     tr.write_line(f"report: {md}  ({js.name}, junit.xml)")

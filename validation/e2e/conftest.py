@@ -39,22 +39,22 @@ def _given(config: pytest.Config, option: str) -> bool:
 
 def pytest_configure(config: pytest.Config) -> None:
     st = plugin.state(config)
-    report_dir: Path = st["report_dir"]
+    report_dir: Path = st.report_dir
     if not _given(config, "--output"):
         config.option.output = str(report_dir / "artifacts")
     if not _given(config, "--tracing"):
         config.option.tracing = "off"
     if not _given(config, "--video"):
-        config.option.video = "on" if st["session"] == "demo" else "off"
+        config.option.video = "on" if st.session == "demo" else "off"
     recording = [f"{o} {getattr(config.option, o)}" for o in ("tracing", "video") if getattr(config.option, o) != "off"]
     if recording:
-        st["recorder"].note(f"Playwright {', '.join(recording)}: timed browser steps include the recording's CPU cost")
+        st.recorder.note(f"Playwright {', '.join(recording)}: timed browser steps include the recording's CPU cost")
     if config.option.video != "off":
         ok, how = ensure_ffmpeg()
         if not ok:
             config.option.video = "off"
-            st["recorder"].note(f"video recording off: {how} (traces still have the filmstrip)")
-    if st["session"] == "demo" and not _given(config, "--slowmo"):
+            st.recorder.note(f"video recording off: {how} (traces still have the filmstrip)")
+    if st.session == "demo" and not _given(config, "--slowmo"):
         config.option.slowmo = 400  # a watchable pace (ms per browser action)
     config.stash[_e2e_key] = {"browser_start": None, "steps": [], "journey_s": None}
 
@@ -125,7 +125,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if _e2e_key not in config.stash:
         return
     st = plugin.state(config)
-    rec = st["recorder"]
+    rec = st.recorder
     out = Path(config.getoption("--output")).resolve()
     videos = []
     if out.exists():
@@ -134,20 +134,20 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
                 rec.attach(f, f"playwright {'trace' if f.suffix == '.zip' else 'video'}: {f.parent.name}")
                 if f.suffix == ".webm" and "whole-journey" in f.parent.name:
                     videos.append(f)
-    if st["session"] == "demo":
+    if st.session == "demo":
         video = None
         if videos:
-            video = st["report_dir"] / "walkthrough.webm"
+            video = st.report_dir / "walkthrough.webm"
             shutil.copyfile(videos[-1], video)
         e2e = e2e_state(config)
         paths = walkthrough.write(
-            st["report_dir"],
+            st.report_dir,
             e2e["steps"],
             video=video,
             browser_start=e2e["browser_start"],
             journey_s=e2e["journey_s"],
-            target=st.get("target_info", {}),
+            target=st.target_info,
         )
         for p in paths:
             rec.attach(p, f"walkthrough ({p.suffix[1:]})")
-        st["say"](f"walkthrough: {paths[-1]}")
+        st.say(f"walkthrough: {paths[-1]}")

@@ -101,7 +101,7 @@ def apps(pytestconfig, target_kind, image_tag, say, recorder):
     finally:
         for t in f.started:  # keep each app's log next to the report
             with contextlib.suppress(Exception):
-                path = state(pytestconfig)["report_dir"] / f"app-{getattr(t, 'name', t.kind)}-{id(t) % 10**6}.log"
+                path = state(pytestconfig).report_dir / f"app-{getattr(t, 'name', t.kind)}-{id(t) % 10**6}.log"
                 if t.save_log(path):
                     recorder.attach(path, f"resilience app log ({getattr(t, 'name', t.kind)})")
         f.close()

@@ -24,13 +24,11 @@ MARKER_CONTAINER = "/tmp/gate-remote-code-ran"
 
 
 @pytest.fixture(scope="module")
-def secured(apps, target_kind, request, pytestconfig):
+def secured(apps, target_kind, request, auth):
     """An app with BASIC_AUTH and RATE_LIMIT_PER_MINUTE on (and, on process, no GRADIO_SERVER_NAME).
     On the url target: the deployed app itself, when --basic-auth says it has auth on."""
     if target_kind == "url":
-        from validation.plugin import _auth
-
-        creds = _auth(pytestconfig)
+        creds = auth
         if not creds:
             pytest.skip("url target without --basic-auth: the deployed app's auth cannot be checked")
         return {"app": request.getfixturevalue("target"), "auth": creds, "remote": None, "url": True}

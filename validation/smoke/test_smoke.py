@@ -101,13 +101,11 @@ def test_evaluate(gate, http, require_ready):
     checks.evaluate(http, gate)
 
 
-def test_gradio_api_evaluate(gate, target, http, pytestconfig, require_ready):
-    from validation.plugin import _auth
-
+def test_gradio_api_evaluate(gate, target, http, auth, require_ready):
     _, apis = checks.ui_names()
     api = next(a for a in apis if a == "evaluate" or a.endswith("evaluate"))
     expected = http.post("/api/evaluate", json={"text": checks.HARMFUL_TEXT, "mode": "rules"}, timeout=30).json()
-    checks.gradio_evaluate(target.base_url, gate, api, expected, auth=_auth(pytestconfig))
+    checks.gradio_evaluate(target.base_url, gate, api, expected, auth=auth)
 
 
 def test_generate(gate, http, require_ready):
