@@ -1,6 +1,10 @@
 """Prometheus metrics (prometheus-client's default registry, which also carries the process
 collector: process_resident_memory_bytes, process_cpu_seconds_total)."""
 
+import os
+import shutil
+from pathlib import Path
+
 from prometheus_client import Counter, Gauge, Histogram
 
 REQUESTS = Counter("cai_http_requests_total", "HTTP requests served", ["method", "route", "status"])
@@ -11,6 +15,28 @@ MODEL_LOADED = Gauge("cai_model_loaded", "1 for the loaded model", ["model"])
 JOB_STATES = ("idle", "queued", "running", "cancelling", "cancelled", "succeeded", "failed")
 TRAINING_STATE = Gauge("cai_training_job_state", "1 for the current training job state", ["state"])
 TRAINING_RUNS = Counter("cai_training_runs_total", "Training runs by final state", ["state"])
+# Read at each scrape (watch_volume): the checkpoint volume filling up is an alert (monitoring/alerts.yml).
+VOLUME_BYTES = Gauge("cai_checkpoint_volume_bytes", "Bytes of the checkpoint volume's file system", ["kind"])
+RUNS_STORED = Gauge("cai_training_runs_stored", "Training run folders on the checkpoint volume")
+
+
+def watch_volume(runs_dir: Path) -> None:
+    """Report the file system holding `runs_dir` (used, free, total bytes) and its run folders."""
+    def usage(kind: str) -> float:
+        try:
+            return float(getattr(shutil.disk_usage(runs_dir), kind))
+        except OSError:
+            return float("nan")
+
+    def runs() -> float:
+        try:
+            return float(sum(1 for e in os.scandir(runs_dir) if e.is_dir()))
+        except OSError:
+            return float("nan")
+
+    for kind in ("used", "free", "total"):
+        VOLUME_BYTES.labels(kind=kind).set_function(lambda kind=kind: usage(kind))
+    RUNS_STORED.set_function(runs)
 
 
 def set_training_state(state: str) -> None:

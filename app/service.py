@@ -73,6 +73,7 @@ class Service:
     # ---- lifecycle ----
     def open(self) -> None:
         interrupted = self.store.open()
+        metrics.watch_volume(self.store.root)
         if interrupted:
             log.warning("runs interrupted by an earlier stop", extra={"runs": interrupted})
 

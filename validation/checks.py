@@ -34,6 +34,8 @@ METRIC_FAMILIES = (
     "cai_model_loaded",
     "cai_training_job_state",
     "cai_training_runs",
+    "cai_checkpoint_volume_bytes",
+    "cai_training_runs_stored",
 )
 
 ERROR_LINE = re.compile(
