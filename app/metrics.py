@@ -53,3 +53,5 @@ def set_model(name: str | None, load_seconds: float | None = None) -> None:
 
 
 set_training_state("idle")
+for _state in ("succeeded", "failed", "cancelled"):  # present from the start, so rate() and alerts see 0
+    TRAINING_RUNS.labels(state=_state)

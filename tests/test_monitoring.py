@@ -9,9 +9,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-import yaml
 
 from validation import criteria as criteria_mod
+from validation import prometheus
+from validation.gate import CriterionFailed
+from validation.stubs import StubApp
+from validation.testing import expect_failure, make_gate
 
 MONITORING = Path(__file__).resolve().parent.parent / "monitoring"
 UNIT_SCALE = {"%": 0.01, "GB": 1e9, "s": 1.0}  # criteria.toml units -> the metrics' units
@@ -20,8 +23,7 @@ needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not insta
 
 
 def _rules() -> list[dict]:
-    groups = yaml.safe_load((MONITORING / "alerts.yml").read_text())["groups"]
-    return [rule for group in groups for rule in group["rules"]]
+    return prometheus.rules()
 
 
 def _promtool(*args: str, cwd: Path = MONITORING) -> subprocess.CompletedProcess:
@@ -72,8 +74,28 @@ def test_the_rules_only_use_series_the_app_exports(tmp_path):
 
     metrics.watch_volume(tmp_path)
     exported = {family.name for family in REGISTRY.collect()} | {"up"}
-    used = set()
-    for rule in _rules():
-        used |= set(re.findall(r"\b((?:cai|process)_[a-z_]+|up)\b(?=\s*[{\[)]|\s*[=<>]|\s*$)", rule["expr"]))
-    base = {re.sub(r"_(bucket|total|count|sum)$", "", name) for name in used}
-    assert base and base <= exported, sorted(base - exported)
+    base = {re.sub(r"_(bucket|total|count|sum)$", "", name) for name in prometheus.series_used()}
+    assert len(base) >= 6 and base <= exported, sorted(base - exported)
+
+
+needs_prometheus = pytest.mark.skipif(prometheus.binary() is None, reason="prometheus not installed (apt-get install prometheus)")
+
+
+@needs_prometheus
+def test_a_real_prometheus_sees_every_series_of_a_healthy_app_and_the_alert_check_fails_when_nothing_goes_down(tmp_path):
+    gate = make_gate("plan")
+    with StubApp() as stub, prometheus.PrometheusServer(stub.base_url, tmp_path) as prom:
+        # the "freeze" does nothing: CaiDemoDown cannot fire, so the check must fail
+        expect_failure(prometheus.check, gate, prom, lambda: None, lambda: None, timeout=4,
+                       criterion="monitoring.alert_fired", measured="no")
+    verdicts = {r.id: r.verdict for r in gate.recorder.results}
+    assert verdicts["monitoring.series_missing"] == "pass", gate.recorder.results
+
+
+@needs_prometheus
+def test_the_series_check_fails_when_the_app_exports_no_prometheus_text(tmp_path):
+    gate = make_gate("plan")
+    with StubApp(faults={"bad_metrics"}) as stub, prometheus.PrometheusServer(stub.base_url, tmp_path) as prom:
+        with pytest.raises(CriterionFailed) as info:
+            prometheus.check(gate, prom, lambda: None, lambda: None, timeout=4, scrape_timeout=8)
+    assert "[monitoring.series_missing] FAILED" in str(info.value), info.value
