@@ -19,6 +19,7 @@ from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
@@ -282,8 +283,17 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
         body = await read_body(request)
         return await call(service.impact, body.get("limit", ALL), body.get("max_new_tokens", 64), body.get("seed"))
 
-    @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"])
-    async def unknown(rest: str):
+    # Unknown /api paths get a JSON 404 here instead of the UI's HTML page (the UI is mounted at /);
+    # a known path asked with a method it does not declare gets 405 with Allow. Not an operation of
+    # the API: left out of the OpenAPI document.
+    @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
+    async def unknown(request: Request, rest: str):
+        allowed = sorted({method for route in request.app.router.routes
+                          if isinstance(route, APIRoute) and route.include_in_schema
+                          and route.path_regex.match(request.url.path) for method in route.methods})
+        if allowed:
+            raise ApiError(405, None, f"{request.method} is not allowed on {request.url.path}; allowed: "
+                           f"{', '.join(allowed)}", error="method_not_allowed", headers={"Allow": ", ".join(allowed)})
         raise ApiError(404, None, f"no route /api/{rest}", error="not_found")
 
     if with_ui:

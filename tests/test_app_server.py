@@ -182,3 +182,18 @@ def test_rate_limit_answers_429_with_retry_after(make_client):
         r = c.post("/api/evaluate", json={"text": "hello"})
         assert int(r.headers["retry-after"]) >= 1 and r.json()["error"] == "rate_limited"
         assert c.get("/health").status_code == 200
+
+
+def test_a_known_path_with_an_undeclared_method_gets_405_with_allow_and_unknown_paths_a_json_404(client):
+    r = client.delete("/api/evaluate")
+    assert r.status_code == 405 and r.headers["allow"] == "POST", (r.status_code, r.headers)
+    assert r.json()["error"] == "method_not_allowed" and "POST" in r.json()["message"]
+    r = client.put("/api/train")
+    assert r.status_code == 405 and set(r.headers["allow"].split(", ")) == {"GET", "POST"}
+    r = client.get("/api/no-such-thing")
+    assert r.status_code == 404 and r.json()["error"] == "not_found"
+
+
+def test_the_openapi_document_has_no_catch_all_operation(client):
+    paths = client.get("/api/openapi.json").json()["paths"]
+    assert "/api/evaluate" in paths and not any("{rest" in p for p in paths), sorted(paths)
