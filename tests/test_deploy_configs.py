@@ -114,7 +114,7 @@ def test_dockerignore_keeps_tests_git_venvs_caches_data_docs_out_of_the_context(
     must_out = ["tests/test_x.py", ".git/HEAD", ".venv/bin/python", "venv/x", ".nox/harness/x",
                 "app/__pycache__/x.cpython-311.pyc", "app/x.pyc", ".pytest_cache/v", ".ruff_cache/x",
                 "demo/checkpoints/runs/r/metadata.json", "demo/logs/app.jsonl", "reports/smoke/report.json",
-                "docs/http-api.md", "README.md", "validation/checks.py", "noxfile.py", "conftest.py",
+                "docs/http-api.md", "README.md", "validation/checks/probes.py", "noxfile.py", "conftest.py",
                 ".env", "requirements/dev.lock", ".github/workflows/deploy.yml", "test-results/x.zip",
                 "app/data/__pycache__/y.pyc", "app/demo/logs/x.jsonl"]
     must_in = ["Dockerfile", "requirements/app.lock", "requirements/models.lock", "run.sh", "app/__init__.py", "app/__main__.py",
