@@ -27,9 +27,6 @@ import warnings
 import torch
 from torch.ao.nn.quantized.dynamic import Linear as QuantizedLinear
 
-LAYOUTS = ("int8", "none")  # QUANTIZE values
-
-
 @functools.cache
 def supported() -> bool:
     try:

@@ -22,10 +22,6 @@ PROMTOOL = shutil.which("promtool")
 needs_promtool = pytest.mark.skipif(PROMTOOL is None, reason="promtool not installed (apt-get install prometheus)")
 
 
-def _rules() -> list[dict]:
-    return prometheus.rules()
-
-
 def _promtool(*args: str, cwd: Path = MONITORING) -> subprocess.CompletedProcess:
     return subprocess.run([PROMTOOL, *args], cwd=cwd, capture_output=True, text=True, timeout=60)
 
@@ -51,7 +47,7 @@ def test_the_rule_tests_fail_when_a_threshold_moves(tmp_path):
 
 def test_every_alert_that_mirrors_a_criterion_uses_the_plans_threshold():
     crit = criteria_mod.load("plan")
-    mirrored = [r for r in _rules() if "criterion" in r.get("labels", {})]
+    mirrored = [r for r in prometheus.rules() if "criterion" in r.get("labels", {})]
     assert len(mirrored) >= 3
     for rule in mirrored:
         c = crit[rule["labels"]["criterion"]]
@@ -61,7 +57,7 @@ def test_every_alert_that_mirrors_a_criterion_uses_the_plans_threshold():
 
 def test_every_alert_has_a_severity_a_summary_and_a_runbook_entry():
     runbook = (MONITORING.parent / "DEPLOYMENT.md").read_text()
-    for rule in _rules():
+    for rule in prometheus.rules():
         assert rule["labels"]["severity"] in ("critical", "warning"), rule["alert"]
         assert rule["annotations"]["summary"], rule["alert"]
         assert f"`{rule['alert']}`" in runbook, f"{rule['alert']} has no entry in DEPLOYMENT.md's runbook"
