@@ -27,6 +27,7 @@ import warnings
 import torch
 from torch.ao.nn.quantized.dynamic import Linear as QuantizedLinear
 
+
 @functools.cache
 def supported() -> bool:
     try:
