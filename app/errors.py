@@ -12,7 +12,7 @@ class ApiError(Exception):
         self.status = status
         self.field = field
         self.message = message
-        self.error = error or {400: "invalid_json", 404: "not_found", 409: "busy", 413: "too_large",
+        self.error = error or {400: "invalid_json", 403: "forbidden", 404: "not_found", 409: "busy", 413: "too_large",
                                422: "invalid_input", 429: "rate_limited", 507: "insufficient_storage"}.get(status, "error")
         self.headers = headers or {}
         self.extra = extra or {}

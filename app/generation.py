@@ -45,6 +45,10 @@ MAX_BATCH = 32  # rows per forward pass: a base and trained pair is two
 BATCH_WINDOW_S = 0.02  # after the first request of a batch, wait this long for others to join it
 YIELD_MAX_S = 10.0  # background work waits at most this long per step for interactive work to end
 BACKGROUND_PREFILL = 4  # background requests prefilled per forward pass
+# A prompt's last tokens kept (the chat template's end, with the request, is there). Prefill cost
+# grows with the prompt: a 4000-character prompt of digits is 4000 tokens, and the critique loop
+# prefills it about 7 times a round, which held the engine for minutes (found by schemathesis).
+PROMPT_TOKENS = 1024
 REPETITION_PENALTY = 1.15  # on tokens already generated: small models loop without it
 
 
@@ -134,7 +138,8 @@ class Decoder:
         if not requests:
             return
         ids = [self.tokenizer(r.prompt, add_special_tokens=False)["input_ids"] for r in requests]
-        ids = [x[-max(1, self.limit - r.max_new_tokens):] or [self.pad] for x, r in zip(ids, requests)]
+        ids = [x[-max(1, min(PROMPT_TOKENS, self.limit - r.max_new_tokens)):] or [self.pad]
+               for x, r in zip(ids, requests)]
         width = max(len(x) for x in ids)
         input_ids = torch.tensor([[self.pad] * (width - len(x)) + x for x in ids], device=self.device)
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)

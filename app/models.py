@@ -239,13 +239,13 @@ def resolve(name: str, settings) -> tuple[str, bool]:
         path = Path(name).expanduser().resolve()
         roots = [r.expanduser().resolve() for r in settings.model_dirs]
         if not any(path == r or r in path.parents for r in roots):
-            raise ApiError(422, "model", f"path {name!r} is outside the allowed model folders "
+            raise ApiError(403, "model", f"path {name!r} is outside the allowed model folders "
                            f"({', '.join(map(str, roots)) or 'none configured'})")
         if not (path / "config.json").is_file() and not (path / ADAPTER_CONFIG).is_file():
             raise ApiError(404, "model", f"no model (config.json or {ADAPTER_CONFIG}) in {name!r}", error="not_found")
         return str(path), True
     if not HF_ID.match(name):
-        raise ApiError(422, "model", f"{name!r} is neither a registry name ({', '.join(REGISTRY)}), "
+        raise ApiError(404, "model", f"{name!r} is neither a registry name ({', '.join(REGISTRY)}), "
                        "a Hugging Face id nor an allowed folder")
     return name, not settings.allow_downloads
 

@@ -4,33 +4,34 @@ One ASGI middleware guards every request, outermost first: metrics, basic auth (
 rate limit (actions only), body size limit (actions only). Every error is JSON naming the field.
 """
 
-from __future__ import annotations
-
 import base64
 import binascii
 import errno
-import json
 import logging
 import secrets
 import threading
 import time
+from typing import Literal
 
 from fastapi import FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app import metrics
+from app import metrics, schemas
 from app.config import Settings
 from app.errors import ApiError
-from app.service import ALL, Service
+from app.schemas import GUARDED, WITH_BODY
+from app.service import Service
 
 log = logging.getLogger(__name__)
 PROBES = ("/health", "/ready", "/metrics")
 # Requests that do work (and so are rate-limited and size-limited): our actions and Gradio's API calls.
+HTTP_METHODS = ("GET", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE", "QUERY")
 ACTION_PREFIXES = ("/api/", "/gradio_api/queue/join", "/gradio_api/call/", "/gradio_api/run/")
 
 
@@ -159,19 +160,41 @@ def _route_label(scope) -> str:
     return "/gradio_api" if path.startswith("/gradio_api") else "ui"
 
 
-async def read_body(request: Request) -> dict:
-    raw = await request.body()
-    if not raw.strip():
-        return {}
-    try:
-        body = json.loads(raw.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
-        raise ApiError(400, "body", f"request body is not valid UTF-8 JSON: {str(exc)[:120]}") from None
-    except RecursionError:  # e.g. [[[[...]]]] nested deeper than the parser's stack
-        raise ApiError(400, "body", "request body is nested too deeply") from None
-    if not isinstance(body, dict):
-        raise ApiError(422, "body", "request body must be a JSON object")
-    return body
+def _invalid(errors) -> ApiError:
+    """The first of pydantic's errors as our error: the field it names, a message a user can act on."""
+    first = errors[0] if errors else {}
+    kind = first.get("type", "")
+    if kind == "json_invalid":
+        return ApiError(400, "body", f"request body is not valid UTF-8 JSON: {first.get('ctx', {}).get('error', '')}"[:160])
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    field = loc[-1] if loc else "body"
+    if kind == "missing":
+        message = f"{field} is required"
+    elif kind == "string_pattern_mismatch":
+        message = f"{field} {schemas.TEXT_RULE}"
+    elif kind == "extra_forbidden":
+        message = f"{field} is not a field of this request"
+    elif field == "body" and isinstance(first.get("input"), bytes):  # FastAPI parses JSON only when declared
+        message = "request body must be JSON, sent with Content-Type: application/json"
+    elif field == "body":
+        message = f"request body must be a JSON object of this route's fields ({first.get('msg', 'invalid')})"
+    else:
+        message = f"{field}: {first.get('msg', 'invalid input')}"
+    return ApiError(422, field, message)
+
+
+def _openapi(app: FastAPI) -> dict:
+    """FastAPI's document, less the JSON it assumes for the 200 of routes that answer text (/metrics,
+    impact files): their own media types are declared on the route."""
+    if app.openapi_schema is None:
+        schema = get_openapi(title=app.title, version=app.version, routes=app.routes)
+        for operations in schema["paths"].values():
+            for op in operations.values():
+                ok = op["responses"].get("200", {}).get("content", {})
+                if len(ok) > 1 and ok.get("application/json") == {"schema": {}}:
+                    del ok["application/json"]
+        app.openapi_schema = schema
+    return app.openapi_schema
 
 
 def create_app(settings: Settings, service: Service | None = None, *, with_ui: bool = True) -> FastAPI:
@@ -186,12 +209,12 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request, exc: RequestValidationError):
-        first = exc.errors()[0] if exc.errors() else {}
-        loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-        return _json_error(ApiError(422, loc[-1] if loc else "body", first.get("msg", "invalid input")))
+        return _json_error(_invalid(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request, exc: StarletteHTTPException):
+        if exc.status_code == 400:  # FastAPI could not decode the body (e.g. not UTF-8)
+            return _json_error(ApiError(400, "body", f"request body is not valid UTF-8 JSON: {exc.detail}"))
         return _json_error(ApiError(exc.status_code, None, str(exc.detail),
                                     error="not_found" if exc.status_code == 404 else "http_error"))
 
@@ -205,97 +228,108 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
             raise ApiError(507, None, "no space left on the checkpoint volume; delete old runs or grow the volume",
                            error="insufficient_storage") from None
 
-    @app.get("/health")
+    R = schemas.request_models(settings)
+    errors = schemas.error_responses
+
+    @app.get("/health", response_model=schemas.Health, summary="Liveness: 200 while the process serves")
     async def health():
         return service.health()
 
-    @app.get("/ready")
+    @app.get("/ready", response_model=schemas.Ready, summary="Readiness: 200 once a model is loaded",
+             responses={503: {"model": schemas.Ready, "description": "not ready yet (or the load failed)"},
+                        **errors(401)})
     async def ready():
         ok, body = service.ready()
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    @app.get("/metrics")
+    @app.get("/metrics", summary="Prometheus metrics (text format)",
+             responses={200: {"content": {"text/plain": {"schema": {"type": "string"}}}}, **errors(401)})
     async def prometheus():
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
-    @app.get("/api/models")
+    @app.get("/api/models", response_model=schemas.Models, responses=errors(*GUARDED))
     async def list_models():
         return service.models()
 
-    @app.post("/api/models/load")
-    async def load_model(request: Request):
-        body = await read_body(request)
-        return await call(service.load_model, body.get("model"))
+    @app.post("/api/models/load", response_model=schemas.Loaded,
+              responses=errors(*GUARDED, *WITH_BODY, 403, 404, 409))
+    async def load_model(body: R.LoadModelRequest):
+        return await call(service.load_model, body.model)
 
-    @app.post("/api/evaluate")
-    async def evaluate(request: Request):
-        body = await read_body(request)
-        return await call(service.evaluate, body.get("text"), body.get("mode", "rules"))
+    @app.post("/api/evaluate", response_model=schemas.Evaluation, responses=errors(*GUARDED, *WITH_BODY))
+    async def evaluate(body: R.EvaluateRequest):
+        return await call(service.evaluate, body.text, body.mode)
 
-    @app.post("/api/generate")
-    async def generate(request: Request):
-        body = await read_body(request)
-        return await call(service.generate, body.get("prompt"), body.get("max_new_tokens", 64),
-                          body.get("temperature", 0.7), body.get("seed"), body.get("compare", True))
+    @app.post("/api/generate", response_model=schemas.Generation, responses=errors(*GUARDED, *WITH_BODY, 409))
+    async def generate(body: R.GenerateRequest):
+        return await call(service.generate, body.prompt, body.max_new_tokens, body.temperature, body.seed,
+                          body.compare)
 
-    @app.post("/api/critique")
-    async def critique(request: Request):
-        body = await read_body(request)
-        return await call(service.critique, body.get("prompt"), body.get("rounds", 1),
-                          body.get("max_new_tokens", 64), body.get("seed"))
+    @app.post("/api/critique", response_model=schemas.Trace, responses=errors(*GUARDED, *WITH_BODY, 409))
+    async def critique(body: R.CritiqueRequest):
+        return await call(service.critique, body.prompt, body.rounds, body.max_new_tokens, body.seed)
 
-    @app.post("/api/train", status_code=202)
-    async def train(request: Request):
-        body = await read_body(request)
-        return await call(service.start_training, body.get("preset", "smoke"), body.get("seed"))
+    @app.post("/api/train", status_code=202, response_model=schemas.Job,
+              responses=errors(*GUARDED, *WITH_BODY, 409, 507))
+    async def train(body: R.TrainRequest | None = None):
+        body = body or R.TrainRequest()
+        return await call(service.start_training, body.preset, body.seed)
 
-    @app.get("/api/train")
+    @app.get("/api/train", response_model=schemas.Jobs, responses=errors(*GUARDED))
     async def jobs():
         return service.jobs()
 
-    @app.get("/api/train/{job_id}")
+    @app.get("/api/train/{job_id}", response_model=schemas.Job, responses=errors(*GUARDED, 404))
     async def job(job_id: str):
         return service.job(job_id)
 
-    @app.post("/api/train/{job_id}/cancel", status_code=202)
+    @app.post("/api/train/{job_id}/cancel", status_code=202, response_model=schemas.Job,
+              responses=errors(*GUARDED, 404))
     async def cancel(job_id: str):
         return service.cancel(job_id)
 
-    @app.get("/api/runs")
+    @app.get("/api/runs", response_model=schemas.Runs, responses=errors(*GUARDED))
     async def runs():
         return await call(service.runs)
 
-    @app.get("/api/runs/{run_id}")
+    @app.get("/api/runs/{run_id}", response_model=schemas.Run, responses=errors(*GUARDED, 404))
     async def run(run_id: str):
         return await call(service.run, run_id)
 
-    @app.get("/api/runs/{run_id}/impact.{kind}")
-    async def impact_file(run_id: str, kind: str):
-        if kind not in ("json", "csv"):
-            raise ApiError(404, "kind", f"no impact.{kind}; use impact.json or impact.csv", error="not_found")
+    @app.get("/api/runs/{run_id}/impact.{kind}", summary="The run's last impact report, as a download",
+             responses={200: {"content": {"application/json": {"schema": {"type": "object"}},
+                                          "text/csv": {"schema": {"type": "string"}}}},
+                        **errors(*GUARDED, 404, 422)})
+    async def impact_file(run_id: str, kind: Literal["json", "csv"]):
         text = await call(service.impact_file, run_id, kind)
         media = "application/json" if kind == "json" else "text/csv"
         return PlainTextResponse(text, media_type=media,
                                  headers={"Content-Disposition": f'attachment; filename="impact-{run_id}.{kind}"'})
 
-    @app.post("/api/impact")
-    async def impact(request: Request):
-        body = await read_body(request)
-        return await call(service.impact, body.get("limit", ALL), body.get("max_new_tokens", 64), body.get("seed"))
+    @app.post("/api/impact", response_model=schemas.Impact, responses=errors(*GUARDED, *WITH_BODY, 409, 507))
+    async def impact(body: R.ImpactRequest | None = None):
+        body = body or R.ImpactRequest()
+        return await call(service.impact, body.limit, body.max_new_tokens, body.seed)
 
-    # Unknown /api paths get a JSON 404 here instead of the UI's HTML page (the UI is mounted at /);
-    # a known path asked with a method it does not declare gets 405 with Allow. Not an operation of
-    # the API: left out of the OpenAPI document.
-    @app.api_route("/api/{rest:path}", methods=["GET", "POST", "PUT", "DELETE", "PATCH"], include_in_schema=False)
-    async def unknown(request: Request, rest: str):
-        allowed = sorted({method for route in request.app.router.routes
-                          if isinstance(route, APIRoute) and route.include_in_schema
-                          and route.path_regex.match(request.url.path) for method in route.methods})
-        if allowed:
-            raise ApiError(405, None, f"{request.method} is not allowed on {request.url.path}; allowed: "
-                           f"{', '.join(allowed)}", error="method_not_allowed", headers={"Allow": ", ".join(allowed)})
+    # A known path asked with a method it does not declare: 405 with Allow. Any other /api path: a
+    # JSON 404 (not the UI's HTML page: the UI is mounted at /). Neither is an operation of the API.
+    declared: dict[str, set[str]] = {}
+    for route in app.routes:
+        if isinstance(route, APIRoute):
+            declared.setdefault(route.path, set()).update(route.methods)
+    for path, methods in declared.items():
+        allow = ", ".join(sorted(methods))
+
+        async def not_allowed(request: Request, allow=allow):
+            raise ApiError(405, None, f"{request.method} is not allowed on {request.url.path}; allowed: {allow}",
+                           error="method_not_allowed", headers={"Allow": allow})
+        app.add_api_route(path, not_allowed, methods=sorted(set(HTTP_METHODS) - methods), include_in_schema=False)
+
+    @app.api_route("/api/{rest:path}", methods=list(HTTP_METHODS), include_in_schema=False)
+    async def unknown(rest: str):
         raise ApiError(404, None, f"no route /api/{rest}", error="not_found")
 
+    app.openapi = lambda: _openapi(app)
     if with_ui:
         import gradio as gr
 

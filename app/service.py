@@ -18,8 +18,6 @@ from app.runs import RunStore
 from app.training import PRESETS, Trainer
 
 log = logging.getLogger(__name__)
-MODES = ("rules", "judge", "both")
-ALL = object()  # "limit" left out: every held-out prompt (an explicit null is an error naming the field)
 
 
 # ---- input checks ---------------------------------------------------------------------------
@@ -155,7 +153,7 @@ class Service:
     # ---- evaluation and generation ----
     def evaluate(self, text, mode="rules") -> dict:
         text = check_text(text, "text", self.settings.max_text_chars)
-        mode = check_choice(mode, "mode", MODES)
+        mode = check_choice(mode, "mode", evaluation.MODES)
         return evaluation.evaluate(text, mode)
 
     def _generation_args(self, prompt, max_new_tokens, temperature, seed) -> tuple[str, int, float, int]:
@@ -241,9 +239,9 @@ class Service:
     def run(self, run_id: str) -> dict:
         return self.store.get(run_id)
 
-    def impact(self, limit=ALL, max_new_tokens=64, seed=None) -> dict:
+    def impact(self, limit=None, max_new_tokens=64, seed=None) -> dict:
         held_out = len(constitution.adversarial_prompts())
-        limit = held_out if limit is ALL else check_number(limit, "limit", 1, held_out, integer=True)
+        limit = held_out if limit is None else check_number(limit, "limit", 1, held_out, integer=True)
         max_new_tokens = check_number(max_new_tokens, "max_new_tokens", 1, self.settings.max_new_tokens_limit, integer=True)
         seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, 2**31 - 1, integer=True)
         base = self._require_model()

@@ -164,3 +164,12 @@ def test_the_engine_runs_handed_in_steps_on_its_thread_and_passes_errors_back():
         stop.set()
         server.join(5)
     assert engine.call(threading.current_thread) is threading.current_thread()
+
+
+def test_a_long_prompt_is_cut_to_its_last_prompt_tokens(tiny, monkeypatch):
+    """Prefill cost grows with the prompt: only its last PROMPT_TOKENS tokens are read."""
+    monkeypatch.setattr(generation, "PROMPT_TOKENS", 64)  # below the tiny model's own window
+    long = Request(chat_prompt(tiny.tokenizer, [{"role": "user", "content": "0 " * 200}]), 4, 0.0, 1)
+    decoder = generation.Decoder(tiny.model, tiny.tokenizer)
+    decoder.add([long])
+    assert decoder.mask.shape[1] == 64 < len(tiny.tokenizer(long.prompt)["input_ids"])

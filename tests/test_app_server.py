@@ -67,7 +67,7 @@ def test_evaluate_flags_harm_and_not_a_refusal(client):
     ("/api/generate", {"prompt": "hi", "max_new_tokens": 1.5}, 422, "max_new_tokens"),
     ("/api/generate", {"prompt": "hi", "compare": "yes"}, 422, "compare"),
     ("/api/train", {"preset": "huge"}, 422, "preset"),
-    ("/api/models/load", {"model": "../../etc"}, 422, "model"),
+    ("/api/models/load", {"model": "../../etc"}, 403, "model"),
     ("/api/models/load", {"model": "nobody/nothing-here"}, 404, "model"),
     ("/api/impact", {"limit": 0}, 422, "limit"),
     ("/api/impact", {"limit": None}, 422, "limit"),

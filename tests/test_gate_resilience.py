@@ -7,12 +7,16 @@ from __future__ import annotations
 import base64
 import json
 import threading
+import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
 import httpx
 import pytest
+from fastapi import FastAPI
+from pydantic import BaseModel, ConfigDict
 
+from app.schemas import integer
 from validation.resilience import battery, rchecks
 from validation.testing import expect_failure, make_gate
 
@@ -295,3 +299,78 @@ def test_trust_remote_code_grep(tmp_path):
 @pytest.mark.parametrize("value", ["ghp_" + "x" * 36, "AKIAABCDEFGHIJKLMNOP", "https://user:pa55word@host/x"])
 def test_key_like_values(value):
     assert rchecks.find_secrets(f"something {value} else", "t")
+
+
+# ---- resilience.schema_failures: schemathesis against a small FastAPI app, kept and broken -------
+
+class _Echo(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+    n: integer(0, 9)  # the app's integer: 3.0 is 3, as in JSON Schema
+
+
+class _Answer(BaseModel):
+    n: int
+
+
+def _contract_app(broken: bool) -> FastAPI:
+    api = FastAPI(openapi_url="/api/openapi.json")
+
+    async def echo(body: _Echo):
+        if broken and body.n > 4:
+            raise RuntimeError("a bug the schema does not promise")  # a 500
+        return {"n": body.n}
+    echo.__annotations__ = {"body": _Echo}  # real classes: this module's annotations are strings
+    api.post("/api/echo", response_model=_Answer)(echo)
+    return api
+
+
+@pytest.fixture
+def contract_server():
+    import uvicorn
+
+    from validation.targets import free_port
+
+    servers = []
+
+    def start(app):
+        port = free_port()
+        server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="critical"))
+        threading.Thread(target=server.run, daemon=True).start()
+        servers.append(server)
+        deadline = time.monotonic() + 10
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return f"http://127.0.0.1:{port}"
+    yield start
+    for s in servers:
+        s.should_exit = True
+
+
+def _fuzz(base_url, tmp_path):
+    from validation.resilience import contract
+
+    return contract.fuzz(base_url, tmp_path / "st", max_examples=20, say=lambda *_: None, timeout=300)
+
+
+def test_schema_failures_pass_a_subject_that_keeps_its_contract(contract_server, tmp_path):
+    from validation.resilience import contract
+
+    result = _fuzz(contract_server(_contract_app(broken=False)), tmp_path)
+    assert result.failures == [] and result.operations == 1 and result.reports["JUnit"].exists()
+    contract.record(make_gate("plan"), result)
+
+
+def test_schema_failures_fail_on_a_server_error(contract_server, tmp_path):
+    from validation.resilience import contract
+
+    result = _fuzz(contract_server(_contract_app(broken=True)), tmp_path)
+    assert any(f.startswith("POST /api/echo: ") for f in result.failures), result.failures
+    expect_failure(contract.record, make_gate("plan"), result, criterion="resilience.schema_failures")
+
+
+def test_schema_failures_error_when_schemathesis_cannot_run(tmp_path):
+    from validation.resilience import contract
+    from validation.targets import free_port
+
+    with pytest.raises(contract.FuzzError, match="without a verdict"):
+        contract.fuzz(f"http://127.0.0.1:{free_port()}", tmp_path / "st", say=lambda *_: None, timeout=120)
