@@ -183,6 +183,16 @@ def _invalid(errors) -> ApiError:
     return ApiError(422, field, message)
 
 
+async def _or_default(request: Request, body, model):
+    """An optional body: none means every default; JSON null (which FastAPI also hands over as None)
+    is not an object of the route's fields."""
+    if body is not None:
+        return body
+    if (await request.body()).strip():
+        raise ApiError(422, "body", "request body must be a JSON object of this route's fields, or no body")
+    return model()
+
+
 def _openapi(app: FastAPI) -> dict:
     """FastAPI's document, less the JSON it assumes for the 200 of routes that answer text (/metrics,
     impact files): their own media types are declared on the route."""
@@ -271,8 +281,8 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
 
     @app.post("/api/train", status_code=202, response_model=schemas.Job,
               responses=errors(*GUARDED, *WITH_BODY, 409, 507))
-    async def train(body: R.TrainRequest | None = None):
-        body = body or R.TrainRequest()
+    async def train(request: Request, body: R.TrainRequest | None = None):
+        body = await _or_default(request, body, R.TrainRequest)
         return await call(service.start_training, body.preset, body.seed)
 
     @app.get("/api/train", response_model=schemas.Jobs, responses=errors(*GUARDED))
@@ -307,8 +317,8 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
                                  headers={"Content-Disposition": f'attachment; filename="impact-{run_id}.{kind}"'})
 
     @app.post("/api/impact", response_model=schemas.Impact, responses=errors(*GUARDED, *WITH_BODY, 409, 507))
-    async def impact(body: R.ImpactRequest | None = None):
-        body = body or R.ImpactRequest()
+    async def impact(request: Request, body: R.ImpactRequest | None = None):
+        body = await _or_default(request, body, R.ImpactRequest)
         return await call(service.impact, body.limit, body.max_new_tokens, body.seed)
 
     # A known path asked with a method it does not declare: 405 with Allow. Any other /api path: a

@@ -91,6 +91,9 @@ def test_malformed_bodies(client, settings):
     assert r.status_code == 400 and r.json()["field"] == "body"
     r = client.post("/api/evaluate", json=["text"])
     assert r.status_code == 422 and r.json()["field"] == "body"
+    for route in ("/api/train", "/api/impact"):  # optional bodies: none is every default, null is not an object
+        r = client.post(route, content=b"null", headers={"content-type": "application/json"})
+        assert r.status_code == 422 and r.json()["field"] == "body", r.text
     r = client.post("/api/evaluate", content=b"x" * (settings.max_body_bytes + 1), headers={"content-type": "application/json"})
     assert r.status_code == 413
 
