@@ -170,21 +170,50 @@ def test_workflow_validates_against_the_github_schema():
     assert res.returncode == 0, res.stdout + res.stderr
 
 
-def test_workflow_deploys_only_after_the_gates_then_runs_perf_on_the_live_url():
-    wf = yaml.safe_load(WORKFLOW.read_text())
-    gate = wf["jobs"]["gate-and-deploy"]
-    runs = [(s.get("id"), s.get("run", ""), s.get("if")) for s in gate["steps"]]
-    idx = {key: next(i for i, (_, run, _) in enumerate(runs) if key in run)
-           for key in ("nox -s image", "nox -s smoke", "nox -s e2e", "flyctl deploy")}
-    assert idx["nox -s image"] < idx["nox -s smoke"] < idx["nox -s e2e"] < idx["flyctl deploy"]
-    # Steps after a failed step are skipped: the deploy step must not opt out with always()/failure().
-    deploy_if = runs[idx["flyctl deploy"]][2] or ""
-    assert "always()" not in deploy_if and "failure()" not in deploy_if
-    assert "secrets.FLY_API_TOKEN" in WORKFLOW.read_text()
-    perf = wf["jobs"]["perf-live"]
-    assert perf["needs"] == "gate-and-deploy"
-    assert any("nox -s perf" in s.get("run", "") and "--base-url" in s.get("run", "") and ".fly.dev" in s.get("run", "")
-               for s in perf["steps"])
+def _runs(job: dict) -> list[str]:
+    return [s.get("run", "") for s in job["steps"]]
+
+
+def _index(runs: list[str], key: str) -> int:
+    return next(i for i, run in enumerate(runs) if key in run)
+
+
+def test_workflow_builds_once_gates_then_deploys_that_digest_to_staging_then_production():
+    text = WORKFLOW.read_text()
+    wf = yaml.safe_load(text)
+    jobs = wf["jobs"]
+    # Build once: only `nox -s image` builds; nothing rebuilds or retags another image afterwards.
+    assert "docker build" not in text and "START_USER" not in text
+    gate = jobs["gate"]
+    runs = _runs(gate)
+    order = [_index(runs, k) for k in ("nox -s image", "nox -s smoke", "nox -s e2e", "docker push")]
+    assert order == sorted(order), order
+    for key in ("nox -s smoke", "nox -s e2e"):
+        assert '--image "$IMAGE"' in runs[_index(runs, key)] and "--expect-build" in runs[_index(runs, key)]
+    push = gate["steps"][_index(runs, "docker push")]
+    # Steps after a failed step are skipped: the push must not opt out with always()/failure().
+    assert "always()" not in (push.get("if") or "") and "failure()" not in (push.get("if") or "")
+    assert push["id"] == "push" and 'echo "digest=' in push["run"]
+    assert gate["outputs"]["digest"] == "${{ steps.push.outputs.digest }}"
+    # Staging: the digest, then the smoke and e2e gates on its URL, checking the build.
+    staging = jobs["staging"]
+    assert staging["needs"] == "gate"
+    runs = _runs(staging)
+    deploy = runs[_index(runs, "flyctl deploy")]
+    assert '"registry.fly.io/$FLY_STAGING_APP@${{ needs.gate.outputs.digest }}"' in deploy
+    for key in ("nox -s smoke", "nox -s e2e"):
+        run = runs[_index(runs, key)]
+        assert _index(runs, "flyctl deploy") < _index(runs, key)
+        assert "--target url" in run and "$FLY_STAGING_APP.fly.dev" in run and '--expect-build "$GITHUB_SHA"' in run
+    # Production: only after staging, the same digest, behind the `production` environment.
+    prod = jobs["production"]
+    assert set(prod["needs"]) == {"gate", "staging"} and prod["environment"]["name"] == "production"
+    assert '"registry.fly.io/$FLY_APP@${{ needs.gate.outputs.digest }}"' in _runs(prod)[_index(_runs(prod), "flyctl deploy")]
+    perf = jobs["perf-live"]
+    assert perf["needs"] == "production"
+    run = next(r for r in _runs(perf) if "nox -s perf" in r)
+    assert "--base-url" in run and "$FLY_APP.fly.dev" in run and '--expect-build "$GITHUB_SHA"' in run
+    assert "secrets.FLY_API_TOKEN" in text
 
 
 # ---------------------------------------------------------------------------------------------
