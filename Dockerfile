@@ -23,11 +23,15 @@
 #                    network at start-up.
 #   DEFAULT_MODEL    the model loaded at start (DEFAULT_MODEL env)  (default smollm2; tiny for fast
 #                    tests; e.g. gpt2 with HF_MODEL=gpt2)
-#   APP_UID          uid/gid of the non-root user `app`             (default 10001)
-#   START_USER       user the container starts as                   (default: APP_UID)
-#                    0 for platforms that mount fresh volumes root-owned (Fly.io, Railway, Render):
-#                    run.sh then hands CHECKPOINT_DIR/LOG_DIR to `app` and drops to it with setpriv,
-#                    so the server still runs as APP_UID.
+#   APP_UID          uid/gid of the non-root user `app` the server runs as (default 10001)
+#   BUILD_ID         the build's id, the git sha (default dev): the env BUILD_ID that GET /health
+#                    reports ("build") and the label org.opencontainers.image.revision, so the gate
+#                    can check that a live URL runs the image it gated. The gate passes it itself.
+#
+# Users: the container starts as root and run.sh drops to `app` (uid APP_UID) with setpriv before the
+# server starts, after handing CHECKPOINT_DIR/LOG_DIR to it: one image works on platforms that mount
+# fresh volumes root-owned (Fly.io, Railway, Render) and with any bind mount. The server never runs as
+# root (run.sh refuses to); `docker run --user 10001` also works on volumes that 10001 can write.
 #
 # Examples:
 #   offline (CI):  scripts/fill-wheelhouse.sh && docker build --build-arg DEPS_SOURCE=wheelhouse -t cai-demo .
@@ -38,7 +42,8 @@
 # Stages: base (Debian python3 + tini) -> deps (venv from app.lock; models.lock's conversion-only
 #         packages beside it in /opt/build-deps; cached apart from the code) -> application (models
 #         built into /app/models) -> runtime (base + venv + app + converted models only; no GGUF, no
-#         conversion packages, no compilers, no pip, no apt lists; runs as uid APP_UID under tini).
+#         conversion packages, no compilers, no pip, no apt lists; the server runs as uid APP_UID under
+#         tini).
 
 ARG BASE_IMAGE=debian:bookworm-slim
 
@@ -153,9 +158,11 @@ RUN python -m compileall -q /app/app \
     && chown -R "$APP_UID:$APP_UID" /app/demo \
     && chmod 0755 /app/run.sh
 VOLUME ["/app/demo/checkpoints", "/app/demo/logs"]
-# Declared here, not above: changing it (Fly: 0) reuses every layer of the default build.
-ARG START_USER=${APP_UID}
-USER ${START_USER}
+# Starts as root so run.sh can hand root-owned platform volumes to `app`; it then drops to `app`
+# (setpriv) before the server starts, and refuses to start the server as root. The gate checks the
+# running server's uid (image.user), not this line.
+# hadolint ignore=DL3002
+USER 0:0
 EXPOSE 7860
 # Liveness in Python (no curl in the image); PORT (Cloud Run/Railway) wins, like in the app.
 HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
@@ -164,3 +171,7 @@ HEALTHCHECK --interval=15s --timeout=5s --start-period=60s --retries=3 \
 # the whole process group), run.sh checks the volumes and memory, then execs `python -m app`.
 ENTRYPOINT ["/usr/bin/tini", "-s", "-g", "--", "/app/run.sh"]
 CMD []
+# Last, so a new commit only changes these metadata layers (every layer above stays cached).
+ARG BUILD_ID=dev
+ENV BUILD_ID=${BUILD_ID}
+LABEL org.opencontainers.image.revision=${BUILD_ID}

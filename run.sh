@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Start-up script of the CAI demo (the image's entrypoint runs it under tini).
-#  0. Started as root (platforms whose fresh volumes are root-owned: Fly.io, Railway, Render; image
-#     built with --build-arg START_USER=0, or `docker run --user 0`): the two data folders are made
-#     and handed to the image's `app` user, then this script re-runs itself as that user (setpriv).
-#     The server itself never runs as root in the image.
+#  0. Started as root (the image's default, so that platforms whose fresh volumes are root-owned work:
+#     Fly.io, Railway, Render): the two data folders are made and handed to the image's `app` user,
+#     then this script re-runs itself as that user (setpriv). In the image the server never runs as
+#     root: with an `app` user but no setpriv to drop to, this script stops (exit 2). Outside the image
+#     (no `app` user: a developer's host, the unit tests) it goes on as the user it was started as.
 #  1. The checkpoint and log folders (CHECKPOINT_DIR, LOG_DIR) exist or can be made, and are
 #     writable by this user: a file is really written and removed. Else: a clear message, exit 2.
 #  2. Memory: the container's limit (cgroup v2 memory.max or v1 memory.limit_in_bytes) and
@@ -35,7 +36,12 @@ check_writable() {  # $1: what, $2: path
     say "$what $dir: writable"
 }
 
-if [ "$(id -u)" -eq 0 ] && id app >/dev/null 2>&1 && command -v setpriv >/dev/null 2>&1; then
+if [ "$(id -u)" -eq 0 ] && ! id app >/dev/null 2>&1; then
+    say "WARNING: running as root with no user 'app' to drop to (not the image): the server runs as root."
+elif [ "$(id -u)" -eq 0 ]; then
+    if ! command -v setpriv >/dev/null 2>&1; then
+        fail "started as root and setpriv is missing: refusing to run the server as root. Start as the app user (docker run --user $(id -u app)) or install util-linux."
+    fi
     app_uid="$(id -u app)"; app_gid="$(id -g app)"
     for dir in "${CHECKPOINT_DIR:-demo/checkpoints}" "${LOG_DIR:-demo/logs}"; do
         mkdir -p -- "$dir" || fail "cannot create '$dir' (as root)."

@@ -129,6 +129,16 @@ ENV_VARS = {
 # Read too, not a field: PORT (wins over GRADIO_SERVER_PORT).
 EXTRA_ENV_VARS = ("PORT",)
 
+# The build this code is (GET /health "build"): the image sets BUILD_ID from its BUILD_ID build arg (the git
+# sha). A fact of the build, not a setting: not in Settings nor in .env.example, whose copy passed with
+# `docker run --env-file` would override the image's value.
+BUILD_ID_VAR = "BUILD_ID"
+BUILD_ID_DEFAULT = "dev"
+
+
+def build_id() -> str:
+    return os.environ.get(BUILD_ID_VAR, "").strip() or BUILD_ID_DEFAULT
+
 
 def load() -> Settings:
     """Read the settings from the environment; raise SettingsError naming a bad variable."""

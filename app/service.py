@@ -11,7 +11,7 @@ import unicodedata
 from pathlib import Path
 
 from app import constitution, evaluation, generation, impact, metrics, models
-from app.config import Settings
+from app.config import Settings, build_id
 from app.errors import ApiError
 from app.models import LoadedModel
 from app.runs import RunStore
@@ -67,6 +67,7 @@ class Service:
         self.loading_name: str | None = None
         self._load_lock = threading.Lock()
         self.started = time.monotonic()
+        self.build = build_id()
 
     # ---- lifecycle ----
     def open(self) -> None:
@@ -94,7 +95,7 @@ class Service:
 
     # ---- models ----
     def health(self) -> dict:
-        return {"status": "healthy", "version": __import__("app").__version__,
+        return {"status": "healthy", "version": __import__("app").__version__, "build": self.build,
                 "uptime_s": round(time.monotonic() - self.started, 1),
                 "model": self.base.name if self.base else None, "model_state": self.model_state,
                 "judge_state": self.judge_state}

@@ -31,6 +31,15 @@ def client(make_client):
         yield c
 
 
+def test_health_reports_the_build_id_of_the_image(make_client, monkeypatch):
+    monkeypatch.setenv("BUILD_ID", "0123abc")
+    with make_client(with_model=False) as c:
+        assert c.get("/health").json()["build"] == "0123abc"
+    monkeypatch.delenv("BUILD_ID")
+    with make_client(with_model=False) as c:
+        assert c.get("/health").json()["build"] == "dev"  # outside an image: the default
+
+
 def test_health_answers_without_a_model_and_ready_waits_for_one(make_client):
     with make_client(with_model=False) as c:
         assert c.get("/health").json()["status"] == "healthy"

@@ -205,3 +205,16 @@ def test_report_renders_markdown_json_and_terminal(tmp_path):
     assert json.loads(js.read_text())["rows"]
     term = R.render_terminal(rep)
     assert "image.size" in term and "FAIL" in term and "health.status" in term
+
+
+def test_the_gates_image_build_carries_the_git_sha_as_build_id(tmp_path):
+    import subprocess
+
+    from validation.targets import REPO, default_build_args, git_build_id, image_revision
+
+    sha = subprocess.run(["git", "-C", str(REPO), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip() or "dev"
+    assert git_build_id() == sha and default_build_args()["BUILD_ID"] == sha
+    (tmp_path / "Dockerfile").write_text("FROM scratch\nARG BUILD_ID=dev\n")
+    assert default_build_args(tmp_path)["BUILD_ID"] == "dev", "outside git: the Dockerfile's default"
+    assert image_revision({"Config": {"Labels": {"org.opencontainers.image.revision": sha}}}) == sha
+    assert image_revision({"Config": {"Labels": None}}) is None

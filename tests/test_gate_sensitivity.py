@@ -21,6 +21,7 @@ def good():
 def run_all(stub: StubApp, gate) -> None:
     http = client(stub.base_url)
     checks.health(http, gate)
+    checks.build(http, gate, stub.build, "the stub's build")
     checks.ready(gate, api.wait_ready(http, timeout=1), 0.5)
     checks.ui(http, gate, ELEMS, APIS)
     checks.metrics(http, gate)
@@ -50,6 +51,34 @@ def test_health_500():
 def test_health_wrong_body():
     with StubApp({"health_wrong_body"}) as stub:
         expect_failure(checks.health, client(stub.base_url), make_gate(), criterion="health.body", measured="ok")
+
+
+def test_health_build_matches_the_expected_build(good):
+    gate = make_gate()
+    checks.build(client(good.base_url), gate, "stub-build", "--expect-build")
+    assert [(r.id, r.verdict) for r in gate.recorder.results] == [("health.build", "pass")]
+
+
+def test_health_build_of_another_commit_fails():
+    with StubApp(build="0123abc") as stub:
+        e = expect_failure(checks.build, client(stub.base_url), make_gate(), "fedcba9", "--expect-build",
+                           criterion="health.build", measured="no")
+    assert "build='0123abc', expected 'fedcba9'" in str(e)
+
+
+def test_health_build_missing_fails():
+    with StubApp(faults={"health_wrong_body"}) as stub:  # an app that does not report a build at all
+        e = expect_failure(checks.build, client(stub.base_url), make_gate(), "fedcba9", "label x",
+                           criterion="health.build", measured="no")
+    assert "build=None" in str(e)
+
+
+def test_health_build_without_an_expected_build_is_skipped_with_the_reason(good):
+    gate = make_gate()
+    with pytest.raises(pytest.skip.Exception):
+        checks.build(client(good.base_url), gate, None, "no expected build: give --expect-build ID")
+    (r,) = gate.recorder.results
+    assert (r.id, r.verdict) == ("health.build", "skip") and "--expect-build" in r.reason
 
 
 def test_health_refused():

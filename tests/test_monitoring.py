@@ -63,15 +63,109 @@ def test_every_alert_has_a_severity_a_summary_and_a_runbook_entry():
         assert f"`{rule['alert']}`" in runbook, f"{rule['alert']} has no entry in DEPLOYMENT.md's runbook"
 
 
-def test_the_rules_only_use_series_the_app_exports(tmp_path):
+def _exported(tmp_path: Path) -> set[str]:
+    """The metric families the app's /metrics carries (prometheus-client's names: no _total), and `up`."""
     from prometheus_client import REGISTRY
 
     from app import metrics
 
     metrics.watch_volume(tmp_path)
-    exported = {family.name for family in REGISTRY.collect()} | {"up"}
-    base = {re.sub(r"_(bucket|total|count|sum)$", "", name) for name in prometheus.series_used()}
+    return {family.name for family in REGISTRY.collect()} | {"up"}
+
+
+def _base(name: str) -> str:
+    return re.sub(r"_(bucket|total|count|sum)$", "", name)
+
+
+def test_the_rules_only_use_series_the_app_exports(tmp_path):
+    exported = _exported(tmp_path)
+    base = {_base(name) for name in prometheus.series_used()}
     assert len(base) >= 6 and base <= exported, sorted(base - exported)
+
+
+# ---------------------------------------------------------------------------------------------
+# The Grafana dashboard (monitoring/grafana-dashboard.json)
+
+DS_UID = "${DS_PROMETHEUS}"
+SELECTOR = re.compile(r"([a-zA-Z_:][a-zA-Z0-9_:]*)\s*\{")  # a metric name right before its label matchers
+
+
+def _unknown_series(exprs: dict[str, str], exported: set[str]) -> dict[str, list[str]]:
+    """{query: metric names it reads that the app does not export (or [] when it reads none at all)}."""
+    bad = {}
+    for where, expr in exprs.items():
+        names = set(prometheus.series_in([expr])) | set(SELECTOR.findall(re.sub(r'"[^"]*"', '""', expr)))
+        unknown = sorted(n for n in names if _base(n) not in exported)
+        if unknown or not names:
+            bad[where] = unknown or ["(reads no metric)"]
+    return bad
+
+
+def test_the_dashboard_is_an_importable_grafana_dashboard():
+    dash = prometheus.dashboard()
+    assert [i["name"] for i in dash["__inputs"]] == ["DS_PROMETHEUS"] and dash["__inputs"][0]["pluginId"] == "prometheus"
+    assert dash["uid"] and dash["title"] and isinstance(dash["schemaVersion"], int)
+    variables = {v["name"]: v for v in dash["templating"]["list"]}
+    assert {"job", "instance"} <= set(variables) and variables["job"]["current"]["value"] == "cai-demo"
+    ids = [p["id"] for p in dash["panels"]]
+    assert len(ids) == len(set(ids)) >= 10, ids
+    for panel in dash["panels"]:
+        assert panel["datasource"] == {"type": "prometheus", "uid": DS_UID}, panel["title"]
+        assert {"x", "y", "w", "h"} <= set(panel["gridPos"]) and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24
+        refs = [t["refId"] for t in panel["targets"]]
+        assert refs and len(refs) == len(set(refs)), panel["title"]
+        assert all(t["datasource"]["uid"] == DS_UID and t["expr"].strip() for t in panel["targets"]), panel["title"]
+
+
+def test_the_dashboard_only_reads_series_the_app_exports_and_shows_the_plans_ones(tmp_path):
+    exported = _exported(tmp_path)
+    exprs = prometheus.dashboard_exprs()
+    assert _unknown_series(exprs, exported) == {}
+    shown = {_base(n) for n in prometheus.series_in(list(exprs.values()))}
+    wanted = {"up", "cai_http_requests", "cai_http_request_duration_seconds", "process_resident_memory_bytes",
+              "process_cpu_seconds", "cai_checkpoint_volume_bytes", "cai_training_runs", "cai_model_loaded"}
+    assert wanted <= shown, sorted(wanted - shown)
+    assert {_base(n) for n in prometheus.series_used()} <= shown, "every series an alert reads has a panel"
+
+
+def test_a_dashboard_query_on_a_metric_the_app_does_not_export_is_caught(tmp_path):
+    exported = _exported(tmp_path)
+    exprs = prometheus.dashboard_exprs()
+    where = next(iter(exprs))
+    broken = {**exprs, where: 'rate(cai_http_requests_totl{job="$job"}[5m])', "other / A": 'node_load1{job="$job"}'}
+    assert _unknown_series(broken, exported) == {where: ["cai_http_requests_totl"], "other / A": ["node_load1"]}
+
+
+def test_the_dashboard_thresholds_are_the_plans(tmp_path):
+    """The red line on a panel that mirrors an alert is the alert's (so the plan's) threshold."""
+    crit = criteria_mod.load("plan")
+    panels = {p["title"]: p for p in prometheus.dashboard()["panels"]}
+    mirrored = {"5xx ratio": "perf.error_rate", "Generation latency (POST /api/generate)": "perf.response_p95",
+                "Memory (RSS)": "perf.memory_peak"}
+    for title, cid in mirrored.items():
+        steps = panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
+        c = crit[cid]
+        assert steps[-1]["value"] == pytest.approx(float(c.threshold) * UNIT_SCALE[c.unit]), title
+
+
+def _promtool_check_queries(exprs: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:
+    """Every query as a recording rule in a temporary rule file: `promtool check rules` parses each."""
+    import yaml
+
+    rules = [{"record": f"dashboard:query_{i}", "expr": expr} for i, expr in enumerate(exprs.values())]
+    (tmp_path / "dashboard-rules.yml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": rules}]}))
+    return _promtool("check", "rules", "dashboard-rules.yml", cwd=tmp_path)
+
+
+@needs_promtool
+def test_promtool_parses_every_dashboard_query(tmp_path):
+    exprs = prometheus.dashboard_exprs(plain=True)
+    assert not [e for e in exprs.values() if "$" in e], "a Grafana variable is not replaced (GRAFANA_VARS)"
+    done = _promtool_check_queries(exprs, tmp_path)
+    assert done.returncode == 0 and f"{len(exprs)} rules found" in done.stdout, done.stdout + done.stderr
+    broken = {**exprs, "broken / A": "sum(rate(cai_http_requests_total[5m])"}
+    done = _promtool_check_queries(broken, tmp_path)
+    assert done.returncode != 0, "promtool must reject an unbalanced query"
 
 
 needs_prometheus = pytest.mark.skipif(prometheus.binary() is None, reason="prometheus not installed (apt-get install prometheus)")

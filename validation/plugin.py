@@ -127,6 +127,14 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
         help="seconds to wait for the started target's /health (default 180)",
     )
     g.addoption(
+        "--expect-build",
+        default=_env("GATE_EXPECT_BUILD"),
+        metavar="ID",
+        help="the build id (git sha) the target must report in GET /health (health.build); default on the "
+        "container target: the image's org.opencontainers.image.revision label; else the criterion is "
+        "skipped. Env: GATE_EXPECT_BUILD.",
+    )
+    g.addoption(
         "--app-env",
         action="append",
         default=[],
@@ -356,10 +364,14 @@ def image(pytestconfig: pytest.Config, target_kind: str, recorder: Recorder) -> 
 
 def _image_info(tag: str, *, built: bool, seconds: float | None, log: Path | None) -> dict:
     """{"tag", "built", "build_seconds", "log", "attrs" (docker image inspect), "run_sh" (cmd -> (code,
-    output) in a throwaway container of the image)}."""
+    output) in a throwaway container of the image), "started" (a context manager: the image started as
+    it ships, with root-owned tmpfs volumes at its CHECKPOINT_DIR and LOG_DIR, like a platform's fresh
+    volumes; yields (exec_sh, logs))}."""
     client = targets_mod.docker_client(120)
     with CLOCK.spent("engine"):
         attrs = client.images.get(tag).attrs
+    env = dict(e.split("=", 1) for e in (attrs.get("Config") or {}).get("Env") or [] if "=" in e)
+    volumes = (env.get("CHECKPOINT_DIR", targets_mod.CONTAINER_CHECKPOINTS), env.get("LOG_DIR", targets_mod.CONTAINER_LOGS))
     return {
         "tag": tag,
         "built": built,
@@ -367,7 +379,24 @@ def _image_info(tag: str, *, built: bool, seconds: float | None, log: Path | Non
         "log": log,
         "attrs": attrs,
         "run_sh": lambda cmd, user="": targets_mod.run_in_image(client, tag, cmd, user),
+        "started": lambda: targets_mod.running_image(client, tag, root_owned=volumes, env={"PRELOAD_MODEL": "false"}),
+        "volumes": volumes,
     }
+
+
+@pytest.fixture(scope="session")
+def expected_build(pytestconfig: pytest.Config, target_kind: str, request: pytest.FixtureRequest) -> tuple[str | None, str]:
+    """(the build id the target must report, where it comes from) or (None, why there is none)."""
+    given = pytestconfig.getoption("--expect-build")
+    if given:
+        return given, "--expect-build"
+    if target_kind == "container":
+        img = request.getfixturevalue("image")
+        label = targets_mod.image_revision(img["attrs"])
+        if label:
+            return label, f"label {targets_mod.REVISION_LABEL} of {img['tag']}"
+        return None, f"image {img['tag']} has no {targets_mod.REVISION_LABEL} label and no --expect-build ID was given"
+    return None, f"no expected build: give --expect-build ID (env GATE_EXPECT_BUILD) on the {target_kind} target"
 
 
 @pytest.fixture(scope="session")

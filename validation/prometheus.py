@@ -13,6 +13,7 @@ promtool (tests/test_monitoring.py).
 
 from __future__ import annotations
 
+import json
 import re
 import shutil
 import subprocess
@@ -38,9 +39,38 @@ def rules() -> list[dict]:
     return [rule for group in groups for rule in group["rules"]]
 
 
+def series_in(exprs: list[str]) -> list[str]:
+    """Metric names these PromQL expressions read (as Prometheus stores them: _bucket, _total included)."""
+    return sorted({name for expr in exprs for name in SERIES.findall(expr)})
+
+
 def series_used() -> list[str]:
-    """Metric names the alert rules read (as Prometheus stores them: _bucket, _total included)."""
-    return sorted({name for rule in rules() for name in SERIES.findall(rule["expr"])})
+    """Metric names the alert rules read."""
+    return series_in([rule["expr"] for rule in rules()])
+
+
+# Grafana's own variables in the dashboard's queries, with a value that makes them plain PromQL.
+GRAFANA_VARS = {"$__rate_interval": "5m", "$__range": "1h", "$job": "cai-demo", "$instance": ".*"}
+
+
+def dashboard() -> dict:
+    return json.loads((MONITORING / "grafana-dashboard.json").read_text())
+
+
+def dashboard_exprs(dash: dict | None = None, plain: bool = False) -> dict[str, str]:
+    """{"<panel title> / <refId>": PromQL} of every panel (rows' panels too); plain=True replaces
+    Grafana's variables (GRAFANA_VARS) so promtool can parse them."""
+    dash = dashboard() if dash is None else dash
+    out = {}
+    panels = [q for p in dash.get("panels", []) for q in [p, *p.get("panels", [])]]
+    for panel in panels:
+        for target in panel.get("targets", []):
+            expr = target.get("expr", "")
+            if plain:
+                for var in sorted(GRAFANA_VARS, key=len, reverse=True):
+                    expr = expr.replace(var, GRAFANA_VARS[var])
+            out[f"{panel.get('title')} / {target.get('refId')}"] = expr
+    return out
 
 
 class PrometheusServer:

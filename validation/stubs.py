@@ -70,8 +70,10 @@ HARM_WORDS = ("steal", "break the window", "pick the lock", "weapon")
 
 
 class StubApp:
-    def __init__(self, faults: set[str] | None = None, slow: float = 0.0, slow_health: bool = False) -> None:
+    def __init__(self, faults: set[str] | None = None, slow: float = 0.0, slow_health: bool = False,
+                 build: str = "stub-build") -> None:
         self.faults = set(faults or ())
+        self.build = build  # GET /health "build"
         self.slow = slow
         self.slow_health = slow_health
         self.jobs: dict[str, dict] = {}
@@ -152,7 +154,8 @@ class StubApp:
             if "health_wrong_body" in f:
                 return 200, {"status": "ok"}, js
             state = "failed" if "ready_lies" in f else "ready"
-            return 200, {"status": "healthy", "version": "stub", "model": "smollm2", "model_state": state}, js
+            return 200, {"status": "healthy", "version": "stub", "build": self.build, "model": "smollm2",
+                         "model_state": state}, js
         if path == "/ready":
             if "never_ready" in f:
                 return 503, {"status": "loading", "error": None}, js

@@ -34,10 +34,14 @@ from validation.checks.common import (  # noqa: F401
 from validation.checks.image import (  # noqa: F401
     BUILD_TOOLS_NOT_ALLOWED,
     EXCLUDED_PATHS,
+    SERVER_PROBE,
     image_config,
     image_files,
+    parse_server_processes,
+    server_user,
 )
 from validation.checks.probes import (  # noqa: F401
+    build,
     health,
     log_errors,
     memory,

@@ -32,6 +32,21 @@ def health(http: httpx.Client, gate: Gate) -> dict:
     return body
 
 
+def build(http: httpx.Client, gate: Gate, expected: str | None, source: str) -> None:
+    """health.build: GET /health reports the build the gate expects (`source` says where that came from;
+    with no expected build the criterion is skipped with `source` as the reason, never passed)."""
+    if not expected:
+        gate.skip("health.build", source)
+    try:
+        r = http.get("/health", timeout=10)
+    except httpx.HTTPError as exc:
+        gate.fail("health.build", None, f"GET /health: {type(exc).__name__}: {exc}")
+    body = _json(r)
+    reported = body.get("build") if isinstance(body, dict) else None
+    gate.measure("health.build", reported == expected,
+                 detail=f"GET /health build={reported!r}, expected {expected!r} ({source})")
+
+
 def startup(gate: Gate, health_seconds: float | None) -> None:
     gate.require("startup.health_time")
     if health_seconds is None:

@@ -98,6 +98,11 @@ def test_whole_journey(journey, gate, pytestconfig):
     journey.check_console("the whole journey")
 
 
+def test_target_runs_the_expected_build(gate, http, expected_build):
+    """GET /health names the build the gate expects (staging: the commit the workflow gated)."""
+    checks.build(http, gate, *expected_build)
+
+
 def test_app_log_has_no_errors(gate, target):
     """Error lines the app logged while the browser drove it (container and process targets)."""
     gate.require("container.log_errors")

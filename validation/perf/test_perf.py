@@ -260,6 +260,13 @@ def test_distributed_load_keeps_the_exact_budget(subject, target, perf_ready, ga
     assert result.total.failures == 0, result.errors
 
 
+def test_target_runs_the_expected_build(subject, gate, http, expected_build):
+    """GET /health names the build the gate expects (production: the commit the workflow gated)."""
+    from validation import checks
+
+    checks.build(http, gate, *expected_build)
+
+
 def test_no_errors_in_the_app_log(target, gate):
     """After the load and training: no ERROR/CRITICAL/Traceback lines in the app's log."""
     from validation import checks

@@ -17,7 +17,7 @@ from validation.targets import image_size_bytes
 
 pytestmark = pytest.mark.smoke
 
-IMAGE_CONFIG = ["image.user", "image.exposed_port", "image.entrypoint_exec", "image.healthcheck"]
+IMAGE_CONFIG = ["image.exposed_port", "image.entrypoint_exec", "image.healthcheck"]
 IMAGE_FILES = ["image.compilers", "image.excluded_paths"]
 
 
@@ -48,6 +48,16 @@ def test_image_config(gate, target_kind, request):
 
 
 @pytest.mark.image
+def test_image_server_runs_as_non_root_on_root_owned_volumes(gate, target_kind, request):
+    gate.require("image.user")
+    # The image started as it ships (as root) with root-owned volumes, as Fly.io and Railway mount them:
+    # run.sh must hand them over and drop to `app` before the server starts.
+    image = request.getfixturevalue("image")
+    with image["started"]() as (exec_sh, logs):
+        checks.server_user(gate, exec_sh, logs, where=f"{image['tag']} started with root-owned {', '.join(image['volumes'])}")
+
+
+@pytest.mark.image
 def test_image_files(gate, target_kind, request):
     gate.require(IMAGE_FILES)
     # In a throwaway container of the image: the image as built, no volumes, no runtime state.
@@ -63,6 +73,10 @@ def test_startup_health_time(gate, target):
 
 def test_health(gate, http):
     checks.health(http, gate)
+
+
+def test_health_reports_the_expected_build(gate, http, expected_build):
+    checks.build(http, gate, *expected_build)
 
 
 def test_ready(gate, app_ready):

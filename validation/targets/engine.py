@@ -85,6 +85,43 @@ def run_in_image(client, image: str, cmd: str, user: str = "") -> tuple[int, str
             return exc.exit_status, (exc.stderr or b"").decode(errors="replace")
 
 
+@contextlib.contextmanager
+def running_image(client, image: str, *, root_owned: tuple[str, ...] = (), env: dict[str, str] | None = None):  # noqa: ANN001
+    """`docker run -d --network none IMAGE` as the image ships (its entrypoint, its user), with a
+    root-owned tmpfs at each of `root_owned` (what Fly.io / Railway mount); yields (exec_sh, logs):
+    exec_sh(cmd) -> (exit code, output) in the running container, (None, why) once it is gone. Removed
+    with its volumes on exit."""
+    import docker
+
+    with CLOCK.spent("engine"):
+        ctr = client.containers.run(
+            image,
+            detach=True,
+            network_mode="none",
+            environment=env or {},
+            tmpfs={d: "uid=0,gid=0,mode=0755" for d in root_owned},
+            labels={LABEL: str(os.getpid())},
+        )
+
+    def exec_sh(cmd: str) -> tuple[int | None, str]:
+        try:
+            code, out = ctr.exec_run(["sh", "-c", cmd])
+        except docker.errors.APIError as exc:  # 409: the container is not running
+            return None, f"container gone: {exc.explanation or exc}"
+        return code, out.decode(errors="replace")
+
+    def logs() -> str:
+        with contextlib.suppress(Exception):
+            return ctr.logs().decode(errors="replace")
+        return ""
+
+    try:
+        yield exec_sh, logs
+    finally:
+        with contextlib.suppress(Exception), CLOCK.spent("engine"):
+            ctr.remove(force=True, v=True)
+
+
 def ryuk_setting(say: Say = _noop) -> str:
     """Decide Ryuk: honour TESTCONTAINERS_RYUK_DISABLED when set; else disable it when its image
     is not present locally (no registry here) and rely on our own cleanup."""

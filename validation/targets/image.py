@@ -4,6 +4,7 @@ args (offline wheelhouse, local base image), and the image's size."""
 from __future__ import annotations
 
 import re
+import subprocess
 import time
 from pathlib import Path
 from typing import Any
@@ -73,11 +74,33 @@ def _image_class():
     return StreamingDockerImage
 
 
+# The OCI label that carries the build id (the Dockerfile sets it from its BUILD_ID build arg).
+REVISION_LABEL = "org.opencontainers.image.revision"
+UNKNOWN_BUILD = "dev"  # outside a git checkout (the Dockerfile's default too)
+
+
+def git_build_id(repo: Path = REPO) -> str:
+    """The commit the image is built from: `git rev-parse HEAD`, or "dev" outside git."""
+    try:
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return UNKNOWN_BUILD
+    sha = out.stdout.strip()
+    return sha if out.returncode == 0 and re.fullmatch(r"[0-9a-f]{40}", sha) else UNKNOWN_BUILD
+
+
+def image_revision(attrs: dict[str, Any]) -> str | None:
+    """The build id an image carries (its REVISION_LABEL), or None."""
+    return ((attrs.get("Config") or {}).get("Labels") or {}).get(REVISION_LABEL) or None
+
+
 def default_build_args(repo: Path = REPO) -> dict[str, str]:
     """Build args from the Dockerfile's documented ARGs: the offline wheelhouse when it has wheels, the
-    locally made base image (scripts/make-base-image.sh) when it is there."""
+    locally made base image (scripts/make-base-image.sh) when it is there, the git sha as BUILD_ID."""
     args: dict[str, str] = {}
     dockerfile = (repo / "Dockerfile").read_text() if (repo / "Dockerfile").exists() else ""
+    if re.search(r"^ARG BUILD_ID\b", dockerfile, re.M):
+        args["BUILD_ID"] = git_build_id(repo)
     if re.search(r"^ARG DEPS_SOURCE\b", dockerfile, re.M) and any((repo / "wheelhouse").glob("*.whl")):
         args["DEPS_SOURCE"] = "wheelhouse"
     if re.search(r"^ARG BASE_IMAGE\b", dockerfile, re.M) and image_present(LOCAL_BASE_IMAGE):
