@@ -50,8 +50,8 @@ def test_rounds_incidents_and_availability_from_known_probes():
     assert A.availability(rs) == pytest.approx(100 * 9 / 14, abs=1e-3)
     incs = A.incidents(rs, 10.0)
     assert [(i.start_s, i.end_s, i.rounds, i.ongoing) for i in incs] == [(40.0, 70.0, 3, False), (120.0, 140.0, 2, True)]
-    assert incs[0].duration_s == 30.0 and incs[0].failed == {"ready 503": 2, "health ConnectError": 1,
-                                                               "ready ConnectError": 1, "evaluate ConnectError": 1}
+    assert incs[0].duration_s == 30.0 and incs[0].failed == {"ready 503": 2, "health no answer": 1,
+                                                               "ready no answer": 1, "evaluate no answer": 1}
 
 
 def test_latency_percentiles_use_answered_probes_only():

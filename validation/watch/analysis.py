@@ -46,9 +46,10 @@ class Incident:
 
 
 def failure_label(p: Probe) -> str:
+    """'ready 503', 'evaluate 200 (no verdict)', 'health no answer' (the exception's name is in the CSV)."""
     if p.status is not None:
         return f"{p.which} {p.status}" + (" (no verdict)" if p.status == 200 else "")
-    return f"{p.which} {p.error.split(':', 1)[0] or 'error'}"
+    return f"{p.which} {'timeout' if 'Timeout' in p.error else 'no answer'}"
 
 
 def rounds(probes: list[Probe]) -> list[Round]:

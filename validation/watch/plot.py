@@ -13,6 +13,7 @@ def plot_watch(path: Path, probes: list[Probe], incidents: list[dict], *, title:
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+    import matplotlib.ticker
 
     fig, ax = plt.subplots(figsize=(10, 4.5))
     answered = [p.latency_s * 1000 for p in probes if p.status is not None] or [1.0]
@@ -34,6 +35,9 @@ def plot_watch(path: Path, probes: list[Probe], incidents: list[dict], *, title:
     log = max(answered) / max(min(answered), 0.1) > 20
     if log:
         ax.set_yscale("log")
+        plain = matplotlib.ticker.FuncFormatter(lambda v, _pos: f"{v:g}")
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
     ax.set_ylabel("latency (ms, log)" if log else "latency (ms)")
     ax.set_xlabel("seconds since the watch started")
     ax.grid(alpha=0.3)
