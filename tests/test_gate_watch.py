@@ -39,7 +39,8 @@ def probes_of(pattern: str, interval: float = 10.0) -> list[Probe]:
 def run_watch(stub: StubApp, rounds: int, interval: float = 0.05, on_round=None) -> tuple[dict, list]:
     w = Watcher(lambda: stub.base_url, interval=interval, duration=rounds * interval, timeout=2)
     probes = w.run(on_round=on_round)
-    return writeup.summary(probes, interval=interval, duration=rounds * interval, base_url=stub.base_url), A.rounds(probes)
+    s = writeup.summary(probes, interval=interval, duration=rounds * interval, base_url=stub.base_url)
+    return s, A.rounds(probes, rounds)
 
 
 # --- arithmetic ---------------------------------------------------------------------------------
@@ -52,6 +53,16 @@ def test_rounds_incidents_and_availability_from_known_probes():
     assert [(i.start_s, i.end_s, i.rounds, i.ongoing) for i in incs] == [(40.0, 70.0, 3, False), (120.0, 140.0, 2, True)]
     assert incs[0].duration_s == 30.0 and incs[0].failed == {"ready 503": 2, "health no answer": 1,
                                                                "ready no answer": 1, "evaluate no answer": 1}
+
+
+def test_a_round_that_overran_its_interval_counts_for_every_slot_it_covered():
+    pr = probes_of("..x..")
+    for p in pr:  # the down round took three slots: rounds 0, 1, 2, then 5, 6
+        p.round = p.round if p.round < 3 else p.round + 2
+    rs = A.rounds(pr)
+    assert [r.slots for r in rs] == [1, 1, 3, 1, 1]
+    assert A.availability(rs) == pytest.approx(100 * 4 / 7, abs=1e-3)
+    assert [r.slots for r in A.rounds(pr, total_slots=9)][-1] == 3  # the last round ran to the end
 
 
 def test_latency_percentiles_use_answered_probes_only():
@@ -120,9 +131,10 @@ def test_uptime_fails_on_one_down_round_in_fifty():
     expect_failure(verdicts.uptime, make_gate("plan"), s, rs, soft=False, criterion="watch.uptime")
 
 
-def test_probe_p95_fails_on_a_slow_stub():
-    with StubApp(slow=0.15) as stub:
-        s, _ = run_watch(stub, 4, interval=0.2)
+def test_probe_p95_fails_on_a_slow_stub_and_slow_rounds_cover_their_slots():
+    with StubApp(slow=0.15) as stub:  # evaluate takes 0.15 s: each round covers two 0.1 s slots
+        s, rs = run_watch(stub, 8, interval=0.1)
+    assert s["rounds"] < s["slots"] == 8 and all(r.slots >= 1 for r in rs)
     expect_failure(verdicts.probe_p95, make_gate("plan", watch__probe_p95=0.1), s, soft=False,
                    criterion="watch.probe_p95")
 
@@ -157,7 +169,7 @@ def test_restart_is_recorded_as_one_incident_of_the_outage_length():
     s = writeup.summary(probes, interval=interval, duration=4.0, base_url=stub.base_url, restart=box["r"].result())
     assert s["restart"]["outage_s"] == pytest.approx(1.0, abs=0.3)
     restart_incident(make_gate("plan", target_kind="process"), s, interval, soft=False)
-    verdicts.uptime(make_gate("plan"), s, A.rounds(probes), soft=False)  # the restart's window is left out
+    verdicts.uptime(make_gate("plan"), s, A.rounds(probes, 40), soft=False)  # the restart's window is left out
     # A watch that missed the restart, or saw it too long, fails the restart check.
     missed = {**s, "incidents": [], "availability_pct": 100.0}
     expect_failure(restart_incident, make_gate("plan", target_kind="process"), missed, interval, soft=False,

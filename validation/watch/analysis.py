@@ -2,7 +2,8 @@
 
 Pure functions over a list of `Probe`s (no I/O): unit-tested in tests/test_gate_watch.py.
 
-- A round is *up* when every probe of it is ok. Availability = up rounds / rounds.
+- A round is *up* when every probe of it is ok. It stands for the grid slots it covered (one, unless it
+  overran its interval: probes.py). Availability = slots of up rounds / slots.
 - An incident is a maximal run of consecutive down rounds: it starts when its first down round
   started and ends when the next up round started (or, when the watch ended down, one interval after
   its last round: `ongoing`). Its duration is therefore measured to within one interval.
@@ -15,7 +16,7 @@ from collections import Counter
 from dataclasses import asdict, dataclass, field
 
 from validation.perf.loadrun import exact_percentile
-from validation.watch.probes import PROBES, Probe
+from validation.watch.probes import PROBES, Probe, slots_planned  # noqa: F401 - slots_planned re-exported
 
 
 @dataclass
@@ -24,7 +25,8 @@ class Round:
     t_s: float  # start, seconds since the watch started
     t: float  # start, wall clock
     up: bool
-    failed: list[str]  # "ready 503", "health ConnectError", ...
+    failed: list[str]  # "ready 503", "health no answer", ...
+    slots: int = 1  # grid slots this round stands for (> 1 when it overran its interval)
 
 
 @dataclass
@@ -52,21 +54,25 @@ def failure_label(p: Probe) -> str:
     return f"{p.which} {'timeout' if 'Timeout' in p.error else 'no answer'}"
 
 
-def rounds(probes: list[Probe]) -> list[Round]:
+def rounds(probes: list[Probe], total_slots: int | None = None) -> list[Round]:
+    """The probes grouped by round; the last round stands for the slots left up to `total_slots`."""
     by_round: dict[int, list[Probe]] = {}
     for p in probes:
         by_round.setdefault(p.round, []).append(p)
     out = []
-    for n in sorted(by_round):
+    ns = sorted(by_round)
+    for i, n in enumerate(ns):
         ps = by_round[n]
         failed = [failure_label(p) for p in ps if not p.ok]
-        out.append(Round(n, ps[0].t_s, ps[0].t, not failed and len(ps) == len(PROBES), failed))
+        slots = ns[i + 1] - n if i + 1 < len(ns) else max(1, (total_slots or 0) - n)
+        out.append(Round(n, ps[0].t_s, ps[0].t, not failed and len(ps) == len(PROBES), failed, slots))
     return out
 
 
 def availability(rs: list[Round]) -> float | None:
-    """Per cent of rounds up; None when there was no round."""
-    return None if not rs else round(100.0 * sum(r.up for r in rs) / len(rs), 3)
+    """Per cent of the slots whose round was up; None when there was no round."""
+    total = sum(r.slots for r in rs)
+    return None if not total else round(100.0 * sum(r.slots for r in rs if r.up) / total, 3)
 
 
 def incidents(rs: list[Round], interval: float) -> list[Incident]:

@@ -4,13 +4,16 @@ that runs rounds at a fixed interval for a bounded time.
     w = Watcher(lambda: target.base_url, interval=10, duration=300, auth=("u", "p"))
     probes = w.run(on_round=print)        # blocks; every probe recorded, also the failed ones
 
-Rounds start on a fixed grid (start + k * interval); a round that overruns the interval delays the next
-one, which then starts at once (the grid slot it missed is not made up). Each probe has its own timeout;
-a probe is ok when it answers 200 (the evaluation: 200 with a boolean `flagged`).
+Rounds start on a fixed grid of slots (start + k * interval) and carry their slot's number k. A round
+that overruns its slot (slow answers, timeouts) stands for every slot it covered: the next round starts
+at once, on the next slot not yet begun, so `round` numbers then jump (analysis.rounds weighs each round
+by the slots it covered). Each probe has its own timeout; a probe is ok when it answers 200 (the
+evaluation: 200 with a boolean `flagged`).
 """
 
 from __future__ import annotations
 
+import math
 import threading
 import time
 from collections.abc import Callable
@@ -37,6 +40,11 @@ class Probe:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+def slots_planned(duration: float, interval: float) -> int:
+    """Grid slots in a watch of `duration` seconds: one round each when no round overruns."""
+    return max(1, math.ceil(round(duration / interval, 6)))
 
 
 def probe_once(client: httpx.Client, base_url: str, which: str, round_no: int, t_start: float) -> Probe:
@@ -74,7 +82,6 @@ class Watcher:
         duration: float,
         timeout: float = 10.0,
         auth: tuple[str, str] | None = None,
-        verify: object = True,
     ) -> None:
         if interval <= 0 or duration <= 0:
             raise ValueError(f"interval and duration must be > 0 (got {interval}, {duration})")
@@ -83,7 +90,6 @@ class Watcher:
         self.duration = duration
         self.timeout = timeout
         self.auth = auth
-        self.verify = verify
         self.probes: list[Probe] = []
         self.started_at: float | None = None  # wall clock
         self.ended_at: float | None = None
@@ -91,7 +97,7 @@ class Watcher:
 
     @property
     def rounds_planned(self) -> int:
-        return max(1, int(self.duration // self.interval) + (1 if self.duration % self.interval else 0))
+        return slots_planned(self.duration, self.interval)
 
     def stop(self) -> None:
         self._stop.set()
@@ -102,15 +108,15 @@ class Watcher:
         # No keep-alive: each probe opens its own connection, as a fresh visitor (and an uptime
         # checker) would; a pooled connection would hide a listener that no longer accepts.
         limits = httpx.Limits(max_keepalive_connections=0)
-        with httpx.Client(timeout=self.timeout, auth=self.auth, verify=self.verify, limits=limits) as client:
-            k = 0
+        with httpx.Client(timeout=self.timeout, auth=self.auth, limits=limits) as client:
+            k = 0  # the slot
             while not self._stop.is_set() and k < self.rounds_planned:
                 url = self.base_url().rstrip("/")
                 batch = [probe_once(client, url, which, k, self.started_at) for which in PROBES]
                 self.probes.extend(batch)
                 if on_round:
                     on_round(k, batch)
-                k += 1
+                k = max(k + 1, math.ceil((time.monotonic() - t0) / self.interval))
                 wait = t0 + k * self.interval - time.monotonic()
                 if wait > 0 and k < self.rounds_planned:
                     self._stop.wait(wait)

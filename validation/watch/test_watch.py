@@ -76,7 +76,7 @@ def watch_run(target, auth, say, report_dir, recorder, watch_options, app_ready)
     recorder.attach(png, "watch: latency over time, down periods shaded")
     say(f"watch done: availability {s['availability_pct']} % ({s['rounds_up']}/{s['rounds']} rounds up), "
         f"{len(s['incidents'])} incident(s), {s['downtime_s']:g} s down")
-    return {"summary": s, "rounds": A.rounds(probes), "options": o}
+    return {"summary": s, "rounds": A.rounds(probes, A.slots_planned(o.duration, o.interval)), "options": o}
 
 
 def test_uptime(gate, watch_run):

@@ -36,7 +36,7 @@ def summary(
     probes: list[Probe], *, interval: float, duration: float, base_url: str, restart: dict | None = None
 ) -> dict:
     """Everything the report says about the watch, as data (report.json's section)."""
-    rs = A.rounds(probes)
+    rs = A.rounds(probes, A.slots_planned(duration, interval))
     incs = A.incidents(rs, interval)
     width = A.bucket_seconds(duration, interval)
     lat = A.latency(probes)
@@ -47,6 +47,7 @@ def summary(
         "started": iso(probes[0].t) if probes else None,
         "rounds": len(rs),
         "rounds_up": sum(r.up for r in rs),
+        "slots": sum(r.slots for r in rs),  # > rounds when rounds overran their interval
         "availability_pct": A.availability(rs),
         "incidents": [i.to_dict() for i in incs],
         "downtime_s": round(sum(i.duration_s for i in incs), 3),
@@ -66,7 +67,9 @@ def markdown(s: dict, files: dict[str, str]) -> str:
         "POST /api/evaluate (a fixed harmless text, rules); a round is up when all three answer 200.",
         "",
         f"- **availability: {'—' if avail is None else f'{avail:.2f} %'}** ({s['rounds_up']}/{s['rounds']} rounds up), "
-        f"{len(s['incidents'])} incident(s), {s['downtime_s']:g} s down",
+        f"{len(s['incidents'])} incident(s), {s['downtime_s']:g} s down"
+        + (f"; rounds that overran their interval stand for the slots they covered: {s['slots']} slots of "
+           f"{s['interval_s']:g} s" if s["slots"] != s["rounds"] else ""),
     ]
     r = s.get("restart")
     if r:
