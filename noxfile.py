@@ -248,6 +248,12 @@ def faults(session: nox.Session) -> None:
 
 
 @nox.session(python=False)
+def watch(session: nox.Session) -> None:
+    """Uptime watch: /health, /ready and one evaluation every --interval s for --minutes (validation/watch)."""
+    _gate(session, "watch", "validation/watch", ["-p", "no:playwright", "-p", "no:locust"])
+
+
+@nox.session(python=False)
 def demo(session: nox.Session) -> None:
     """Browser demo: the e2e journey at a watchable pace, recorded to reports/demo (validation/e2e)."""
     _gate(session, "demo", "validation/e2e", ["-m", "demo"])

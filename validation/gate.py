@@ -118,6 +118,7 @@ class Recorder:
         self.results: list[Result] = []
         self.attachments: list[dict] = []
         self.notes: list[str] = []
+        self.sections: list[dict] = []  # extra report sections: {"title", "markdown", "data"}
         self._lock = threading.Lock()
 
     def add(self, result: Result) -> Result:
@@ -131,6 +132,11 @@ class Recorder:
 
     def note(self, text: str) -> None:
         self.notes.append(text)
+
+    def section(self, title: str, markdown: str, data: Any = None) -> None:
+        """A section of report.md after the criteria table (`## title`), and its data in report.json."""
+        with self._lock:
+            self.sections.append({"title": title, "markdown": markdown, "data": data})
 
     def failed(self) -> list[Result]:
         return [r for r in self.results if r.verdict == FAIL]

@@ -38,7 +38,7 @@ from validation.checks import TimedClient
 from validation.gate import CLOCK, CriterionFailed, Gate, Recorder
 
 TARGETS = ("auto", "container", "process", "url")
-GATE_SESSIONS = ("smoke", "e2e", "perf", "resilience", "demo", "image")
+GATE_SESSIONS = ("smoke", "e2e", "perf", "resilience", "demo", "image", "watch")
 
 @dataclass
 class GateState:
@@ -565,6 +565,7 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
         started_at=st.t0,
         finished_at=now,
         notes=rec.notes,
+        sections=rec.sections,
     )
     st.report = rep
     st.report_files = report_mod.write(rep, st.report_dir)

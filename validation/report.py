@@ -93,6 +93,7 @@ def build(
     started_at: float,
     finished_at: float,
     notes: list[str] | None = None,
+    sections: list[dict] | None = None,
 ) -> dict[str, Any]:
     rows = summarize(criteria, session, target.get("kind", ""), results)
     counts = verdict_counts(rows)
@@ -114,6 +115,7 @@ def build(
         "results": [r.to_dict() for r in results],
         "attachments": attachments,
         "notes": notes or [],
+        "sections": sections or [],
     }
 
 
@@ -161,6 +163,8 @@ def render_markdown(report: dict, report_dir: Path | None = None) -> str:
                 f"| `{r['id']}` {_md_escape(r['description'])} | {_md_escape(r['threshold'])} | "
                 f"{_md_escape(r['note'].removeprefix('measured by '))} |"
             )
+    for sec in report.get("sections", []):
+        lines += ["", f"## {sec['title']}", "", sec["markdown"].rstrip("\n")]
     if report["attachments"]:
         lines += ["", "## Attachments", ""]
         for a in report["attachments"]:

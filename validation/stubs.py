@@ -19,6 +19,9 @@ with no model: healthy by default, broken on request. Each fault breaks one thin
     cancel_ignored    POST /api/train/{id}/cancel answers 202 cancelling, and the run goes on to succeed
     slow=<seconds>    every /api/* answer is delayed (and /health when slow_health is set)
     error_log         the "log" (StubApp.logs()) has a Traceback in it
+    down              every route answers 503 (add and remove it while the stub runs: an outage)
+
+`StubApp(headers={...})` adds headers to every answer (e.g. Strict-Transport-Security).
 
     with StubApp(faults={"health_500"}) as stub:
         httpx.get(stub.base_url + "/health")
@@ -71,9 +74,10 @@ HARM_WORDS = ("steal", "break the window", "pick the lock", "weapon")
 
 class StubApp:
     def __init__(self, faults: set[str] | None = None, slow: float = 0.0, slow_health: bool = False,
-                 build: str = "stub-build") -> None:
+                 build: str = "stub-build", headers: dict[str, str] | None = None) -> None:
         self.faults = set(faults or ())
         self.build = build  # GET /health "build"
+        self.headers = dict(headers or {})
         self.slow = slow
         self.slow_health = slow_health
         self.jobs: dict[str, dict] = {}
@@ -96,6 +100,8 @@ class StubApp:
                 self.send_response(code)
                 self.send_header("Content-Type", ctype)
                 self.send_header("Content-Length", str(len(data)))
+                for k, v in stub.headers.items():
+                    self.send_header(k, v)
                 self.end_headers()
                 self.wfile.write(data)
 
@@ -146,6 +152,8 @@ class StubApp:
     def route(self, method: str, path: str, payload: dict | None) -> tuple[int, Any, str]:
         f = self.faults
         js = "application/json"
+        if "down" in f:
+            return 503, {"error": "unavailable", "field": None, "message": "stub: down"}, js
         if self.slow and (path.startswith("/api/") or (self.slow_health and path == "/health")):
             time.sleep(self.slow)
         if path == "/health":

@@ -161,6 +161,16 @@ class ContainerTarget(Target):
             code, out = self.container.exec_run(cmd, user=user)
         return code, out.decode(errors="replace")
 
+    def restart(self, timeout: int = 10) -> None:
+        """`docker restart` (SIGTERM, SIGKILL after `timeout`). Docker gives a randomly published port a
+        new number on restart: base_url follows it. Returns once the container runs; not waited on."""
+        with CLOCK.spent("engine"):
+            self.container.restart(timeout=timeout)
+        ports = (self.container_attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{APP_PORT}/tcp") or []
+        if ports:
+            self.host_port = int(ports[0]["HostPort"])
+            self.base_url = f"{self.base_url.rsplit(':', 1)[0]}:{self.host_port}"
+
     def resource_sample(self, cpu: bool = False) -> dict[str, Any] | None:
         """docker stats: memory in use (usage minus page cache, as `docker stats` shows) and CPU %."""
         with CLOCK.spent("engine"):

@@ -51,23 +51,44 @@ class ProcessTarget(Target):
         self.cmd = [python, "-m", os.environ.get("GATE_APP_MODULE") or "app"]
         say(f"process target: {' '.join(self.cmd)} on {self.base_url} (log: {self.log_path})")
         self._log_fh = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self._cwd, self._full_env = cwd, full_env
         self.started_at = time.monotonic()
-        self.popen = subprocess.Popen(
-            self.cmd,
-            cwd=cwd,
-            env=full_env,
-            stdout=self._log_fh,
-            stderr=subprocess.STDOUT,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-        )
+        self._spawn()
         self._register()
-        self.pid = self.popen.pid
         try:
             self.health_seconds = wait_http(f"{self.base_url}/health", health_timeout, alive=self.dead)
         except TargetError as exc:
             raise TargetError(f"process target did not become healthy: {exc}", self.log_tail()) from None
         say(f"process target healthy after {self.health_seconds:.1f} s (pid {self.pid})")
+
+    def _spawn(self) -> None:
+        self.popen = subprocess.Popen(
+            self.cmd,
+            cwd=self._cwd,
+            env=self._full_env,
+            stdout=self._log_fh,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+        )
+        self.pid = self.popen.pid
+
+    def _terminate(self, timeout: float) -> None:
+        if self.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.pid, signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(self.pid, signal.SIGKILL)
+                self.popen.wait(5)
+
+    def restart(self, timeout: float = 10) -> None:
+        """Stop the app (SIGTERM, SIGKILL after `timeout`) and start it again: same command, port,
+        folders and log (appended). Returns once the new process runs; it is not waited on."""
+        self._terminate(timeout)
+        self._spawn()
 
     def dead(self) -> str | None:
         code = self.popen.poll()
@@ -107,15 +128,7 @@ class ProcessTarget(Target):
         if self._stopped:
             return
         super().stop()
-        if self.popen.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.pid, signal.SIGTERM)
-            try:
-                self.popen.wait(timeout)
-            except subprocess.TimeoutExpired:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(self.pid, signal.SIGKILL)
-                self.popen.wait(5)
+        self._terminate(timeout)
         self._log_fh.close()
         shutil.rmtree(self._data_root, ignore_errors=True)
 

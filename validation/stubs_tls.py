@@ -1,0 +1,84 @@
+"""HTTPS subjects for the TLS checks' self-tests (tests/test_gate_tls.py): a self-signed certificate made
+with the openssl CLI (any lifetime, any names), the StubApp served over TLS with it, and a plain-http
+server that redirects (or not).
+
+    cert = make_cert(tmp_path, days=5)                     # Cert(cert, key): the cert is its own CA
+    with https_stub(cert, headers={"Strict-Transport-Security": "max-age=63072000"}) as stub:
+        stub.base_url                                      # https://127.0.0.1:PORT
+    with RedirectServer("https://127.0.0.1:PORT/") as http: http.url
+"""
+
+from __future__ import annotations
+
+import shutil
+import ssl
+import subprocess
+import threading
+from dataclasses import dataclass
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+from typing import Any
+
+from validation.stubs import StubApp
+
+
+@dataclass(frozen=True)
+class Cert:
+    cert: Path
+    key: Path
+
+
+def make_cert(folder: Path, days: int, names: str = "IP:127.0.0.1,DNS:localhost", name: str = "cert") -> Cert:
+    """A self-signed EC certificate valid `days` days (>= 1) for `names` (subjectAltName)."""
+    if not shutil.which("openssl"):
+        raise RuntimeError("the openssl CLI is needed to make test certificates (Debian: apt-get install openssl)")
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", str(days), "-subj", "/CN=cai-gate test",
+         "-addext", f"subjectAltName={names}"],
+        check=True, capture_output=True, timeout=30,
+    )
+    return Cert(cert, key)
+
+
+def https_stub(cert: Cert, **kwargs: Any) -> StubApp:
+    """A StubApp (not started) whose listening socket speaks TLS with `cert`; base_url is https://."""
+    stub = StubApp(**kwargs)
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(cert.cert, cert.key)
+    stub.server.socket = ctx.wrap_socket(stub.server.socket, server_side=True)
+    stub.base_url = stub.base_url.replace("http://", "https://", 1)
+    return stub
+
+
+class RedirectServer:
+    """Plain http on a free loopback port: every GET answers `status` with Location `to` (status 200 and
+    no Location when `to` is None: a site that serves plain http)."""
+
+    def __init__(self, to: str | None, status: int = 301) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: Any) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                body = b"plain http\n"
+                self.send_response(status if to else 200)
+                if to:
+                    self.send_header("Location", to)
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
+        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+
+    def __enter__(self) -> RedirectServer:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.server.shutdown()
+        self.server.server_close()
