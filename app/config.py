@@ -1,88 +1,94 @@
-"""Every setting of the app, read once from the environment.
+"""Every setting of the app, read once from the environment (pydantic-settings).
 
-Each field's environment variable is its name in upper case (``PORT`` and the ``GRADIO_*``
-names are the platform's own). `.env.example` lists them all with a comment each; a test keeps
-the two in step.
+Each field's environment variable is its alias below: its name in upper case, but the platform's
+own names (``PORT``, which wins over ``GRADIO_SERVER_PORT``, and the ``GRADIO_*`` names). An empty
+variable means the default. `.env.example` lists them all with a comment each; a test keeps the two
+in step.
 """
 
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Annotated, Literal
+
+from pydantic import AliasChoices, BeforeValidator, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 
 class SettingsError(ValueError):
     """A setting in the environment has a value the app cannot use."""
 
 
-def _int(name: str, default: int, lo: int, hi: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r} is not an integer") from None
-    if not lo <= value <= hi:
-        raise SettingsError(f"{name}={value} is outside {lo}..{hi}")
+def _env(default, name: str, *, first: str | None = None, **constraints):
+    """A field read from `name` (or from `first` when that is set: PORT before GRADIO_SERVER_PORT)."""
+    alias = AliasChoices(first, name) if first else name
+    return Field(default, validation_alias=alias, **constraints)
+
+
+Lower = BeforeValidator(lambda v: v.lower() if isinstance(v, str) else v)
+Folder = Annotated[Path, BeforeValidator(lambda v: Path(v).expanduser() if isinstance(v, str) else v)]
+
+
+def _folders(value):
+    """MODEL_DIRS: folders separated by os.pathsep (":" on Linux)."""
+    if isinstance(value, str):
+        return tuple(Path(p).expanduser() for p in value.split(os.pathsep) if p.strip())
     return value
 
 
-def _bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name, "").strip().lower()
-    if not raw:
-        return default
-    if raw in {"1", "true", "yes", "on"}:
-        return True
-    if raw in {"0", "false", "no", "off"}:
-        return False
-    raise SettingsError(f"{name}={raw!r} is not a boolean (true/false)")
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(frozen=True, env_ignore_empty=True, str_strip_whitespace=True,
+                                      populate_by_name=True, extra="ignore")
 
-
-def _str(name: str, default: str) -> str:
-    return os.environ.get(name, "").strip() or default
-
-
-def _paths(name: str, default: str) -> tuple[Path, ...]:
-    raw = _str(name, default)
-    return tuple(Path(p).expanduser() for p in raw.split(os.pathsep) if p)
-
-
-@dataclass(frozen=True)
-class Settings:
     # Network: PORT (injected by Cloud Run / Railway) wins over GRADIO_SERVER_PORT.
-    host: str = "127.0.0.1"
-    port: int = 7860
+    host: str = _env("127.0.0.1", "GRADIO_SERVER_NAME")
+    port: int = _env(7860, "GRADIO_SERVER_PORT", first="PORT", ge=1, le=65535)
     # Models
-    default_model: str = "smollm2"
-    preload: bool = True
-    model_cache_dir: Path = Path("demo/models")
-    model_dirs: tuple[Path, ...] = ()
-    allow_downloads: bool = False
-    judge_model: str = ""
-    device: str = "auto"
+    default_model: str = _env("smollm2", "DEFAULT_MODEL")
+    preload: bool = _env(True, "PRELOAD_MODEL")
+    model_cache_dir: Folder = _env(Path("demo/models"), "MODEL_CACHE_DIR")
+    allow_downloads: bool = _env(False, "ALLOW_MODEL_DOWNLOADS")
+    judge_model: str = _env("", "JUDGE_MODEL")
+    device: Annotated[Literal["auto", "cpu", "cuda", "mps"], Lower] = _env("auto", "DEVICE")
     # torch threads per op for decoding (the engine, app/generation.py) and fine-tuning; 0: one less
     # than the cores this process may use, at least 1 (see `compute_threads`).
-    torch_threads: int = 0
+    torch_threads: int = _env(0, "TORCH_THREADS", ge=0, le=256)
     # Serving layout of a bf16 model's linear layers on CPU: "int8" weights or "none" (bf16; app/packing.py)
-    quantize: str = "int8"
+    quantize: Annotated[Literal["int8", "none"], Lower] = _env("int8", "QUANTIZE")
     # Data on volumes
-    checkpoint_dir: Path = Path("demo/checkpoints")
-    log_dir: Path = Path("demo/logs")
+    checkpoint_dir: Folder = _env(Path("demo/checkpoints"), "CHECKPOINT_DIR")
+    log_dir: Folder = _env(Path("demo/logs"), "LOG_DIR")
+    # Folders a model may be loaded from by path; empty: the model cache and the runs' checkpoints (after
+    # checkpoint_dir: its default is made from it).
+    model_dirs: Annotated[tuple[Path, ...], NoDecode, BeforeValidator(_folders)] = _env((), "MODEL_DIRS")
     # Behaviour
-    seed: int = 42
-    max_text_chars: int = 4000
-    max_new_tokens_limit: int = 512
-    max_body_bytes: int = 262144
+    seed: int = _env(42, "SEED", ge=0, le=2**31 - 1)
+    max_text_chars: int = _env(4000, "MAX_TEXT_CHARS", ge=1, le=1_000_000)
+    max_new_tokens_limit: int = _env(512, "MAX_NEW_TOKENS_LIMIT", ge=1, le=4096)
+    max_body_bytes: int = _env(262144, "MAX_BODY_BYTES", ge=1024, le=64 * 2**20)
     # Security
-    basic_auth: str = ""
-    rate_limit_per_minute: int = 0
-    forwarded_allow_ips: str = ""  # proxies whose X-Forwarded-For names the client (uvicorn's setting)
+    basic_auth: str = _env("", "BASIC_AUTH")  # user:password
+    rate_limit_per_minute: int = _env(0, "RATE_LIMIT_PER_MINUTE", ge=0, le=10**6)
+    forwarded_allow_ips: str = _env("", "FORWARDED_ALLOW_IPS")  # proxies whose X-Forwarded-For names the client
     # Gradio queue
-    queue_concurrency: int = 4
-    queue_max_size: int = 64
-    log_level: str = "INFO"
+    queue_concurrency: int = _env(4, "GRADIO_CONCURRENCY", ge=1, le=64)
+    queue_max_size: int = _env(64, "GRADIO_MAX_QUEUE", ge=1, le=10_000)
+    log_level: Annotated[str, BeforeValidator(lambda v: v.upper() if isinstance(v, str) else v)] = _env("INFO", "LOG_LEVEL")
+
+    @field_validator("basic_auth")
+    @classmethod
+    def _user_password(cls, value: str) -> str:
+        if value and ":" not in value:
+            raise ValueError("must be user:password")
+        return value
+
+    @field_validator("model_dirs", mode="after")
+    @classmethod
+    def _default_model_dirs(cls, value, info):
+        if value:
+            return value
+        return (info.data["model_cache_dir"], info.data["checkpoint_dir"] / "runs")
 
     @property
     def auth(self) -> tuple[str, str] | None:
@@ -100,34 +106,16 @@ class Settings:
         return self.torch_threads or max(1, len(os.sched_getaffinity(0)) - 1)
 
 
-# Names of the environment variables, by field (the single list `.env.example` mirrors).
-ENV_VARS = {
-    "host": "GRADIO_SERVER_NAME",
-    "port": "GRADIO_SERVER_PORT",
-    "default_model": "DEFAULT_MODEL",
-    "preload": "PRELOAD_MODEL",
-    "model_cache_dir": "MODEL_CACHE_DIR",
-    "model_dirs": "MODEL_DIRS",
-    "allow_downloads": "ALLOW_MODEL_DOWNLOADS",
-    "judge_model": "JUDGE_MODEL",
-    "device": "DEVICE",
-    "torch_threads": "TORCH_THREADS",
-    "quantize": "QUANTIZE",
-    "checkpoint_dir": "CHECKPOINT_DIR",
-    "log_dir": "LOG_DIR",
-    "seed": "SEED",
-    "max_text_chars": "MAX_TEXT_CHARS",
-    "max_new_tokens_limit": "MAX_NEW_TOKENS_LIMIT",
-    "max_body_bytes": "MAX_BODY_BYTES",
-    "basic_auth": "BASIC_AUTH",
-    "rate_limit_per_minute": "RATE_LIMIT_PER_MINUTE",
-    "forwarded_allow_ips": "FORWARDED_ALLOW_IPS",
-    "queue_concurrency": "GRADIO_CONCURRENCY",
-    "queue_max_size": "GRADIO_MAX_QUEUE",
-    "log_level": "LOG_LEVEL",
-}
-# Read too, not a field: PORT (wins over GRADIO_SERVER_PORT).
-EXTRA_ENV_VARS = ("PORT",)
+
+def _alias(field) -> tuple[str, ...]:
+    a = field.validation_alias
+    return tuple(a.choices) if isinstance(a, AliasChoices) else (a,)
+
+
+# Names of the environment variables, by field (the single list `.env.example` mirrors), and the
+# ones read first where a platform has its own name (PORT).
+ENV_VARS = {name: _alias(f)[-1] for name, f in Settings.model_fields.items()}
+EXTRA_ENV_VARS = tuple(v for f in Settings.model_fields.values() for v in _alias(f)[:-1])
 
 # The build this code is (GET /health "build"): the image sets BUILD_ID from its BUILD_ID build arg (the git
 # sha). A fact of the build, not a setting: not in Settings nor in .env.example, whose copy passed with
@@ -142,45 +130,11 @@ def build_id() -> str:
 
 def load() -> Settings:
     """Read the settings from the environment; raise SettingsError naming a bad variable."""
-    d = Settings()
-    port_var = "PORT" if os.environ.get("PORT", "").strip() else ENV_VARS["port"]
-    basic_auth = _str(ENV_VARS["basic_auth"], "")
-    if basic_auth and ":" not in basic_auth:
-        raise SettingsError("BASIC_AUTH must be user:password")
-    device = _str(ENV_VARS["device"], d.device).lower()
-    if device not in {"auto", "cpu", "cuda", "mps"}:
-        raise SettingsError(f"DEVICE={device!r} is not one of auto, cpu, cuda, mps")
-    quantize = _str(ENV_VARS["quantize"], d.quantize).lower()
-    if quantize not in {"int8", "none"}:
-        raise SettingsError(f"QUANTIZE={quantize!r} is not one of int8, none")
-    cache = Path(_str(ENV_VARS["model_cache_dir"], str(d.model_cache_dir))).expanduser()
-    checkpoints = Path(_str(ENV_VARS["checkpoint_dir"], str(d.checkpoint_dir))).expanduser()
-    return Settings(
-        host=_str(ENV_VARS["host"], d.host),
-        port=_int(port_var, d.port, 1, 65535),
-        default_model=_str(ENV_VARS["default_model"], d.default_model),
-        preload=_bool(ENV_VARS["preload"], d.preload),
-        model_cache_dir=cache,
-        # Folders a model may be loaded from by path: built models and training runs' checkpoints.
-        model_dirs=_paths(ENV_VARS["model_dirs"], os.pathsep.join([str(cache), str(checkpoints / "runs")])),
-        allow_downloads=_bool(ENV_VARS["allow_downloads"], d.allow_downloads),
-        judge_model=_str(ENV_VARS["judge_model"], d.judge_model),
-        device=device,
-        torch_threads=_int(ENV_VARS["torch_threads"], d.torch_threads, 0, 256),
-        quantize=quantize,
-        checkpoint_dir=checkpoints,
-        log_dir=Path(_str(ENV_VARS["log_dir"], str(d.log_dir))).expanduser(),
-        seed=_int(ENV_VARS["seed"], d.seed, 0, 2**31 - 1),
-        max_text_chars=_int(ENV_VARS["max_text_chars"], d.max_text_chars, 1, 1_000_000),
-        max_new_tokens_limit=_int(ENV_VARS["max_new_tokens_limit"], d.max_new_tokens_limit, 1, 4096),
-        max_body_bytes=_int(ENV_VARS["max_body_bytes"], d.max_body_bytes, 1024, 64 * 2**20),
-        basic_auth=basic_auth,
-        rate_limit_per_minute=_int(ENV_VARS["rate_limit_per_minute"], d.rate_limit_per_minute, 0, 10**6),
-        forwarded_allow_ips=_str(ENV_VARS["forwarded_allow_ips"], d.forwarded_allow_ips),
-        queue_concurrency=_int(ENV_VARS["queue_concurrency"], d.queue_concurrency, 1, 64),
-        queue_max_size=_int(ENV_VARS["queue_max_size"], d.queue_max_size, 1, 10_000),
-        log_level=_str(ENV_VARS["log_level"], d.log_level).upper(),
-    )
-
-
-assert set(ENV_VARS) == {f.name for f in fields(Settings)}, "ENV_VARS out of step"
+    try:
+        return Settings()
+    except ValidationError as exc:
+        first = exc.errors()[0]
+        where = str(first["loc"][0]) if first["loc"] else ""  # pydantic names the variable (an alias)
+        names = next((_alias(f) for f in Settings.model_fields.values() if where in _alias(f)), (where,))
+        var = next((n for n in names if os.environ.get(n, "").strip()), names[-1])
+        raise SettingsError(f"{var}={os.environ.get(var, '')!r}: {first['msg']}") from None

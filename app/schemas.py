@@ -115,6 +115,7 @@ class ErrorBody(Answer):
 class Health(Answer):
     status: Literal["healthy"]
     version: str
+    build: str = Field(description="the build this is: the image's git sha (BUILD_ID), dev outside an image")
     uptime_s: float
     model: str | None
     model_state: Literal["not_loaded", "loading", "ready", "failed"]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 from pathlib import Path
 
 import pytest
@@ -18,12 +17,12 @@ MODEL_CACHE = Path(__file__).resolve().parent.parent / ".cache" / "models"
 def settings(tmp_path, monkeypatch) -> config.Settings:
     for var in [*config.ENV_VARS.values(), *config.EXTRA_ENV_VARS]:
         monkeypatch.delenv(var, raising=False)
-    return dataclasses.replace(config.load(), model_cache_dir=MODEL_CACHE, model_dirs=(MODEL_CACHE, tmp_path / "models"),
-                               checkpoint_dir=tmp_path / "checkpoints", log_dir=tmp_path / "logs", preload=False)
+    return config.load().model_copy(update=dict(model_cache_dir=MODEL_CACHE, model_dirs=(MODEL_CACHE, tmp_path / "models"),
+                               checkpoint_dir=tmp_path / "checkpoints", log_dir=tmp_path / "logs", preload=False))
 
 
 @pytest.fixture(scope="session")
 def tiny():
     from app import models
-    s = dataclasses.replace(config.Settings(), model_cache_dir=MODEL_CACHE, model_dirs=(MODEL_CACHE,))
+    s = config.Settings().model_copy(update=dict(model_cache_dir=MODEL_CACHE, model_dirs=(MODEL_CACHE,)))
     return models.load("tiny", s)

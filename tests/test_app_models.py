@@ -1,4 +1,3 @@
-import dataclasses
 
 import pytest
 
@@ -45,4 +44,4 @@ def test_generation_stops_on_cancel(tiny):
 
 def test_hub_ids_are_local_only_unless_downloads_are_allowed(settings):
     assert models.resolve("gpt2", settings) == ("gpt2", True)
-    assert models.resolve("gpt2", dataclasses.replace(settings, allow_downloads=True)) == ("gpt2", False)
+    assert models.resolve("gpt2", settings.model_copy(update=dict(allow_downloads=True))) == ("gpt2", False)

@@ -1,6 +1,5 @@
 """The HTTP contract: the OpenAPI document, docs/http-api.md and the UI's input checks agree."""
 
-import dataclasses
 import re
 from pathlib import Path
 
@@ -80,7 +79,7 @@ def test_text_answers_are_documented_as_text(openapi):
 
 
 def test_request_limits_are_the_settings(settings):
-    s = dataclasses.replace(settings, max_text_chars=50, max_new_tokens_limit=8)
+    s = settings.model_copy(update=dict(max_text_chars=50, max_new_tokens_limit=8))
     R = schemas.request_models(s)
     assert R.GenerateRequest(prompt="hi").max_new_tokens == 8  # the default never exceeds the limit
     for bad in ({"prompt": "x" * 51}, {"prompt": "hi", "max_new_tokens": 9}):

@@ -1,7 +1,6 @@
 """The HTTP surface in-process (FastAPI TestClient), with the tiny model and the UI mounted."""
 
 import base64
-import dataclasses
 import time
 
 import pytest
@@ -16,7 +15,7 @@ from app.service import Service
 @pytest.fixture
 def make_client(settings, tiny):
     def make(with_model=True, **changes):
-        s = dataclasses.replace(settings, **changes)
+        s = settings.model_copy(update=changes)
         service = Service(s)
         service.open()
         if with_model:

@@ -1,4 +1,3 @@
-import dataclasses
 import time
 
 import pytest
@@ -83,7 +82,7 @@ def test_a_trained_run_loads_by_path_with_its_adapter_applied(tmp_path, tiny, se
     trainer.on_success = lambda job, lm: trained.update(lm=lm)
     job = wait(trainer, trainer.start(tiny, "smoke", seed=2).job_id)
     assert job.state == "succeeded", job.error
-    settings = dataclasses.replace(settings, model_dirs=(settings.checkpoint_dir / "runs",))
+    settings = settings.model_copy(update=dict(model_dirs=(settings.checkpoint_dir / "runs",)))
     loaded = models.load(str(store.path(job.run_id) / "trained"), settings)
     assert loaded.adapter and loaded.parameters == tiny.parameters
     # the adapter changed the weights, and the loaded run has the weights training left in memory
