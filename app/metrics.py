@@ -18,6 +18,20 @@ TRAINING_RUNS = Counter("cai_training_runs_total", "Training runs by final state
 # Read at each scrape (watch_volume): the checkpoint volume filling up is an alert (monitoring/alerts.yml).
 VOLUME_BYTES = Gauge("cai_checkpoint_volume_bytes", "Bytes of the checkpoint volume's file system", ["kind"])
 RUNS_STORED = Gauge("cai_training_runs_stored", "Training run folders on the checkpoint volume")
+# CPU in use as a share of what the process may use (the plan's < 80 %) needs the cores: the
+# process's affinity, capped by a cgroup v2 CPU quota (a Fly/Railway machine's vCPUs).
+CPU_CORES = Gauge("cai_cpu_cores", "CPU cores this process may use (affinity, capped by the cgroup quota)")
+
+
+def cpu_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> float:
+    cores = float(len(os.sched_getaffinity(0)))
+    try:
+        quota, period = cpu_max.read_text().split()[:2]
+        if quota != "max":
+            cores = min(cores, int(quota) / int(period))
+    except (OSError, ValueError):
+        pass
+    return cores
 
 
 def watch_volume(runs_dir: Path) -> None:
@@ -53,5 +67,6 @@ def set_model(name: str | None, load_seconds: float | None = None) -> None:
 
 
 set_training_state("idle")
+CPU_CORES.set_function(cpu_cores)
 for _state in ("succeeded", "failed", "cancelled"):  # present from the start, so rate() and alerts see 0
     TRAINING_RUNS.labels(state=_state)

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
@@ -141,7 +142,7 @@ def test_the_dashboard_thresholds_are_the_plans(tmp_path):
     crit = criteria_mod.load("plan")
     panels = {p["title"]: p for p in prometheus.dashboard()["panels"]}
     mirrored = {"5xx ratio": "perf.error_rate", "Generation latency (POST /api/generate)": "perf.response_p95",
-                "Memory (RSS)": "perf.memory_peak"}
+                "Memory (RSS)": "perf.memory_peak", "CPU (share of its cores)": "perf.cpu"}
     for title, cid in mirrored.items():
         steps = panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
         c = crit[cid]
@@ -189,3 +190,15 @@ def test_the_series_check_fails_when_the_app_exports_no_prometheus_text(tmp_path
         with pytest.raises(CriterionFailed) as info:
             prometheus.check(gate, prom, lambda: None, lambda: None, timeout=4, scrape_timeout=8)
     assert "[monitoring.series_missing] FAILED" in str(info.value), info.value
+
+
+def test_cpu_cores_are_capped_by_the_cgroup_quota(tmp_path):
+    from app import metrics
+
+    affinity = len(os.sched_getaffinity(0))
+    quota = tmp_path / "cpu.max"
+    quota.write_text("50000 100000\n")  # half a core
+    assert metrics.cpu_cores(quota) == 0.5
+    quota.write_text("max 100000\n")
+    assert metrics.cpu_cores(quota) == affinity
+    assert metrics.cpu_cores(tmp_path / "absent") == affinity
