@@ -230,3 +230,26 @@ def test_restart_at_on_a_url_is_a_usage_error(tmp_path):
                            "--restart-at", "5", "--report-dir", str(tmp_path), "-p", "no:cacheprovider"],
                           cwd=ROOT, capture_output=True, text=True, timeout=60, env={**os.environ, "GATE_SESSION": "watch"})
     assert proc.returncode == 4 and "--restart-at restarts the app" in proc.stderr + proc.stdout
+
+
+class _Config:
+    def __init__(self, **given):
+        self.given = {"--target": "auto", "--base-url": None, "--minutes": None, "--interval": None,
+                      "--restart-at": None, "--probe-timeout": 10.0, **given}
+
+    def getoption(self, name, default=None):
+        return self.given.get(name, default)
+
+
+@pytest.mark.parametrize("given, expected", [
+    ({"--target": "container"}, (1.0, 2.0, 20.0)),                       # the CI run: a restart 20 s in
+    ({"--base-url": "https://x.fly.dev"}, (5.0, 10.0, None)),             # a live URL: never restarted
+    ({"--target": "process", "--minutes": 3.0}, (3.0, 2.0, None)),       # shaped by hand: no restart unless asked
+    ({"--target": "container", "--restart-at": -1.0}, (1.0, 2.0, None)),
+    ({"--target": "container", "--minutes": 2.0, "--restart-at": 30.0}, (2.0, 2.0, 30.0)),
+])
+def test_watch_defaults_follow_the_target(given, expected):
+    from validation.watch.conftest import options
+
+    o = options(_Config(**given))
+    assert (o.minutes, o.interval, o.restart_at) == expected

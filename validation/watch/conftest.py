@@ -2,6 +2,11 @@
 
 pytest validation/watch [--target container|process|url] [--base-url URL] [--minutes N] [--interval S]
     [--probe-timeout S] [--restart-at S]
+
+Defaults follow the target. A live URL: 5 minutes, a round every 10 s, no restart. An app the gate
+starts itself (container, process): watching a fresh local app for long shows little, so by default
+1 minute, a round every 2 s, and a restart 20 s in, which the watch must record as an incident (the
+CI run: `nox -s ... watch -- --target container` needs no watch option).
 """
 
 from __future__ import annotations
@@ -25,8 +30,10 @@ class WatchOptions:
 
 def pytest_addoption(parser: pytest.Parser) -> None:
     g = parser.getgroup("watch", "uptime watch (validation/watch)")
-    g.addoption("--minutes", type=float, default=5.0, help="how long to watch (default 5; fractions allowed)")
-    g.addoption("--interval", type=float, default=10.0, help="seconds between probe rounds (default 10)")
+    g.addoption("--minutes", type=float, default=None,
+                help="how long to watch (default: 5 on a URL, 1 on an app the gate starts; fractions allowed)")
+    g.addoption("--interval", type=float, default=None,
+                help="seconds between probe rounds (default: 10 on a URL, 2 on an app the gate starts)")
     g.addoption("--probe-timeout", type=float, default=10.0, help="seconds each probe may take (default 10)")
     g.addoption(
         "--restart-at",
@@ -34,16 +41,32 @@ def pytest_addoption(parser: pytest.Parser) -> None:
         default=None,
         metavar="SECONDS",
         help="restart the app this many seconds into the watch (container: docker restart; process: "
-        "SIGTERM and start again) and check that the watch records it (watch.restart_incident)",
+        "SIGTERM and start again) and check that the watch records it (watch.restart_incident); default: "
+        "20 on an app the gate starts, none on a URL; a negative value: no restart",
     )
 
 
+# (minutes, interval, restart_at) when not given: a live URL / an app the gate starts itself
+URL_DEFAULTS = (5.0, 10.0, None)
+LOCAL_DEFAULTS = (1.0, 2.0, 20.0)
+
+
+def _on_url(config: pytest.Config) -> bool:
+    return config.getoption("--target") == "url" or bool(config.getoption("--base-url", None))
+
+
 def options(config: pytest.Config) -> WatchOptions:
+    minutes, interval, restart_at = URL_DEFAULTS if _on_url(config) else LOCAL_DEFAULTS
+    given = {name: config.getoption(name) for name in ("--minutes", "--interval", "--restart-at")}
+    if given["--restart-at"] is not None:
+        restart_at = given["--restart-at"] if given["--restart-at"] >= 0 else None
+    elif given["--minutes"] is not None or given["--interval"] is not None:
+        restart_at = None  # a watch shaped by hand restarts only when asked to
     return WatchOptions(
-        minutes=config.getoption("--minutes"),
-        interval=config.getoption("--interval"),
+        minutes=given["--minutes"] if given["--minutes"] is not None else minutes,
+        interval=given["--interval"] if given["--interval"] is not None else interval,
         probe_timeout=config.getoption("--probe-timeout"),
-        restart_at=config.getoption("--restart-at"),
+        restart_at=restart_at,
     )
 
 
@@ -54,7 +77,7 @@ def pytest_configure(config: pytest.Config) -> None:
     if o.interval > o.duration:
         raise pytest.UsageError(f"--interval {o.interval:g} s is longer than the watch (--minutes {o.minutes:g})")
     if o.restart_at is not None:
-        if config.getoption("--target") == "url" or config.getoption("--base-url", None):
+        if _on_url(config):
             raise pytest.UsageError("--restart-at restarts the app: it needs --target container or process, not a URL")
         if not 0 <= o.restart_at < o.duration - o.interval:
             raise pytest.UsageError(
