@@ -13,7 +13,7 @@ import threading
 import time
 from typing import Literal
 
-from fastapi import FastAPI, Request
+from fastapi import Body, FastAPI, Request
 from fastapi.concurrency import run_in_threadpool
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
@@ -281,7 +281,7 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
 
     @app.post("/api/train", status_code=202, response_model=schemas.Job,
               responses=errors(*GUARDED, *WITH_BODY, 409, 507))
-    async def train(request: Request, body: R.TrainRequest | None = None):
+    async def train(request: Request, body: R.TrainRequest = Body(None)):
         body = await _or_default(request, body, R.TrainRequest)
         return await call(service.start_training, body.preset, body.seed)
 
@@ -317,7 +317,7 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
                                  headers={"Content-Disposition": f'attachment; filename="impact-{run_id}.{kind}"'})
 
     @app.post("/api/impact", response_model=schemas.Impact, responses=errors(*GUARDED, *WITH_BODY, 409, 507))
-    async def impact(request: Request, body: R.ImpactRequest | None = None):
+    async def impact(request: Request, body: R.ImpactRequest = Body(None)):
         body = await _or_default(request, body, R.ImpactRequest)
         return await call(service.impact, body.limit, body.max_new_tokens, body.seed)
 
