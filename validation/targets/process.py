@@ -129,7 +129,8 @@ class ProcessTarget(Target):
         """The folder the app builds and loads its registry models from (MODEL_CACHE_DIR, app/config.py)."""
         from app.config import ENV_VARS, Settings
 
-        return self._cwd / (self._full_env.get(ENV_VARS["model_cache_dir"], "").strip() or str(Settings.model_cache_dir))
+        raw = self._full_env.get(ENV_VARS["model_cache_dir"], "").strip() or str(Settings.model_cache_dir)
+        return self._cwd / Path(raw).expanduser()
 
     def disk_usage(self) -> DiskUsage:
         """The checkpoint and log folders + the model cache the app loaded from (`du` each). Not counted:
