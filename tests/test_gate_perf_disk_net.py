@@ -99,7 +99,8 @@ def test_disk_over_the_threshold_fails_naming_what_was_counted():
     assert _verdict(g, "perf.disk_used").verdict == "pass" and _verdict(g, "perf.disk_used").measured == 1.84
     e = expect_failure(J.judge_disk, make_gate("plan"), _usage(image=1.53, checkpoints=8.0),
                        criterion="perf.disk_used", measured="9.53 GB")
-    assert "< 9 GB" in str(e) and "checkpoints 8.000 GB" in str(e)
+    assert "< 9 GB" in str(e) and "image 1.530 GB + checkpoints 8.000 GB = 9.530 GB" in str(e)
+    assert _usage(layer=0.0000123, logs=0.0392).describe().startswith("layer 12.3 kB + logs 39.2 MB = 0.039 GB")
     expect_failure(J.judge_disk, make_gate("plan", perf__disk_used=1), _usage(image=1.53), criterion="perf.disk_used")
 
 

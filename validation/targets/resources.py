@@ -118,6 +118,13 @@ class DiskUsage:
         return None if self.skipped or self.error else sum(self.parts.values())
 
     def describe(self) -> str:
-        """e.g. 'image 1.53 GB + writable layer 0.01 GB + ... = 1.60 GB'."""
-        parts = " + ".join(f"{name} {b / GB:.3f} GB" for name, b in self.parts.items())
-        return f"{parts} = {(self.total or 0) / GB:.3f} GB (GB = 10^9 bytes)"
+        """e.g. 'image 1.534 GB + writable layer 12.3 kB + ... = 1.573 GB'."""
+        parts = " + ".join(f"{name} {size_text(b)}" for name, b in self.parts.items())
+        return f"{parts} = {(self.total or 0) / GB:.3f} GB (decimal units: GB = 10^9 bytes)"
+
+
+def size_text(n: int) -> str:
+    """Bytes in the decimal unit that keeps a small part readable: 1.534 GB, 39.2 MB, 12.3 kB."""
+    if n >= GB:
+        return f"{n / GB:.3f} GB"
+    return f"{n / 1e6:.1f} MB" if n >= 1e6 else f"{n / 1e3:.1f} kB"
