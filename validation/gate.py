@@ -209,9 +209,13 @@ class Gate:
     def skip(self, cid: str | list[str], reason: str) -> None:
         """Record the criterion (or several) as skipped with its reason, and skip the test."""
         for one in [cid] if isinstance(cid, str) else cid:
-            c = self.criteria[one]
-            self.recorder.add(self._result(c, SKIP, None, "", reason))
+            self.record_skip(one, reason)
         pytest.skip(reason)
+
+    def record_skip(self, cid: str, reason: str) -> Result:
+        """Record the criterion as skipped with its reason, and go on: for a test that measures other
+        criteria on this target (e.g. perf.network_io on a process, beside its memory and CPU)."""
+        return self.recorder.add(self._result(self.criteria[cid], SKIP, None, "", reason))
 
     def require(self, cids: str | list[str]) -> None:
         """Skip (with reason) when none of these criteria applies to the current target."""

@@ -17,8 +17,17 @@ from validation import api
 from validation.gate import Gate
 from validation.perf.loadrun import LoadResult, exact_percentile
 from validation.perf.sampler import Summary
+from validation.targets.resources import GB as DISK_GB
+from validation.targets.resources import DiskUsage
 
 GB = 2**30
+MB = 1e6  # network bytes in decimal MB (disk in decimal GB: DISK_GB)
+NETWORK_NOT_MEASURED = {  # why perf.network_io has no figure on these targets
+    "process": "process target: not measured; psutil's network counters are the whole machine's (every process, "
+    "the load generator included) and there is no per-process source",
+    "url": "url target: not measured; the app's /metrics has no network counters and the platform's are not "
+    "reachable from here",
+}
 HEALTH = "GET /health"
 RULES = "POST /api/evaluate [rules]"
 JUDGE = "POST /api/evaluate [judge]"
@@ -315,3 +324,43 @@ def judge_overhead(gate: Gate, result: LoadResult, helpers: list[tuple[str, floa
         soft=soft,
     )
     return pct or 0.0
+
+
+def judge_network(gate: Gate, summary: Summary, target_kind: str, soft: bool = True, what: str = "load and training") -> None:
+    """Bytes received + sent on the container's interfaces over the sampled window (docker stats
+    `networks`). On targets without a per-app source it is recorded as skipped, with the reason."""
+    cid = "perf.network_io"
+    if not gate.criterion(cid).applies_to(target_kind):
+        gate.record_skip(cid, NETWORK_NOT_MEASURED.get(target_kind, f"{target_kind} target: not measured"))
+        return
+    rx, tx = summary.net_rx_bytes, summary.net_tx_bytes
+    if rx is None or tx is None:
+        gate.measure(cid, None, detail=f"no network counters in {summary.source} (network mode none or host?)", soft=soft)
+        return
+    gate.measure(
+        cid,
+        round((rx + tx) / MB, 3),
+        detail=f"received {rx / MB:.2f} MB + sent {tx / MB:.2f} MB on the container's interfaces over "
+        f"{summary.seconds:.0f} s of {what} ({summary.samples} samples, {summary.source}: networks)",
+        soft=soft,
+    )
+
+
+def network_line(summary: Summary, target_kind: str) -> str:
+    """The load report's network sentence: bytes in and out, or why there are none."""
+    if summary.net_rx_bytes is None or summary.net_tx_bytes is None:
+        return "Network: " + NETWORK_NOT_MEASURED.get(target_kind, f"no network counters in {summary.source}") + "."
+    return (f"Network ({summary.source}: networks): received {summary.net_rx_bytes / MB:.2f} MB, sent "
+            f"{summary.net_tx_bytes / MB:.2f} MB over {summary.seconds:.0f} s.")
+
+
+def judge_disk(gate: Gate, usage: DiskUsage, when: str = "at the end of the perf session") -> None:
+    """What the deployment occupies on disk (the target's DiskUsage) against perf.disk_used. Not
+    measurable on this target: skipped with the reason; measurable but unread: a failure."""
+    cid = "perf.disk_used"
+    if usage.skipped:
+        gate.skip(cid, usage.skipped)
+    if usage.error:
+        gate.measure(cid, None, detail=f"{usage.error} ({usage.source})")
+        return
+    gate.measure(cid, round(usage.total / DISK_GB, 3), detail=f"{when}: {usage.describe()}; {usage.source}")

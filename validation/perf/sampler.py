@@ -1,14 +1,19 @@
-"""Memory and CPU of the app, sampled from outside while the load runs (a thread in the pytest process).
+"""Memory, CPU and (container) network of the app, sampled from outside while the load runs (a thread
+in the pytest process).
 
     sampler = Sampler.for_target(target)        # container: docker stats | process: psutil | url: /metrics
     with sampler:                               # samples every `interval` seconds until the block ends
         ...
-    s = sampler.summary(t_from, t_to)           # peak / mean memory, CPU mean / rolling p90 / peak
+    s = sampler.summary(t_from, t_to)           # peak / mean memory, CPU mean / rolling p90 / peak,
+                                                # network bytes received / sent in the window
 
 CPU is in % of the cores the app may use (container: online CPUs; process: this machine's cores;
 url: --app-cpus, default 1 for a remote URL), so 100 % means all of them busy. The plan's "CPU < 80 %"
 is judged sustained: the mean over the window (and the 90th percentile of 10-second rolling means is
 reported), never one sample.
+Network I/O comes from the `networks` section of the same docker stats frames (bytes received and sent
+on the container's interfaces); psutil's counters are the whole machine's and /metrics has none, so
+on the process and url targets it is not measured (None).
 The sampler's own CPU (thread time) is kept for the harness-overhead criterion.
 """
 
@@ -21,7 +26,14 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from validation.targets.resources import CPU_METRIC, RSS_METRIC, docker_cpu_share, docker_memory_bytes, metrics_values
+from validation.targets.resources import (
+    CPU_METRIC,
+    RSS_METRIC,
+    docker_cpu_share,
+    docker_memory_bytes,
+    docker_network_bytes,
+    metrics_values,
+)
 
 
 @dataclass
@@ -30,6 +42,8 @@ class Sample:
     memory_bytes: int
     cpu_percent: float | None  # of the available cores
     limit_bytes: int | None = None
+    net_rx_bytes: int | None = None  # counters since the container's network came up (docker stats only)
+    net_tx_bytes: int | None = None
 
 
 class Backend:
@@ -110,7 +124,8 @@ class DockerStatsBackend(Backend):
         memory = docker_memory_bytes(s)
         if memory is None:
             return None
-        return Sample(time.time(), memory, docker_cpu_share(s), (s.get("memory_stats") or {}).get("limit"))
+        rx, tx = docker_network_bytes(s) or (None, None)
+        return Sample(time.time(), memory, docker_cpu_share(s), (s.get("memory_stats") or {}).get("limit"), rx, tx)
 
     def close(self) -> None:
         with contextlib.suppress(Exception):
@@ -181,6 +196,15 @@ def rolling_means(samples: list[Sample], window_s: float = 10.0) -> list[float]:
     return out
 
 
+def counter_increase(values: list[int | None]) -> int | None:
+    """How much a cumulative counter grew over consecutive readings; a drop is a reset (the container
+    restarted), after which the new reading counts from 0. None when no reading has it."""
+    vs = [v for v in values if v is not None]
+    if not vs:
+        return None
+    return sum(b - a if b >= a else b for a, b in zip(vs, vs[1:]))
+
+
 def _p(values: list[float], q: float) -> float | None:
     if not values:
         return None
@@ -198,6 +222,9 @@ class Summary:
     cpu_p90_10s: float | None
     cpu_peak: float | None
     source: str
+    seconds: float = 0.0  # first to last sample
+    net_rx_bytes: int | None = None  # received in the window (None: not measured by this backend)
+    net_tx_bytes: int | None = None  # sent in the window
 
     def to_dict(self) -> dict:
         return self.__dict__.copy()
@@ -291,4 +318,7 @@ class Sampler:
             cpu_p90_10s=round(_p(rolling_means(ss), 0.9), 2) if cpu else None,
             cpu_peak=round(max(cpu), 2) if cpu else None,
             source=self.source,
+            seconds=round(ss[-1].t - ss[0].t, 1) if ss else 0.0,
+            net_rx_bytes=counter_increase([s.net_rx_bytes for s in ss]),
+            net_tx_bytes=counter_increase([s.net_tx_bytes for s in ss]),
         )

@@ -5,6 +5,7 @@
     error_every=<n>     every n-th POST /api/evaluate answers 500
     leak_mb=<mb>        /metrics reports process_resident_memory_bytes growing by <mb> per request served
     busy_training       POST /api/train always answers 409 busy (a run is active)
+    volume_used_gb=<gb> /metrics reports cai_checkpoint_volume_bytes{kind="used"} of <gb> GB (0: not exported)
 
 A `LeakyProcess` is a real child process whose RSS grows (for the psutil sampler).
 """
@@ -30,12 +31,14 @@ class PerfStub(StubApp):
         slow_generate: float = 0.0,
         error_every: int = 0,
         leak_mb: float = 0.0,
+        volume_used_gb: float = 0.0,
         **kw: Any,
     ) -> None:
         super().__init__(faults, **kw)
         self.slow_generate = slow_generate
         self.error_every = error_every
         self.leak_mb = leak_mb
+        self.volume_used_gb = volume_used_gb
         self.served = 0
         self.evaluations = 0
         self.cpu_s = 0.0
@@ -54,6 +57,9 @@ class PerfStub(StubApp):
                 "# TYPE process_cpu_seconds_total counter\n"
                 f"process_cpu_seconds_total {self.cpu_s}\n"
             )
+            if self.volume_used_gb:
+                text += "# TYPE cai_checkpoint_volume_bytes gauge\n"
+                text += f'cai_checkpoint_volume_bytes{{kind="used"}} {self.volume_used_gb * 1e9}\n'
             return 200, text, "text/plain; version=0.0.4"
         if path == "/api/models" and method == "GET":
             return 200, {"registry": [{"name": "tiny", "description": "stub"}], "current": {"name": "tiny"}, "state": "ready"}, js

@@ -150,6 +150,8 @@ def test_load_with_training_under_way(subject, target, perf_ready, gate, perf_pa
         f"Resources ({sampler.source}): peak {whole.memory_peak_bytes and whole.memory_peak_bytes / 2**30:.3f} GB, "
         f"CPU during the load mean {during_load.cpu_mean} %, 10 s rolling p90 {during_load.cpu_p90_10s} %, "
         f"peak sample {during_load.cpu_peak} %.",
+        "",
+        J.network_line(whole, target.kind),
     ]
     if watch:
         md.append(
@@ -209,6 +211,7 @@ def test_load_with_training_under_way(subject, target, perf_ready, gate, perf_pa
     # Verdicts (soft: every criterion is recorded, the test fails at the end with all failures listed).
     J.judge_load(gate, result, p["budget"])
     J.judge_resources(gate, whole, during_load)
+    J.judge_network(gate, whole, target.kind)
     if watch:
         J.judge_training(gate, watch, result)
     helpers = [("sampler", sampler.cpu_seconds, sampler.wall_s)]
@@ -366,3 +369,10 @@ def test_behaviour_after_quick(subject, target, perf_ready, gate, perf_params, r
         soft=True,
     )
     gate.raise_pending()
+
+
+def test_disk_used_at_the_end(subject, target, gate):
+    """perf.disk_used, last in the session (after the load's training and `quick` wrote their runs): what
+    the deployment occupies on disk, counted per target (the target's `disk_usage`: container = image +
+    writable layer + volumes; process = data folders + model cache; url = the checkpoint volume, /metrics)."""
+    J.judge_disk(gate, target.disk_usage())

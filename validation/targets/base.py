@@ -16,6 +16,7 @@ from typing import Any
 import httpx
 
 from validation.gate import CLOCK
+from validation.targets.resources import DiskUsage
 
 REPO = Path(__file__).resolve().parents[2]
 APP_PORT = 7860
@@ -137,6 +138,10 @@ class Target:
 
     def resource_sample(self, cpu: bool = False) -> dict[str, Any] | None:
         return None
+
+    def disk_usage(self) -> DiskUsage:
+        """What the deployment occupies on disk (see each target's); here: not measured."""
+        return DiskUsage(source="", skipped=f"{self.kind} target: disk usage is not measured")
 
     def save_log(self, path: Path) -> Path | None:
         text = self.logs()

@@ -22,7 +22,14 @@ from validation.targets.base import (
     _noop,
 )
 from validation.targets.engine import _loopback_host, docker_client
-from validation.targets.resources import docker_cpu_share, docker_memory_bytes, docker_online_cpus
+from validation.targets.resources import (
+    DiskUsage,
+    dir_bytes,
+    docker_cpu_share,
+    docker_memory_bytes,
+    docker_online_cpus,
+    docker_size_rw,
+)
 
 
 class _AliveHttpWait:
@@ -183,6 +190,22 @@ class ContainerTarget(Target):
         if cpu:  # as `docker stats` shows it: 100 % per core
             sample["cpu_percent"] = (docker_cpu_share(s) or 0.0) * docker_online_cpus(s)
         return sample
+
+    def disk_usage(self) -> DiskUsage:
+        """The image (all its layers, `docker image inspect` Size) + the container's writable layer
+        (`docker ps --size`: SizeRw) + the checkpoint and log volumes (their host folders, `du`). Without
+        volumes the app writes into the writable layer, which then counts its data."""
+        source = f"docker image inspect {self.image} (Size), docker ps --size (SizeRw) of {self.container_id[:12]}"
+        with CLOCK.spent("engine"):
+            rw = docker_size_rw(self.docker.api.containers(all=True, size=True, filters={"id": self.container_id}))
+        if rw is None:
+            return DiskUsage(source, error=f"docker ps --size gave no size for container {self.container_id[:12]}")
+        parts = {f"image {self.image}": int(self.image_attrs.get("Size") or 0), "writable layer": rw}
+        if not self.checkpoint_dir:
+            return DiskUsage(source + "; no volumes: checkpoints and logs are in the writable layer", parts)
+        parts[f"{CONTAINER_CHECKPOINTS} volume"] = dir_bytes(self.checkpoint_dir)
+        parts[f"{CONTAINER_LOGS} volume"] = dir_bytes(self.log_dir)
+        return DiskUsage(source + f", du of the volumes' host folders {self.checkpoint_dir} and {self.log_dir}", parts)
 
     def stop(self) -> None:
         if self._stopped:

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from validation.targets.base import REPO, Say, Target, TargetError, _make_data_dirs, _noop, free_port, wait_http
-from validation.targets.resources import rss_bytes
+from validation.targets.resources import DiskUsage, dir_bytes, rss_bytes
 
 
 class ProcessTarget(Target):
@@ -123,6 +123,26 @@ class ProcessTarget(Target):
             return sample
         except psutil.Error:
             return None
+
+    @property
+    def model_cache_dir(self) -> Path:
+        """The folder the app builds and loads its registry models from (MODEL_CACHE_DIR, app/config.py)."""
+        from app.config import ENV_VARS, Settings
+
+        raw = self._full_env.get(ENV_VARS["model_cache_dir"], "").strip() or str(Settings.model_cache_dir)
+        return self._cwd / Path(raw).expanduser()
+
+    def disk_usage(self) -> DiskUsage:
+        """The checkpoint and log folders + the model cache the app loaded from (`du` each). Not counted:
+        the Python environment and the judge model inside it (installed packages, not the app's data)."""
+        cache = self.model_cache_dir
+        parts = {"checkpoints": dir_bytes(self.checkpoint_dir), "logs": dir_bytes(self.log_dir),
+                 f"model cache {cache}": dir_bytes(cache)}
+        return DiskUsage(
+            f"du of {self.checkpoint_dir}, {self.log_dir} and {cache} (not counted: the Python environment, "
+            "which holds the judge model)",
+            parts,
+        )
 
     def stop(self, timeout: float = 10) -> None:
         if self._stopped:

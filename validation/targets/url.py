@@ -1,4 +1,4 @@
-"""A deployment at a URL: nothing is started; memory comes from the app's own /metrics."""
+"""A deployment at a URL: nothing is started; memory and disk come from the app's own /metrics."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import httpx
 
 from validation.gate import CLOCK
 from validation.targets.base import Say, Target, TargetError, _noop, wait_http
-from validation.targets.resources import RSS_METRIC, metrics_values
+from validation.targets.resources import RSS_METRIC, VOLUME_METRIC, DiskUsage, metrics_values, metrics_volume_used
 
 
 class UrlTarget(Target):
@@ -34,3 +34,21 @@ class UrlTarget(Target):
         r.raise_for_status()
         rss = metrics_values(r.text).get(RSS_METRIC)
         return None if rss is None else {"memory_bytes": int(rss), "source": f"/metrics {RSS_METRIC}"}
+
+    def disk_usage(self) -> DiskUsage:
+        """The used bytes of the file system that holds the checkpoint volume, as the app exports them
+        (/metrics cai_checkpoint_volume_bytes{kind="used"}): on a platform, the volume (checkpoints, and the
+        logs when they are on it); the image and the machine's root file system are not in it."""
+        metric = f'{VOLUME_METRIC}{{kind="used"}}'
+        source = f"{self.base_url}/metrics {metric}: the used bytes of the checkpoint volume's file system"
+        try:
+            with CLOCK.spent("app"):
+                r = httpx.get(f"{self.base_url}/metrics", auth=self.auth, timeout=10)
+            r.raise_for_status()
+        except httpx.HTTPError as exc:
+            return DiskUsage(source, error=f"GET /metrics failed: {type(exc).__name__}: {exc}")
+        used = metrics_volume_used(r.text)
+        if used is None:
+            return DiskUsage(source, skipped=f"url target: /metrics has no {metric} (a build without it?); "
+                             "the deployment's disk cannot be seen from outside")
+        return DiskUsage(source, {"checkpoint volume's file system, used": int(used)})
