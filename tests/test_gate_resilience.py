@@ -8,7 +8,7 @@ import base64
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -18,12 +18,13 @@ from pydantic import BaseModel, ConfigDict
 
 from app.schemas import integer
 from validation.resilience import battery, data_checks, security_checks
+from validation.stub_server import LoopbackServer
 from validation.testing import expect_failure, make_gate
 
 AUTH = ("gate", "s3cret")
 
 
-class Stub:
+class Stub(LoopbackServer):
     """A tiny HTTP subject: `answer(method, path, body, headers) -> (status, json, headers)`."""
 
     def __init__(self, answer):
@@ -62,17 +63,8 @@ class Stub:
             do_GET = do_POST = do_PUT = do_DELETE = _go
 
         self.answer = answer
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(H, poll_interval=0.02)
+        self.url = self.base_url
 
 
 HEALTH = (200, {"status": "healthy"}, None)
