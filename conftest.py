@@ -1,4 +1,4 @@
-"""Root conftest: the validation gate's options, fixtures and report (validation/plugin.py).
+"""Root conftest: the validation gate's options, fixtures and report (validation/plugin/).
 
 `pytest` alone runs the unit tests (testpaths = tests); `pytest validation/smoke` (or `nox -s smoke`)
 runs the smoke gate against the target chosen with --target (see README.md).

@@ -53,3 +53,34 @@ def test_a_fault_counts_as_caught_only_by_a_criterion_it_names():
     missed = judge(fault, {**run, "failed": {"health.status": "500"}})
     assert missed["caught_by"] == [] and missed["also_failed"] == ["health.status"]
     assert judge(fault, {**run, "failed": {}})["caught_by"] == []
+
+
+def _result(cid: str, verdict: str, reason: str = "", detail: str = "") -> dict:
+    return {"id": cid, "verdict": verdict, "reason": reason, "detail": detail}
+
+
+def test_the_control_needs_every_expected_criterion_measured_and_passed():
+    from validation.faults.test_faults import control_problems
+
+    needed = ["evaluate.time", "memory.growth", "train.cancel"]
+    all_pass = [_result(c, "pass") for c in needed] + [_result("harness.overhead", "pass")]
+    assert control_problems(needed, all_pass) == ([], [])
+
+    # a skipped criterion is not a passing one: the fault relying on it could never be caught
+    skipped = [_result("evaluate.time", "pass"), _result("memory.growth", "skip", "GATE_MEMORY_TEST=off"),
+               _result("train.cancel", "pass")]
+    problems, which = control_problems(needed, skipped)
+    assert which == ["memory.growth (GATE_MEMORY_TEST=off)"]
+    assert problems == ["skipped memory.growth (GATE_MEMORY_TEST=off)"]
+
+    # nor is one the control never measured (its test deselected or errored), even when all else passed
+    problems, which = control_problems(needed, [_result("evaluate.time", "pass"), _result("memory.growth", "pass")])
+    assert problems == ["not measured train.cancel"] and which == []
+
+    # any failed criterion spoils the control, needed or not; measured once as pass and once skipped counts as passed
+    mixed = all_pass + [_result("ready.time", "fail", detail="31 s"), _result("evaluate.time", "skip", "second test")]
+    assert control_problems(needed, mixed) == (["failed ready.time"], [])
+
+    # a control run that measured nothing at all
+    problems, _ = control_problems(needed, [])
+    assert problems == ["not measured evaluate.time, memory.growth, train.cancel"]

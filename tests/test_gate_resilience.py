@@ -8,7 +8,7 @@ import base64
 import json
 import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -17,13 +17,14 @@ from fastapi import FastAPI
 from pydantic import BaseModel, ConfigDict
 
 from app.schemas import integer
-from validation.resilience import battery, rchecks
+from validation.resilience import battery, data_checks, security_checks
+from validation.stub_server import LoopbackServer
 from validation.testing import expect_failure, make_gate
 
 AUTH = ("gate", "s3cret")
 
 
-class Stub:
+class Stub(LoopbackServer):
     """A tiny HTTP subject: `answer(method, path, body, headers) -> (status, json, headers)`."""
 
     def __init__(self, answer):
@@ -62,17 +63,8 @@ class Stub:
             do_GET = do_POST = do_PUT = do_DELETE = _go
 
         self.answer = answer
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), H)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True).start()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *a):
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(H, poll_interval=0.02)
+        self.url = self.base_url
 
 
 HEALTH = (200, {"status": "healthy"}, None)
@@ -172,48 +164,48 @@ def _run_folder(root: Path, run_id: str, state: str, trained: bool, weights: byt
 
 def test_data_loss_passes_when_everything_survives(tmp_path):
     _run_folder(tmp_path, "r1", "succeeded", True)
-    before = rchecks.snapshot_runs(tmp_path)
+    before = data_checks.snapshot_runs(tmp_path)
     gate = make_gate("plan")
-    rchecks.data_loss(gate, before, rchecks.snapshot_runs(tmp_path), [{"run_id": "r1", "state": "succeeded",
+    data_checks.data_loss(gate, before, data_checks.snapshot_runs(tmp_path), [{"run_id": "r1", "state": "succeeded",
                                                                          "trained": "trained"}], "same")
     assert gate.recorder.results[-1].verdict == "pass"
 
 
 def test_data_loss_fails_when_a_checkpoint_is_lost_on_kill(tmp_path):
     _run_folder(tmp_path, "r1", "succeeded", True)
-    before = rchecks.snapshot_runs(tmp_path)
+    before = data_checks.snapshot_runs(tmp_path)
     (tmp_path / "runs" / "r1" / "trained" / "model.safetensors").unlink()  # the "kill" lost it
     listed = [{"run_id": "r1", "state": "succeeded", "trained": "trained"}]
-    e = expect_failure(rchecks.data_loss, make_gate("plan"), before, rchecks.snapshot_runs(tmp_path), listed, "kill",
+    e = expect_failure(data_checks.data_loss, make_gate("plan"), before, data_checks.snapshot_runs(tmp_path), listed, "kill",
                        criterion="data.loss", measured="1")
     assert "trained/model.safetensors: missing" in str(e)
 
 
 def test_data_loss_fails_when_a_run_is_no_longer_listed(tmp_path):
     _run_folder(tmp_path, "r1", "succeeded", True)
-    snap = rchecks.snapshot_runs(tmp_path)
-    expect_failure(rchecks.data_loss, make_gate("plan"), snap, snap, [], "kill", criterion="data.loss")
+    snap = data_checks.snapshot_runs(tmp_path)
+    expect_failure(data_checks.data_loss, make_gate("plan"), snap, snap, [], "kill", criterion="data.loss")
 
 
 def test_killed_run_reported_succeeded_or_half_written_fails(tmp_path):
     _run_folder(tmp_path, "r2", "succeeded", False)  # says succeeded, has no trained/
     (tmp_path / "runs" / "r2" / "trained").mkdir()
     (tmp_path / "runs" / "r2" / "trained" / "config.json").write_text("{}")  # half a checkpoint
-    after = rchecks.snapshot_runs(tmp_path)
-    e = expect_failure(rchecks.interrupted_run, make_gate("plan"), "r2", after, [{"run_id": "r2", "state": "succeeded"}],
+    after = data_checks.snapshot_runs(tmp_path)
+    e = expect_failure(data_checks.interrupted_run, make_gate("plan"), "r2", after, [{"run_id": "r2", "state": "succeeded"}],
                        "kill", criterion="resilience.killed_run_state", measured="succeeded")
     assert "[resilience.partial_checkpoints] FAILED" in str(e)
 
 
 def test_restart_errors_outside_the_window_fail():
-    S = rchecks.Sample
+    S = data_checks.Sample
     samples = [S(0.0, True, "ok"), S(1.0, False, "health 500"), S(2.0, True, "ok"),  # error before the restart
                S(3.0, False, "ConnectError"), S(4.0, True, "ok"), S(5.0, True, "ok")]
-    e = expect_failure(rchecks.restart_window, make_gate("plan"), samples, 2.5, 3.9,
+    e = expect_failure(data_checks.restart_window, make_gate("plan"), samples, 2.5, 3.9,
                        criterion="resilience.errors_outside_restart", measured="1")
     assert "perf.error_rate" in str(e)
     ok = make_gate("plan")
-    rchecks.restart_window(ok, [s for s in samples if s.t != 1.0], 2.5, 3.9)
+    data_checks.restart_window(ok, [s for s in samples if s.t != 1.0], 2.5, 3.9)
     assert {r.id: r.measured for r in ok.recorder.results}["resilience.recovery_time"] == 1.5
 
 
@@ -234,37 +226,37 @@ def _authed(open_paths=()):
 def test_auth_passes_when_every_route_is_protected():
     gate = make_gate("plan")
     with Stub(_authed()) as s, httpx.Client(base_url=s.url) as c:
-        rchecks.auth_routes(gate, c, AUTH)
+        security_checks.auth_routes(gate, c, AUTH)
     assert {r.verdict for r in gate.recorder.results} == {"pass"}
 
 
 def test_auth_fails_when_a_route_is_open():
     with Stub(_authed(open_paths=("/api/runs",))) as s, httpx.Client(base_url=s.url) as c:
-        e = expect_failure(rchecks.auth_routes, make_gate("plan"), c, AUTH, criterion="security.auth_unprotected")
+        e = expect_failure(security_checks.auth_routes, make_gate("plan"), c, AUTH, criterion="security.auth_unprotected")
     assert "GET /api/runs -> 200" in str(e)
 
 
 def test_rate_limit_fails_without_429_or_retry_after():
     with Stub(_authed()) as s, httpx.Client(base_url=s.url) as c:
-        expect_failure(rchecks.rate_limit, make_gate("plan"), c, 5, auth=AUTH, extra=5, criterion="security.rate_limited")
+        expect_failure(security_checks.rate_limit, make_gate("plan"), c, 5, auth=AUTH, extra=5, criterion="security.rate_limited")
 
     def no_retry_after(method, path, raw, headers):
         return HEALTH if path == "/health" else (429, {"error": "rate_limited", "field": None, "message": "x"}, None)
 
     with Stub(no_retry_after) as s, httpx.Client(base_url=s.url) as c:
-        e = expect_failure(rchecks.rate_limit, make_gate("plan"), c, 2, extra=2, criterion="security.rate_limited")
+        e = expect_failure(security_checks.rate_limit, make_gate("plan"), c, 2, extra=2, criterion="security.rate_limited")
     assert "Retry-After" in str(e)
 
 
 def test_secrets_found_in_env_history_and_layers():
     history = ["/bin/sh -c #(nop)  ENV HF_TOKEN=hf_" + "a" * 34, "RUN pip install x"]
     env = ["PATH=/usr/bin", "BASIC_AUTH=admin:hunter22"]
-    e = expect_failure(rchecks.secrets, make_gate("plan"), env, history, {"layers": 1, "files": 2, "read": 2,
+    e = expect_failure(security_checks.secrets, make_gate("plan"), env, history, {"layers": 1, "files": 2, "read": 2,
                        "found": ["layer file app/.env (secret-looking name)"]}, "stub image",
                        criterion="security.secrets_found")
     assert "history step 0" in str(e) and "BASIC_AUTH" in str(e) and "app/.env" in str(e)
     clean = make_gate("plan")
-    rchecks.secrets(clean, ["PATH=/usr/bin", "HF_HUB_OFFLINE=1", "BASIC_AUTH="], ["ARG APP_UID=10001"], None, "ok")
+    security_checks.secrets(clean, ["PATH=/usr/bin", "HF_HUB_OFFLINE=1", "BASIC_AUTH="], ["ARG APP_UID=10001"], None, "ok")
     assert clean.recorder.results[-1].verdict == "pass"
 
 
@@ -284,21 +276,21 @@ def test_layer_scan_finds_a_key_file(tmp_path):
         info.size = len(layer.getvalue())
         t.addfile(info, io.BytesIO(layer.getvalue()))
     outer.seek(0)
-    res = rchecks.scan_layers(outer)
+    res = security_checks.scan_layers(outer)
     assert any("app/id_rsa" in f for f in res["found"]) and res["files"] == 2
 
 
 def test_trust_remote_code_grep(tmp_path):
     (tmp_path / "pkg").mkdir()
     (tmp_path / "pkg" / "m.py").write_text("x = load(name, trust_remote_code=True)\ny = load(n, trust_remote_code=False)\n")
-    hits = rchecks.trust_remote_code_source(tmp_path / "pkg")
+    hits = security_checks.trust_remote_code_source(tmp_path / "pkg")
     assert len(hits) == 1 and "m.py:1" in hits[0]
-    assert rchecks.trust_remote_code_source() == [], "the app's own source enables trust_remote_code somewhere"
+    assert security_checks.trust_remote_code_source() == [], "the app's own source enables trust_remote_code somewhere"
 
 
 @pytest.mark.parametrize("value", ["ghp_" + "x" * 36, "AKIAABCDEFGHIJKLMNOP", "https://user:pa55word@host/x"])
 def test_key_like_values(value):
-    assert rchecks.find_secrets(f"something {value} else", "t")
+    assert security_checks.find_secrets(f"something {value} else", "t")
 
 
 # ---- resilience.schema_failures: schemathesis against a small FastAPI app, kept and broken -------

@@ -32,12 +32,12 @@ from __future__ import annotations
 
 import itertools
 import json
-import threading
 import time
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from validation.checks import METRIC_FAMILIES, ui_names
+from validation.stub_server import LoopbackServer
 
 GOOD_METRICS = "\n".join(
     [
@@ -76,7 +76,7 @@ assert all(f in GOOD_METRICS for f in METRIC_FAMILIES)
 HARM_WORDS = ("steal", "break the window", "pick the lock", "weapon")
 
 
-class StubApp:
+class StubApp(LoopbackServer):
     def __init__(self, faults: set[str] | None = None, slow: float = 0.0, slow_health: bool = False,
                  build: str = "stub-build", headers: dict[str, str] | None = None) -> None:
         self.faults = set(faults or ())
@@ -126,25 +126,7 @@ class StubApp:
                 code, body, ctype = stub.route("POST", self.path, payload)
                 self._send(code, body, ctype)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.02}, daemon=True)
-
-    # -- lifecycle
-    def start(self) -> StubApp:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> StubApp:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        super().__init__(Handler, poll_interval=0.02)
 
     def logs(self) -> str:
         lines = ['{"level": "INFO", "msg": "server started"}', '{"level": "INFO", "msg": "model smollm2 ready"}']

@@ -13,12 +13,12 @@ from __future__ import annotations
 import shutil
 import ssl
 import subprocess
-import threading
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
+from validation.stub_server import LoopbackServer
 from validation.stubs import StubApp
 
 
@@ -52,7 +52,7 @@ def https_stub(cert: Cert, **kwargs: Any) -> StubApp:
     return stub
 
 
-class RedirectServer:
+class RedirectServer(LoopbackServer):
     """Plain http on a free loopback port: every GET answers `status` with Location `to` (status 200 and
     no Location when `to` is None: a site that serves plain http)."""
 
@@ -70,15 +70,5 @@ class RedirectServer:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/"
-        self._thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
-
-    def __enter__(self) -> RedirectServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: Any) -> None:
-        self.server.shutdown()
-        self.server.server_close()
+        super().__init__(Handler)
+        self.url = self.base_url + "/"

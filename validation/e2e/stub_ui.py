@@ -18,11 +18,11 @@ Faults (any combination):
 from __future__ import annotations
 
 import json
-import threading
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from app import elements as E
+from validation.stub_server import LoopbackServer
 
 FAULTS = {
     "js_error",
@@ -92,7 +92,7 @@ if (btn) btn.addEventListener('click', () => {{
 </script></body></html>"""
 
 
-class StubUI:
+class StubUI(LoopbackServer):
     """`with StubUI({"js_error"}) as stub: page.goto(stub.base_url)`"""
 
     def __init__(self, faults: set[str] | None = None, slow: float = 0.0) -> None:
@@ -119,21 +119,4 @@ class StubUI:
                 self.end_headers()
                 self.wfile.write(body)
 
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.server.daemon_threads = True
-        self.base_url = f"http://127.0.0.1:{self.server.server_address[1]}"
-        self._thread = threading.Thread(target=self.server.serve_forever, name="stub-ui", daemon=True)
-
-    def start(self) -> StubUI:
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-    def __enter__(self) -> StubUI:
-        return self.start()
-
-    def __exit__(self, *exc: Any) -> None:
-        self.stop()
+        super().__init__(Handler, name="stub-ui")

@@ -3,7 +3,9 @@
 For each fault: the fault's session runs (its tests that can see the fault, `Fault.tests`) against
 the real app started through validation/faults/inject.py on the process target with `tiny`, and
 the failed criteria are read from that run's report.json. First a control run: the same tests on
-the same app without a fault must pass, else a "caught" fault would prove nothing.
+the same app without a fault must pass, and every criterion the chosen faults expect to catch them
+must be measured and pass there (a skipped or unmeasured one could not go red), else a "caught"
+fault would prove nothing.
 
     nox -s faults                          # the whole catalogue
     nox -s faults -- --faults cancel_ignored,ready_lies
@@ -63,7 +65,24 @@ def _run(session: str, tests: str, out: Path, fault: str | None) -> dict:
         results = []
     failed = {r["id"]: r.get("detail", "") for r in results if r.get("verdict") == "fail"}
     passed = [r["id"] for r in results if r.get("verdict") == "pass"]
-    return {"failed": failed, "passed": passed, "seconds": seconds, "ended": ended}
+    return {"failed": failed, "passed": passed, "results": results, "seconds": seconds, "ended": ended}
+
+
+def control_problems(needed: list[str], results: list[dict]) -> tuple[list[str], list[str]]:
+    """What makes a control run (the unfaulted app) unfit to prove anything: (problems, skipped).
+
+    `results` are the run's report.json results, `needed` the criteria its faults expect to catch
+    them. A problem is any criterion that failed, and any needed criterion that did not pass:
+    skipped (a fault it should catch could not turn it red) or not measured at all. `skipped` names
+    the needed criteria that were skipped, with the reason."""
+    failed = list(dict.fromkeys(r["id"] for r in results if r.get("verdict") == "fail"))
+    passed = {r["id"] for r in results if r.get("verdict") == "pass"}
+    reasons = {r["id"]: r.get("reason", "") for r in results if r.get("verdict") == "skip"}
+    skipped = [f"{c} ({reasons[c]})" if reasons[c] else c for c in needed if c in reasons and c not in passed and c not in failed]
+    missing = [c for c in needed if c not in passed and c not in failed and c not in reasons]
+    problems = [f"{what} {', '.join(ids)}" for what, ids in
+                (("failed", failed), ("skipped", skipped), ("not measured", missing)) if ids]
+    return problems, skipped
 
 
 def judge(f: Fault, res: dict) -> dict:
@@ -80,19 +99,24 @@ def test_every_fault_is_caught(gate, pytestconfig, say, report_dir):
     root = report_dir
     gate.require(["faults.control", "faults.uncaught"])
 
-    # Control: every (session, tests) the chosen faults use, without a fault, must pass.
+    # Control: every (session, tests) the chosen faults use, without a fault, must pass, and every
+    # criterion they expect to catch a fault must be measured (and pass) there.
     selections: dict[str, list[str]] = {}
+    needed: dict[str, dict[str, None]] = {}  # session -> the criteria its faults expect (ordered, once each)
     for f in faults:
         selections.setdefault(f.session, []).append(f"({f.tests})")
-    control_problems = []
+        needed.setdefault(f.session, {}).update(dict.fromkeys(f.expect))
+    problems = []
     for session, tests in selections.items():
         res = _run(session, " or ".join(dict.fromkeys(tests)), root / f"control-{session}", None)
+        found, skipped = control_problems(list(needed[session]), res["results"])
         say(f"control {session}: {len(res['passed'])} criteria passed, {len(res['failed'])} failed, "
-            f"{res['seconds']:.0f} s ({res['ended']})")
-        if res["failed"] or not res["passed"]:
-            control_problems.append(f"{session}: " + (", ".join(res["failed"]) or f"no criterion measured ({res['ended']})"))
-    gate.measure("faults.control", not control_problems,
-                 detail="; ".join(control_problems) or f"the unfaulted app passes {', '.join(selections)}")
+            f"{res['seconds']:.0f} s ({res['ended']})" + (f"; needed but skipped: {', '.join(skipped)}" if skipped else ""))
+        if found:
+            problems.append(f"{session} ({res['ended']}): " + "; ".join(found))
+    gate.measure("faults.control", not problems,
+                 detail="; ".join(problems) or f"the unfaulted app passes {', '.join(selections)}, measuring all "
+                 f"{sum(map(len, needed.values()))} criteria the faults expect")
 
     rows = []
     for f in faults:

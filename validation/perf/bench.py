@@ -10,6 +10,8 @@ import platform
 import time
 from pathlib import Path
 
+from validation.perf.judge import GENERATE, JUDGE, RULES
+
 GB = 2**30
 
 
@@ -38,7 +40,7 @@ def write_benchmark(reports_root: Path, bench: dict, gate=None) -> list[Path]:
     def pct(e, k):
         return None if not e or e.get(k) is None else round(e[k], 3)
 
-    rules, judge_, gen = ep("POST /api/evaluate [rules]"), ep("POST /api/evaluate [judge]"), ep("POST /api/generate")
+    rules, judge_, gen = ep(RULES), ep(JUDGE), ep(GENERATE)
     idle = bench.get("idle", {})
     whole = res.get("whole", {})
     rows = [

@@ -1,4 +1,4 @@
-"""The perf session's own options and fixtures (the gate's are in validation/plugin.py).
+"""The perf session's own options and fixtures (the gate's are in validation/plugin/).
 
 pytest validation/perf [--target container|process|url] [--base-url URL] [--profile plan|strict|heavy|bench]
     [--load-requests N] [--load-users N] [--load-workers N] [--perf-train-preset smoke|quick|none]

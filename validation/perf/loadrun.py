@@ -126,10 +126,6 @@ class Endpoint:
     mean_s: float | None
     rps: float
 
-    @property
-    def error_rate(self) -> float:
-        return self.failures / self.count if self.count else 0.0
-
 
 @dataclass
 class LoadResult:

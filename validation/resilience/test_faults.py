@@ -20,7 +20,7 @@ import httpx
 import pytest
 
 from validation import api
-from validation.resilience import rchecks
+from validation.resilience import data_checks
 from validation.resilience.apps import AppContainer, DataDirs, wait_ready
 from validation.resilience.conftest import FAULT_CRITERIA
 
@@ -74,7 +74,7 @@ def test_sigkill_mid_training(gate, chain, fault_tally, say):
     with chain.http() as c:
         done = api.start_training(c, "smoke")
         assert done["state"] == "succeeded", f"the first smoke run did not succeed: {done.get('error')}"
-        before = rchecks.snapshot_runs(chain.data.checkpoints)
+        before = data_checks.snapshot_runs(chain.data.checkpoints)
         job = api.start_training(c, "quick", until=api.mid_training)
     say(f"SIGKILL with run {job['run_id']} {job['state']}/{job['phase']} at step {job['step']}/{job['total_steps']}")
     t_kill = time.monotonic()
@@ -87,15 +87,15 @@ def test_sigkill_mid_training(gate, chain, fault_tally, say):
     wait_ready(new.base_url)
     with chain.http() as c:
         listed = c.get("/api/runs").json()["runs"]
-        after = rchecks.snapshot_runs(chain.data.checkpoints)
-        lost = rchecks.data_loss(gate, before, after, listed, "SIGKILL mid-training + new container", soft=True)
+        after = data_checks.snapshot_runs(chain.data.checkpoints)
+        lost = data_checks.data_loss(gate, before, after, listed, "SIGKILL mid-training + new container", soft=True)
         gate.measure(
             "resilience.recovery_time",
             round(recovery, 2),
             detail=f"SIGKILL -> new container -> GET /health 200 (OOMKilled={oom})",
             soft=True,
         )
-        rchecks.interrupted_run(gate, job["run_id"], after, listed, "SIGKILL mid-training", soft=True)
+        data_checks.interrupted_run(gate, job["run_id"], after, listed, "SIGKILL mid-training", soft=True)
         r = c.post("/api/models/load", json={"model": f"{CKPT_IN_CONTAINER}/runs/{done['run_id']}/trained"})
         gate.measure(
             "resilience.checkpoint_loadable",
@@ -118,7 +118,7 @@ def test_sigkill_mid_training(gate, chain, fault_tally, say):
 
 def test_sigterm_during_training(gate, chain, fault_tally, say):
     app = chain.running()
-    before = rchecks.snapshot_runs(chain.data.checkpoints)
+    before = data_checks.snapshot_runs(chain.data.checkpoints)
     with chain.http() as c:
         job = api.start_training(c, "quick", until=api.mid_training)
     say(f"SIGTERM with run {job['run_id']} at step {job['step']}/{job['total_steps']}")
@@ -134,9 +134,9 @@ def test_sigterm_during_training(gate, chain, fault_tally, say):
         detail=f"docker kill -s TERM -> exited (code {exit_code})" if ok_stop else "still running after 30 s",
         soft=True,
     )
-    on_disk = rchecks.snapshot_runs(chain.data.checkpoints)
+    on_disk = data_checks.snapshot_runs(chain.data.checkpoints)
     mid = on_disk.get(job["run_id"], {})
-    problems = rchecks.partial_checkpoints({job["run_id"]: mid}) if mid else ["run folder missing"]
+    problems = data_checks.partial_checkpoints({job["run_id"]: mid}) if mid else ["run folder missing"]
     if mid.get("state") == "succeeded":
         problems.append("the run says succeeded")
     new = chain.start()
@@ -144,7 +144,7 @@ def test_sigterm_during_training(gate, chain, fault_tally, say):
     wait_ready(new.base_url)
     with chain.http() as c:
         listed = c.get("/api/runs").json()["runs"]
-        after = rchecks.snapshot_runs(chain.data.checkpoints)
+        after = data_checks.snapshot_runs(chain.data.checkpoints)
         row = next((r for r in listed if r.get("run_id") == job["run_id"]), {})
         if row.get("state") not in ("interrupted", "cancelled"):
             problems.append(f"listed as {row.get('state')!r} after the restart")
@@ -157,7 +157,7 @@ def test_sigterm_during_training(gate, chain, fault_tally, say):
             f"{row.get('state')!r}" + (f"; problems: {'; '.join(problems)}" if problems else ""),
             soft=True,
         )
-        lost = rchecks.data_loss(gate, before, after, listed, "SIGTERM + new container", soft=True)
+        lost = data_checks.data_loss(gate, before, after, listed, "SIGTERM + new container", soft=True)
         gate.measure("resilience.recovery_time", round(recovery, 2), detail="SIGTERM -> new container -> /health 200", soft=True)
     fault_tally["sigterm during training"] = not gate.pending and not lost
     gate.raise_pending()
@@ -165,8 +165,8 @@ def test_sigterm_during_training(gate, chain, fault_tally, say):
 
 def test_docker_restart_under_load(gate, chain, fault_tally, say):
     app = chain.running()
-    before = rchecks.snapshot_runs(chain.data.checkpoints)
-    samples: list[rchecks.Sample] = []
+    before = data_checks.snapshot_runs(chain.data.checkpoints)
+    samples: list[data_checks.Sample] = []
     stop = threading.Event()
     cap = 400  # bounded: at most this many requests in all
 
@@ -179,9 +179,9 @@ def test_docker_restart_under_load(gate, chain, fault_tally, say):
                         r = c.get("/health")
                     else:
                         r = c.post("/api/evaluate", json={"text": "Is it safe to share my password?", "mode": "rules"})
-                    samples.append(rchecks.Sample(t, r.status_code == 200, f"{kind} {r.status_code}"))
+                    samples.append(data_checks.Sample(t, r.status_code == 200, f"{kind} {r.status_code}"))
                 except httpx.HTTPError as exc:
-                    samples.append(rchecks.Sample(t, False, f"{kind} {type(exc).__name__}"))
+                    samples.append(data_checks.Sample(t, False, f"{kind} {type(exc).__name__}"))
                     time.sleep(0.1)
                 time.sleep(0.1)
 
@@ -200,12 +200,12 @@ def test_docker_restart_under_load(gate, chain, fault_tally, say):
     stop.set()
     for t in threads:
         t.join(10)
-    res = rchecks.restart_window(gate, list(samples), t_restart, t_healthy)
+    res = data_checks.restart_window(gate, list(samples), t_restart, t_healthy)
     say(f"docker restart under load: {res}")
     wait_ready(app.base_url)
     with chain.http() as c:
         listed = c.get("/api/runs").json()["runs"]
-    lost = rchecks.data_loss(gate, before, rchecks.snapshot_runs(chain.data.checkpoints), listed, "docker restart")
+    lost = data_checks.data_loss(gate, before, data_checks.snapshot_runs(chain.data.checkpoints), listed, "docker restart")
     fault_tally["docker restart under load"] = not lost
 
 

@@ -10,7 +10,7 @@ import httpx
 import pytest
 
 from validation import api
-from validation.resilience import rchecks
+from validation.resilience import data_checks
 from validation.resilience.apps import wait_ready
 
 pytestmark = pytest.mark.resilience
@@ -33,5 +33,5 @@ def test_sigkill_process_mid_training(gate, apps, target_kind, say):
     wait_ready(new.base_url)
     with httpx.Client(base_url=new.base_url, timeout=60) as c:
         listed = c.get("/api/runs").json()["runs"]
-    rchecks.interrupted_run(gate, job["run_id"], rchecks.snapshot_runs(data.checkpoints), listed,
+    data_checks.interrupted_run(gate, job["run_id"], data_checks.snapshot_runs(data.checkpoints), listed,
                             "SIGKILL of the process mid-training + a new process")

@@ -13,7 +13,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from validation.resilience import rchecks
+from validation.resilience import security_checks
 from validation.resilience.conftest import model_cache_dir
 
 pytestmark = pytest.mark.resilience
@@ -51,12 +51,12 @@ def test_basic_auth(gate, secured, say):
     app, auth = secured["app"], secured["auth"]
     wait_ready(app.base_url, auth=auth)
     with httpx.Client(base_url=app.base_url, timeout=30) as c:
-        res = rchecks.auth_routes(gate, c, auth)
+        res = security_checks.auth_routes(gate, c, auth)
     say(f"basic auth: {res['routes']} routes, open {len(res['open'])}, failing with credentials {len(res['failing'])}")
 
 
 def test_trust_remote_code(gate, secured, target_kind):
-    hits = rchecks.trust_remote_code_source()
+    hits = security_checks.trust_remote_code_source()
     if secured["url"]:
         gate.measure("security.trust_remote_code", hits, detail="grep app/ only (url target: no runtime check)")
         return
@@ -64,7 +64,7 @@ def test_trust_remote_code(gate, secured, target_kind):
     marker = f"/tmp/gate-remote-code-ran-{secrets.token_hex(4)}"
     if target_kind == "container":
         marker = MARKER_CONTAINER
-        app.put_files(REMOTE_DIR_CONTAINER, rchecks.remote_code_files(marker))
+        app.put_files(REMOTE_DIR_CONTAINER, security_checks.remote_code_files(marker))
         folder = REMOTE_DIR_CONTAINER
 
         def ran() -> bool:
@@ -72,14 +72,14 @@ def test_trust_remote_code(gate, secured, target_kind):
     else:
         folder = str(secured["remote"] / "model")
         Path(folder).mkdir()
-        for name, text in rchecks.remote_code_files(marker).items():
+        for name, text in security_checks.remote_code_files(marker).items():
             (Path(folder) / name).write_text(text)
 
         def ran() -> bool:
             return Path(marker).exists()
 
     with httpx.Client(base_url=app.base_url, auth=auth, timeout=120) as c:
-        hits += rchecks.remote_code_runtime(c, folder, ran)
+        hits += security_checks.remote_code_runtime(c, folder, ran)
     gate.measure(
         "security.trust_remote_code",
         hits,
@@ -92,14 +92,14 @@ def test_rate_limit(gate, secured):
         gate.skip("security.rate_limited", "url target: the deployed app's rate limit setting is unknown")
     app, auth = secured["app"], secured["auth"]
     with httpx.Client(base_url=app.base_url, timeout=30) as c:
-        rchecks.rate_limit(gate, c, RATE, auth=auth)
+        security_checks.rate_limit(gate, c, RATE, auth=auth)
 
 
 def test_default_bind(gate, secured, target_kind):
     env = {k: v for k, v in os.environ.items() if k not in ("GRADIO_SERVER_NAME", "PORT", "GRADIO_SERVER_PORT")}
     out = subprocess.run(
         [sys.executable, "-c", "from app import config; print(config.load().host)"],
-        cwd=rchecks.REPO,
+        cwd=security_checks.REPO,
         env=env,
         capture_output=True,
         text=True,
@@ -173,6 +173,6 @@ def test_no_secrets_in_image(gate, target_kind, image_tag, say):
     img = client.images.get(image_tag)
     env = img.attrs.get("Config", {}).get("Env") or []
     history = [h.get("CreatedBy", "") for h in img.history()]
-    layers = rchecks.scan_layers(_GenStream(img.save(chunk_size=1 << 20)))
+    layers = security_checks.scan_layers(_GenStream(img.save(chunk_size=1 << 20)))
     say(f"secret scan: {layers['layers']} layers, {layers['files']} files, {layers['read']} read")
-    rchecks.secrets(gate, env, history, layers, f"image {image_tag}")
+    security_checks.secrets(gate, env, history, layers, f"image {image_tag}")

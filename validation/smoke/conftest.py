@@ -1,4 +1,4 @@
-"""The smoke session's own option (the gate's are in validation/plugin.py)."""
+"""The smoke session's own option (the gate's are in validation/plugin/)."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """Where the app under test runs: `container` | `process` | `url`.
 
-    target = ContainerTarget(tag, ...) | ProcessTarget(...) | UrlTarget(url, ...)   # plugin.py's `target` fixture
+    target = ContainerTarget(tag, ...) | ProcessTarget(...) | UrlTarget(url, ...)   # the plugin's `target` fixture
     target.kind, target.base_url, target.logs(), target.log_tail(60), target.stop()
     target.started_at                      # time.monotonic() when the start was issued (None: url)
     target.health_seconds                  # start -> first /health 200 (None: url)

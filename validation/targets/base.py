@@ -114,7 +114,6 @@ class Target:
         self.health_seconds: float | None = None
         self.checkpoint_dir: Path | None = None
         self.log_dir: Path | None = None
-        self.saved_log: Path | None = None
         self._stopped = False
 
     def _register(self) -> None:
@@ -149,7 +148,6 @@ class Target:
             return None
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
-        self.saved_log = path
         return path
 
     def stop(self) -> None:

@@ -1,4 +1,4 @@
-"""The watch session's options and its one run (the gate's fixtures are in validation/plugin.py).
+"""The watch session's options and its one run (the gate's fixtures are in validation/plugin/).
 
 pytest validation/watch [--target container|process|url] [--base-url URL] [--minutes N] [--interval S]
     [--probe-timeout S] [--restart-at S]
