@@ -14,12 +14,10 @@ import hashlib
 import os
 import shutil
 import sys
-import time
 from pathlib import Path
 
 import nox
 
-T0 = time.time()  # reset when each session starts: the gate's report counts its own overhead from there
 ROOT = Path(__file__).resolve().parent
 LOCKS = [ROOT / "requirements" / "app.lock", ROOT / "requirements" / "dev.lock", ROOT / "requirements" / "models.lock"]
 VENV = Path(os.environ.get("NOX_HARNESS_VENV", ROOT / ".nox" / "harness"))
@@ -73,36 +71,9 @@ def harness(session: nox.Session, force: bool = False) -> Path:
     return PY
 
 
-SETUP_S = 0.0  # time in venv installs and the image engineer's scripts (reported as "setup", not overhead)
-
-
-_SESSIONS_RUN = 0
-
-
-def _begin() -> None:
-    """A session starts. The first one counts from nox's start (its start-up is our overhead too);
-    later ones in the same nox run (`nox -s tests smoke`) from their own start."""
-    global T0, SETUP_S, _SESSIONS_RUN
-    if _SESSIONS_RUN:
-        T0 = time.time()
-    SETUP_S = 0.0
-    _SESSIONS_RUN += 1
-
-
-def _timed_setup(fn, *args, **kwargs):
-    global SETUP_S
-    t0 = time.monotonic()
-    try:
-        return fn(*args, **kwargs)
-    finally:
-        SETUP_S += time.monotonic() - t0
-
-
 def _env(session_name: str) -> dict[str, str]:
     return {
         "GATE_SESSION": session_name,
-        "GATE_T0": f"{T0:.3f}",
-        "GATE_SETUP_S": f"{SETUP_S:.3f}",
         "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "VIRTUAL_ENV": str(VENV),
     }
@@ -145,11 +116,10 @@ def _prepare_docker(session: nox.Session, build: bool) -> None:
 
 
 def _gate(session: nox.Session, name: str, path: str, default_args: list[str] | None = None) -> None:
-    _begin()
-    py = _timed_setup(harness, session)
+    py = harness(session)
     posargs = list(session.posargs)
     if _wants_container(posargs):
-        _timed_setup(_prepare_docker, session, build="--image" not in " ".join(posargs))
+        _prepare_docker(session, build="--image" not in " ".join(posargs))
     if not (ROOT / path).exists():
         session.skip(f"{path} does not exist yet (its engineer adds it): nothing to run")
     session.run(
@@ -164,8 +134,7 @@ def _gate(session: nox.Session, name: str, path: str, default_args: list[str] | 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
     """Unit tests of the app and of the gate's own logic, incl. gate-sensitivity tests (tests/)."""
-    _begin()
-    py = _timed_setup(harness, session)
+    py = harness(session)
     session.run(str(py), "-m", "pytest", "tests", "-p", "no:cacheprovider", *session.posargs, external=True, env=_env("tests"))
 
 
@@ -189,10 +158,9 @@ def lint(session: nox.Session) -> None:
 @nox.session(python=False)
 def image(session: nox.Session) -> None:
     """The three scripts (engine, base image, wheelhouse), then build cai-demo:latest and check it (reports/image)."""
-    _begin()
-    py = _timed_setup(harness, session)
+    py = harness(session)
     for script in ("docker-engine.sh", "make-base-image.sh", "fill-wheelhouse.sh"):
-        _timed_setup(_script, session, script)
+        _script(session, script)
     # The smoke suite's image tests only (-m image): build time and log, size, user, port, entrypoint,
     # healthcheck, no compilers, no excluded paths. No app container is started.
     session.run(

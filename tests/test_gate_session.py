@@ -40,7 +40,7 @@ def run_smoke(base_url: str, report_dir: Path, *extra: str) -> tuple[int, str, d
         capture_output=True,
         text=True,
         timeout=120,
-        env={**__import__("os").environ, "GATE_SESSION": "smoke", "GATE_T0": ""},
+        env={**__import__("os").environ, "GATE_SESSION": "smoke"},
     )
     report = json.loads((report_dir / "report.json").read_text())
     return proc.returncode, proc.stdout + proc.stderr, report

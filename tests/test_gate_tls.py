@@ -114,7 +114,7 @@ def run_smoke_tls(base_url: str, report_dir: Path, env: dict, *extra: str) -> tu
     cmd = [sys.executable, "-m", "pytest", "validation/smoke", "-k", "tls", "--base-url", base_url,
            "--report-dir", str(report_dir), "-p", "no:cacheprovider", "-p", "no:playwright", "-p", "no:locust", *extra]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "GATE_SESSION": "smoke", "GATE_T0": "", **env})
+                          env={**os.environ, "GATE_SESSION": "smoke", **env})
     report = json.loads((report_dir / "report.json").read_text())
     return proc.returncode, proc.stdout + proc.stderr, {r["id"]: r for r in report["rows"]}
 

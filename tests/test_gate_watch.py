@@ -187,7 +187,7 @@ def run_session(base_url: str, report_dir: Path, *extra: str) -> tuple[int, str,
     cmd = [sys.executable, "-m", "pytest", "validation/watch", "--base-url", base_url, "--report-dir", str(report_dir),
            "-p", "no:cacheprovider", "-p", "no:playwright", "-p", "no:locust", *extra]
     proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120,
-                          env={**os.environ, "GATE_SESSION": "watch", "GATE_T0": ""})
+                          env={**os.environ, "GATE_SESSION": "watch"})
     return proc.returncode, proc.stdout + proc.stderr, json.loads((report_dir / "report.json").read_text())
 
 

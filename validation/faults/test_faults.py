@@ -45,7 +45,6 @@ def _run(session: str, tests: str, out: Path, fault: str | None) -> dict:
     results and how it ended."""
     env = {**os.environ, "DEFAULT_MODEL": "tiny", "GATE_APP_MODULE": "validation.faults.inject",
            "GATE_FAULT": fault or "", "GATE_SESSION": session, "GATE_MEMORY_TEST": "off"}
-    env.pop("GATE_T0", None)
     cmd = [sys.executable, "-m", "pytest", f"validation/{session}", "-p", "no:cacheprovider", "-q",
            "-p", "no:playwright", "-p", "no:locust", "--target", "process", "--param", "model=tiny", "--health-timeout", "30",
            "--report-dir", str(out), "-k", tests]

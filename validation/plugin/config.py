@@ -38,7 +38,7 @@ class GateState:
     report_dir: Path
     recorder: Recorder
     say: Callable[[str], None]
-    t0: float  # when this gate run started (GATE_T0 from nox, else this process's start)
+    t0: float  # when this gate run started: this pytest process's start (nox's venv and Docker set-up come before)
     kind: str | None = None  # the target kind, decided once by the `target_kind` fixture
     target: targets_mod.Target | None = None
     target_info: dict[str, Any] = field(default_factory=lambda: {"kind": "none"})
@@ -179,7 +179,7 @@ def pytest_configure(config: pytest.Config) -> None:
         raise pytest.UsageError(f"--param: no parameter {', '.join(unknown)} in profile {crit.profile!r}; "
                                 f"its parameters: {', '.join(sorted(crit.params))}")
     crit.params.update({k: _toml_value(v) for k, v in overrides.items()})
-    t0 = float(os.environ["GATE_T0"]) if os.environ.get("GATE_T0") else _process_start()
+    t0 = _process_start()
     config.stash[_state_key] = GateState(session, report_dir, Recorder(crit, "", session), _say_factory(config), t0)
     if session in GATE_SESSIONS or session == "pytest":
         threading.Thread(target=_prefetch_imports, name="gate-prefetch", daemon=True).start()
