@@ -127,3 +127,14 @@ def test_a_failing_build_surfaces_its_log(images, tmp_path):
         build_image("cai-gate-selftest-broken:x", repo=tmp_path, log_path=log)
     assert "returned a non-zero code" in str(info.value)
     assert "RUN echo building && false" in info.value.log and "building" in log.read_text()
+
+
+def test_the_gates_docker_client_counts_engine_calls_as_engine_time():
+    from validation.gate import CLOCK
+
+    ok, why = docker_answers()
+    if not ok:
+        pytest.skip(f"no Docker engine answers: {why}")
+    before = CLOCK.totals().get("engine", 0.0)
+    docker_client(30).containers.list()
+    assert CLOCK.totals()["engine"] > before

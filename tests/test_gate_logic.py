@@ -218,3 +218,37 @@ def test_the_gates_image_build_carries_the_git_sha_as_build_id(tmp_path):
     assert default_build_args(tmp_path)["BUILD_ID"] == "dev", "outside git: the Dockerfile's default"
     assert image_revision({"Config": {"Labels": {"org.opencontainers.image.revision": sha}}}) == sha
     assert image_revision({"Config": {"Labels": None}}) is None
+
+
+def test_clock_counts_nested_waits_once_and_only_the_main_threads():
+    import threading
+    import time
+
+    from validation.gate import Clock
+
+    clock = Clock()
+    with clock.spent("app"), clock.spent("engine"):  # nested: once, in the outer category
+        time.sleep(0.05)
+    worker = threading.Thread(target=lambda: clock.sleep(0.05))  # a background thread runs while main waits
+    worker.start()
+    worker.join()
+    totals = clock.totals()
+    assert set(totals) == {"app"} and 0.05 <= totals["app"] < 0.5, totals
+
+
+def test_the_gates_http_client_counts_its_requests_as_app_time():
+    import time
+
+    import httpx
+
+    from validation import api
+    from validation.gate import CLOCK
+
+    def slow(request: httpx.Request) -> httpx.Response:
+        time.sleep(0.1)
+        return httpx.Response(200, json={"state": "succeeded"})
+
+    before = CLOCK.totals().get("app", 0.0)
+    with api.Client(base_url="http://app", transport=httpx.MockTransport(slow)) as http:
+        assert api.poll_job(http, "j1", timeout=5)["state"] == "succeeded"
+    assert CLOCK.totals()["app"] - before >= 0.1

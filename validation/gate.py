@@ -83,8 +83,9 @@ class Clock:
 
     @contextlib.contextmanager
     def spent(self, category: str) -> Iterator[None]:
-        # Nested blocks count once, in the outermost category.
-        if getattr(self._local, "depth", 0):
+        # Nested blocks count once, in the outermost category. Only the main thread's waits count: the
+        # wall time is its own, and background threads (samplers, watchers) run while it waits.
+        if getattr(self._local, "depth", 0) or threading.current_thread() is not threading.main_thread():
             yield
             return
         self._local.depth = 1

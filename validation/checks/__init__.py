@@ -27,7 +27,6 @@ from validation.checks.common import (  # noqa: F401
     HARMLESS_TEXT,
     METRIC_FAMILIES,
     REPO,
-    TimedClient,
     is_error_line,
     ui_names,
 )

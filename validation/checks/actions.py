@@ -85,6 +85,22 @@ def ui_verdict(result: Any) -> tuple[bool, list[str]] | None:
     return None
 
 
+def _gradio_args(params: list[dict], harmful: str) -> list[Any]:
+    """Arguments for an evaluate endpoint from gradio_client's view_api: the text, rules mode, defaults."""
+    args: list[Any] = []
+    for p in params:
+        name = (p.get("parameter_name") or p.get("label") or "").lower()
+        if "mode" in name:
+            args.append("rules")
+        elif not args and p.get("python_type", {}).get("type") == "str":
+            args.append(harmful)
+        elif p.get("parameter_has_default"):
+            args.append(p.get("parameter_default"))
+        else:
+            args.append(harmful if not args else None)
+    return args
+
+
 def gradio_evaluate(
     base_url: str,
     gate: Gate,
@@ -98,34 +114,22 @@ def gradio_evaluate(
     a flag naming exactly the same principles."""
     from gradio_client import Client
 
-    try:
-        with CLOCK.spent("app"):
-            client = Client(base_url + "/", auth=auth, verbose=False, download_files=False)
-    except Exception as exc:  # noqa: BLE001
-        gate.fail("gradio_api.evaluate", False, f"gradio_client could not connect: {type(exc).__name__}: {_short(str(exc))}")
-    endpoint = f"/{api_name}"
-    info = client.view_api(print_info=False, return_format="dict")
-    params = info.get("named_endpoints", {}).get(endpoint, {}).get("parameters", [])
-    args: list[Any] = []
-    for p in params:
-        name = (p.get("parameter_name") or p.get("label") or "").lower()
-        if "mode" in name:
-            args.append("rules")
-        elif not args and p.get("python_type", {}).get("type") == "str":
-            args.append(harmful)
-        elif p.get("parameter_has_default"):
-            args.append(p.get("parameter_default"))
-        else:
-            args.append(harmful if not args else None)
-    times = []
-    for _ in range(2):  # the first call also opens the queue's event stream: gate the second
-        t0 = time.perf_counter()
+    with CLOCK.spent("app"):  # gradio_client's own HTTP client: the wait on the app is timed here
         try:
-            with CLOCK.spent("app"):
-                result = client.predict(*args, api_name=endpoint)
+            client = Client(base_url + "/", auth=auth, verbose=False, download_files=False)
         except Exception as exc:  # noqa: BLE001
-            gate.fail("gradio_api.evaluate", False, f"predict({endpoint}): {type(exc).__name__}: {_short(str(exc))}")
-        times.append(time.perf_counter() - t0)
+            gate.fail("gradio_api.evaluate", False, f"gradio_client could not connect: {type(exc).__name__}: {_short(str(exc))}")
+        endpoint = f"/{api_name}"
+        info = client.view_api(print_info=False, return_format="dict")
+        args = _gradio_args(info.get("named_endpoints", {}).get(endpoint, {}).get("parameters", []), harmful)
+        times = []
+        for _ in range(2):  # the first call also opens the queue's event stream: gate the second
+            t0 = time.perf_counter()
+            try:
+                result = client.predict(*args, api_name=endpoint)
+            except Exception as exc:  # noqa: BLE001
+                gate.fail("gradio_api.evaluate", False, f"predict({endpoint}): {type(exc).__name__}: {_short(str(exc))}")
+            times.append(time.perf_counter() - t0)
     elapsed = times[-1]
     text = json.dumps(result, default=str)
     shown = ui_verdict(result)
@@ -153,7 +157,7 @@ def train_cancel(http: httpx.Client, gate: Gate, preset: str = "smoke") -> None:
     job_id, run_id = r.json()["job_id"], r.json().get("run_id")
     c = http.post(f"/api/train/{job_id}/cancel", timeout=30)
     try:
-        job = api.poll_job(http.get, job_id, timeout=120)
+        job = api.poll_job(http, job_id, timeout=120)
     except api.JobPollError as exc:
         gate.fail(cid, False, str(exc))
     run = http.get(f"/api/runs/{run_id}", timeout=30)
@@ -235,8 +239,7 @@ def training(
         gate.fail("train.state", f"start refused ({r.status_code})", f"POST /api/train -> {_short(r.text)}")
     job_id = body["job_id"]
     try:
-        job = api.poll_job(http.get, job_id, timeout=limit + min(10.0, 1 + limit * 0.1), interval=interval,
-                           sleep=CLOCK.sleep)
+        job = api.poll_job(http, job_id, timeout=limit + min(10.0, 1 + limit * 0.1), interval=interval)
     except api.JobPollError as exc:
         gate.fail("train.state", f"status {exc.status}", str(exc))
     if job.get("state") not in api.FINAL_STATES:

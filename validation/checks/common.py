@@ -11,8 +11,6 @@ from typing import Any
 
 import httpx
 
-from validation.gate import CLOCK
-
 REPO = Path(__file__).resolve().parents[2]
 ELEMENTS_FILE = REPO / "app" / "elements.py"
 
@@ -50,14 +48,6 @@ def is_error_line(line: str) -> bool:
     if isinstance(record, dict) and "level" in record:
         return str(record["level"]).upper() in ("ERROR", "CRITICAL", "FATAL") or "Traceback (most recent" in line
     return bool(ERROR_LINE.search(line)) and not ERROR_LINE_ALLOWED.search(line)
-
-
-class TimedClient(httpx.Client):
-    """httpx.Client whose request time counts as app time in the session's clock."""
-
-    def send(self, request, **kwargs):
-        with CLOCK.spent("app"):
-            return super().send(request, **kwargs)
 
 
 def ui_names(path: Path = ELEMENTS_FILE) -> tuple[list[str], list[str]]:

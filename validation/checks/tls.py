@@ -17,6 +17,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
+from validation import api
 from validation.gate import Gate
 
 # TLDs that the browsers' HSTS preload list holds whole (hstspreload.org; Google's registry TLDs): a
@@ -68,7 +69,8 @@ def http_redirect(gate: Gate, url: str, http_url: str | None = None, timeout: fl
     host, _ = _host_port(url)
     http_url = http_url or f"http://{host}/"
     try:
-        r = httpx.get(http_url, follow_redirects=False, timeout=timeout)
+        with api.Client(timeout=timeout) as c:
+            r = c.get(http_url, follow_redirects=False)
     except httpx.HTTPError as exc:
         gate.measure("tls.http_redirect", False, detail=f"GET {http_url}: no answer ({type(exc).__name__}: {exc})")
         return
@@ -88,7 +90,8 @@ def hsts(gate: Gate, url: str, auth: tuple[str, str] | None = None, timeout: flo
     `preloaded-tld` when the host is under a wholly preloaded TLD, else `none`."""
     host, _ = _host_port(url)
     try:
-        r = httpx.get(url.rstrip("/") + "/health", auth=auth, verify=ssl_context(), timeout=timeout)
+        with api.Client(auth=auth, verify=ssl_context(), timeout=timeout) as c:
+            r = c.get(url.rstrip("/") + "/health")
     except httpx.HTTPError as exc:
         gate.fail("tls.hsts", None, f"GET {url}/health: no answer ({type(exc).__name__}: {exc})")
     header = r.headers.get("strict-transport-security", "")

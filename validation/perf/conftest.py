@@ -90,7 +90,6 @@ def subject(target, pytestconfig: pytest.Config, recorder) -> dict:
 def perf_ready(subject, target, pytestconfig: pytest.Config) -> dict:
     """GET /ready 200 (the default model loaded), waited for up to --health-timeout seconds: perf does not
     gate start-up time (smoke does), and a busy machine can take a while."""
-    import httpx
 
 
     sent = {"n": 0}
@@ -99,7 +98,7 @@ def perf_ready(subject, target, pytestconfig: pytest.Config) -> dict:
         sent["n"] += 1
 
     hooks = {"request": [count]}
-    with httpx.Client(base_url=target.base_url, auth=subject["auth"], timeout=10, event_hooks=hooks) as http:
+    with api.Client(base_url=target.base_url, auth=subject["auth"], timeout=10, event_hooks=hooks) as http:
         st = api.wait_ready(http, timeout=float(pytestconfig.getoption("--health-timeout") or 180), interval=0.5)
     st["requests"] = sent["n"]
     if not st["ok"]:

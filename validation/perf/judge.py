@@ -14,7 +14,7 @@ from typing import Any
 import httpx
 
 from validation import api
-from validation.gate import Gate
+from validation.gate import CLOCK, Gate
 from validation.perf.loadrun import LoadResult, exact_percentile
 from validation.perf.sampler import Summary
 from validation.targets.resources import GB as DISK_GB
@@ -42,7 +42,7 @@ def identify(base_url: str, auth=None, timeout: float = 10) -> dict:
     """Two GETs (/health, /api/models) that must have this app's shape; NotThisApp otherwise."""
     problems = []
     info: dict[str, Any] = {}
-    with httpx.Client(base_url=base_url, auth=auth, timeout=timeout, follow_redirects=False) as c:
+    with api.Client(base_url=base_url, auth=auth, timeout=timeout, follow_redirects=False) as c:
         try:
             r = c.get("/health")
             body = r.json() if r.headers.get("content-type", "").startswith("application/json") else None
@@ -97,7 +97,7 @@ class TrainingWatch:
     timed_out: bool = False
 
     def start(self) -> TrainingWatch:
-        self._client = httpx.Client(base_url=self.base_url, auth=self.auth, timeout=30)
+        self._client = api.Client(base_url=self.base_url, auth=self.auth, timeout=30)
         deadline = time.monotonic() + 120
         while True:
             r = self._client.post("/api/train", json={"preset": self.preset, "seed": self.seed})
@@ -141,7 +141,8 @@ class TrainingWatch:
     def wait(self, timeout: float | None = None) -> TrainingWatch:
         t = getattr(self, "_thread", None)
         if t is not None:
-            t.join(timeout)
+            with CLOCK.spent("app"):  # the job runs in the app; this thread only polls it
+                t.join(timeout)
         return self
 
     @property
@@ -159,11 +160,11 @@ class TrainingWatch:
 def settle_training(base_url: str, auth=None, timeout: float = 60) -> str:
     """After the load: let a run the load's trainer user started finish (or cancel it): the app is
     left idle for the next test. Returns what was done."""
-    with httpx.Client(base_url=base_url, auth=auth, timeout=10) as c:
+    with api.Client(base_url=base_url, auth=auth, timeout=10) as c:
         active = (c.get("/api/train").json() or {}).get("active")
         if not active:
             return "no run active"
-        job = api.poll_job(c.get, active["job_id"], timeout=timeout, interval=1)
+        job = api.poll_job(c, active["job_id"], timeout=timeout, interval=1)
         if job.get("state") in api.FINAL_STATES:
             return f"run {active['job_id']} started by the load ended {job.get('state')}"
         c.post(f"/api/train/{active['job_id']}/cancel")

@@ -26,6 +26,7 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+from validation import api
 from validation.targets.resources import (
     CPU_METRIC,
     RSS_METRIC,
@@ -149,9 +150,7 @@ class MetricsBackend(Backend):
         self._client = None
 
     def open(self) -> None:
-        import httpx
-
-        self._client = httpx.Client(timeout=5, auth=self.auth)
+        self._client = api.Client(timeout=5, auth=self.auth)
 
     def read(self) -> Sample | None:
         if self.requests >= self.max_samples:

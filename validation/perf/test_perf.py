@@ -12,6 +12,7 @@ import time
 import httpx
 import pytest
 
+from validation import api
 from validation.gate import CLOCK
 from validation.perf import judge as J
 from validation.perf.loadrun import LoadSpec, exact_percentile, run_load
@@ -31,8 +32,7 @@ def _ensure_model(http: httpx.Client, gate, model: str, bench: dict) -> None:
         bench["model_load_note"] = "preloaded at start (the app's own load_seconds)"
         return
     t0 = time.perf_counter()
-    with CLOCK.spent("app"):
-        r = http.post("/api/models/load", json={"model": model}, timeout=600)
+    r = http.post("/api/models/load", json={"model": model}, timeout=600)
     elapsed = round(time.perf_counter() - t0, 2)
     if r.status_code != 200:
         pytest.fail(f"POST /api/models/load {model} -> {r.status_code} {r.text[:200]}", pytrace=False)
@@ -73,11 +73,10 @@ def test_load_with_training_under_way(subject, target, perf_ready, gate, perf_pa
     auth = subject["auth"]
     out = report_dir / "load"
     bench: dict = {"target": target.describe(), "health_s": target.health_seconds, "params": p}
-    http = httpx.Client(base_url=target.base_url, auth=auth, timeout=60)
+    http = api.Client(base_url=target.base_url, auth=auth, timeout=60)
     _ensure_model(http, gate, p["model"], bench)
     if p["benchmark"]:
-        with CLOCK.spent("app"):
-            bench["idle"] = _idle_latency(http, tokens=p["gen_tokens"])
+        bench["idle"] = _idle_latency(http, tokens=p["gen_tokens"])
 
     sampler = Sampler.for_target(target, cores=app_cpus, auth=auth)
     recorder.note(f"resources sampled by {sampler.source}")
@@ -105,12 +104,11 @@ def test_load_with_training_under_way(subject, target, perf_ready, gate, perf_pa
             train_preset="smoke",
         )
         load_before = os.getloadavg()[0]
-        with CLOCK.spent("app"):  # waiting on the app under load, not the harness's own time
-            result = run_load(spec, say=print)
-            if watch is not None:
-                watch.wait(watch.limit_s + 60)
-            settled = J.settle_training(target.base_url, auth=auth)
-            time.sleep(1.0)  # one more sample after the end
+        result = run_load(spec, say=print)
+        if watch is not None:
+            watch.wait(watch.limit_s + 60)
+        settled = J.settle_training(target.base_url, auth=auth)
+        CLOCK.sleep(1.0)  # one more sample after the end
         load_after = os.getloadavg()[0]
     finally:
         sampler.stop()
@@ -248,8 +246,7 @@ def test_distributed_load_keeps_the_exact_budget(subject, target, perf_ready, ga
         think_scale=0.3,
         user_classes=["ProbeUser", "VisitorUser", "EvaluatorUser"],
     )
-    with CLOCK.spent("app"):
-        result = run_load(spec, say=print)
+    result = run_load(spec, say=print)
     pids = {p.name.split(".")[1] for p in spec.out_dir.glob("requests.*.jsonl") if p.stat().st_size}
     gate.attach(spec.out_dir / "locust.html", "perf: distributed run, locust's HTML report")
     gate.measure(
@@ -284,7 +281,7 @@ def test_dynamic_batching_speedup(subject, target, perf_ready, gate, perf_params
     from concurrent.futures import ThreadPoolExecutor
 
     users, tokens = int(perf_params["users"]), 32
-    http = httpx.Client(base_url=target.base_url, auth=subject["auth"], timeout=300)
+    http = api.Client(base_url=target.base_url, auth=subject["auth"], timeout=300)
 
     def ask(i: int) -> tuple[int, int]:
         body = {"prompt": f"Give me tip number {i + 1} for a calm morning.", "max_new_tokens": tokens,
@@ -323,11 +320,10 @@ def test_quick_demo_training_time(subject, target, perf_ready, gate, perf_params
         assert measured, "the load test did not measure train.quick_time (did it fail before training ended?)"
         return
     limit = float(gate.threshold("train.quick_time"))
-    http = httpx.Client(base_url=target.base_url, auth=subject["auth"], timeout=600)
+    http = api.Client(base_url=target.base_url, auth=subject["auth"], timeout=600)
     _ensure_model(http, gate, str(gate.param("behaviour_model", perf_params["model"])), {})
-    with CLOCK.spent("app"):
-        watch = J.TrainingWatch(target.base_url, "quick", limit_s=limit + 30, auth=subject["auth"]).start()
-        watch.wait(watch.limit_s + 60)
+    watch = J.TrainingWatch(target.base_url, "quick", limit_s=limit + 30, auth=subject["auth"]).start()
+    watch.wait(watch.limit_s + 60)
     watch.close()
     J.judge_training(gate, watch, None)
     gate.raise_pending()
@@ -337,13 +333,12 @@ def test_behaviour_after_quick(subject, target, perf_ready, gate, perf_params, r
     """What the demo demonstrates, measured from outside after the `quick` run (under load or after it): the
     base model is flagged on some held-out red-team prompts, the judge rates most revisions better,
     and the trained model is flagged less (POST /api/impact: greedy, rules + judge, all held-out)."""
-    http = httpx.Client(base_url=target.base_url, auth=subject["auth"], timeout=60)
+    http = api.Client(base_url=target.base_url, auth=subject["auth"], timeout=60)
     last = (http.get("/api/train").json() or {}).get("last") or {}
     if last.get("preset") != "quick" or last.get("state") != "succeeded":
         pytest.fail(f"no succeeded `quick` run to measure (last job: {last.get('preset')} {last.get('state')})",
                     pytrace=False)
-    with CLOCK.spent("app"):
-        r = http.post("/api/impact", json={"max_new_tokens": 64}, timeout=900)
+    r = http.post("/api/impact", json={"max_new_tokens": 64}, timeout=900)
     if r.status_code != 200:
         pytest.fail(f"POST /api/impact -> {r.status_code} {r.text[:200]}", pytrace=False)
     report = r.json()

@@ -26,8 +26,7 @@ import pytest
 from validation import api
 from validation import criteria as criteria_mod
 from validation import targets as targets_mod
-from validation.checks import TimedClient
-from validation.gate import CLOCK, CriterionFailed, Gate, Recorder
+from validation.gate import CriterionFailed, Gate, Recorder
 from validation.plugin.config import basic_auth, gate_key, key_values, resolve_target_kind, state
 
 
@@ -117,8 +116,7 @@ def _image_info(tag: str, *, built: bool, seconds: float | None, log: Path | Non
     it ships, with root-owned tmpfs volumes at its CHECKPOINT_DIR and LOG_DIR, like a platform's fresh
     volumes; yields (exec_sh, logs))}."""
     client = targets_mod.docker_client(120)
-    with CLOCK.spent("engine"):
-        attrs = client.images.get(tag).attrs
+    attrs = client.images.get(tag).attrs
     env = dict(e.split("=", 1) for e in (attrs.get("Config") or {}).get("Env") or [] if "=" in e)
     volumes = (env.get("CHECKPOINT_DIR", targets_mod.CONTAINER_CHECKPOINTS), env.get("LOG_DIR", targets_mod.CONTAINER_LOGS))
     return {
@@ -207,7 +205,7 @@ def auth(pytestconfig: pytest.Config) -> tuple[str, str] | None:
 
 @pytest.fixture(scope="session")
 def http(target: targets_mod.Target, pytestconfig: pytest.Config):
-    with TimedClient(base_url=target.base_url, auth=basic_auth(pytestconfig), timeout=30) as client:
+    with api.Client(base_url=target.base_url, auth=basic_auth(pytestconfig), timeout=30) as client:
         yield client
 
 

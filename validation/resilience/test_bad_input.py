@@ -33,7 +33,7 @@ def test_concurrent_training_starts(gate, http, target, require_ready):
     answers: list[httpx.Response | Exception] = [None] * n  # type: ignore[list-item]
 
     def start(i: int) -> None:
-        with httpx.Client(base_url=target.base_url, auth=http.auth, timeout=60) as c:
+        with api.Client(base_url=target.base_url, auth=http.auth, timeout=60) as c:
             barrier.wait()
             try:
                 answers[i] = c.post("/api/train", json={"preset": "smoke", "seed": i})
@@ -62,7 +62,7 @@ def test_concurrent_training_starts(gate, http, target, require_ready):
     job_id = won[0].json()["job_id"] if won else None
     if job_id:
         http.post(f"/api/train/{job_id}/cancel", timeout=30)
-        api.poll_job(http.get, job_id, timeout=120)
+        api.poll_job(http, job_id, timeout=120)
     gate.measure(
         "resilience.concurrent_train_winners",
         len(won) if not others else f"{len(won)} (+{len(others)} other answers: {others[:2]})",

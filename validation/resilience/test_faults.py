@@ -61,7 +61,7 @@ class Chain:
         return self.app
 
     def http(self) -> httpx.Client:
-        return httpx.Client(base_url=self.app.base_url, timeout=60)
+        return api.Client(base_url=self.app.base_url, timeout=60)
 
 
 @pytest.fixture(scope="module")
@@ -171,7 +171,7 @@ def test_docker_restart_under_load(gate, chain, fault_tally, say):
     cap = 400  # bounded: at most this many requests in all
 
     def client_loop(kind: str) -> None:
-        with httpx.Client(base_url=app.base_url, timeout=5) as c:
+        with api.Client(base_url=app.base_url, timeout=5) as c:
             while not stop.is_set() and len(samples) < cap:
                 t = time.monotonic()
                 try:
@@ -226,7 +226,7 @@ def test_quick_not_oom_killed(gate, chain, fault_tally, say):
 
     sampler = threading.Thread(target=sample, daemon=True)
     sampler.start()
-    with httpx.Client(base_url=app.base_url, timeout=1800) as c:
+    with api.Client(base_url=app.base_url, timeout=1800) as c:
         r = c.post("/api/models/load", json={"model": model})
         assert r.status_code == 200, f"load {model}: {r.status_code} {r.text[:200]}"
         try:
@@ -258,7 +258,7 @@ def test_full_checkpoint_volume(gate, apps, fault_tally, say):
     uid = user if user.isdigit() else "10001"
     app = apps.container(ENV, data=None, tmpfs={CKPT_IN_CONTAINER: f"rw,size={DISK_FULL_SIZE},uid={uid},gid={uid},mode=0755"})
     wait_ready(app.base_url)
-    with httpx.Client(base_url=app.base_url, timeout=60) as c:
+    with api.Client(base_url=app.base_url, timeout=60) as c:
         job = api.start_training(c, "smoke", timeout=300)
         up = c.get("/health").status_code == 200
         runs = c.get("/api/runs")

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import signal
 
-import httpx
 import pytest
 
 from validation import api
@@ -23,7 +22,7 @@ def test_sigkill_process_mid_training(gate, apps, target_kind, say):
     env = {"CHECKPOINT_DIR": str(data.checkpoints), "LOG_DIR": str(data.logs)}
     app = apps.process(env)
     wait_ready(app.base_url)
-    with httpx.Client(base_url=app.base_url, timeout=60) as c:
+    with api.Client(base_url=app.base_url, timeout=60) as c:
         job = api.start_training(c, "quick", until=api.mid_training)
     say(f"SIGKILL pid {app.pid} with run {job['run_id']} {job['state']}/{job['phase']} at step {job['step']}")
     app.popen.send_signal(signal.SIGKILL)
@@ -31,7 +30,7 @@ def test_sigkill_process_mid_training(gate, apps, target_kind, say):
     app.stop()
     new = apps.process(env)  # a new process on the same folders
     wait_ready(new.base_url)
-    with httpx.Client(base_url=new.base_url, timeout=60) as c:
+    with api.Client(base_url=new.base_url, timeout=60) as c:
         listed = c.get("/api/runs").json()["runs"]
     data_checks.interrupted_run(gate, job["run_id"], data_checks.snapshot_runs(data.checkpoints), listed,
                             "SIGKILL of the process mid-training + a new process")

@@ -10,9 +10,9 @@ import sys
 import tempfile
 from pathlib import Path
 
-import httpx
 import pytest
 
+from validation import api
 from validation.resilience import security_checks
 from validation.resilience.conftest import model_cache_dir
 
@@ -50,7 +50,7 @@ def test_basic_auth(gate, secured, say):
 
     app, auth = secured["app"], secured["auth"]
     wait_ready(app.base_url, auth=auth)
-    with httpx.Client(base_url=app.base_url, timeout=30) as c:
+    with api.Client(base_url=app.base_url, timeout=30) as c:
         res = security_checks.auth_routes(gate, c, auth)
     say(f"basic auth: {res['routes']} routes, open {len(res['open'])}, failing with credentials {len(res['failing'])}")
 
@@ -78,7 +78,7 @@ def test_trust_remote_code(gate, secured, target_kind):
         def ran() -> bool:
             return Path(marker).exists()
 
-    with httpx.Client(base_url=app.base_url, auth=auth, timeout=120) as c:
+    with api.Client(base_url=app.base_url, auth=auth, timeout=120) as c:
         hits += security_checks.remote_code_runtime(c, folder, ran)
     gate.measure(
         "security.trust_remote_code",
@@ -91,7 +91,7 @@ def test_rate_limit(gate, secured):
     if secured["url"]:
         gate.skip("security.rate_limited", "url target: the deployed app's rate limit setting is unknown")
     app, auth = secured["app"], secured["auth"]
-    with httpx.Client(base_url=app.base_url, timeout=30) as c:
+    with api.Client(base_url=app.base_url, timeout=30) as c:
         security_checks.rate_limit(gate, c, RATE, auth=auth)
 
 

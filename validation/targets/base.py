@@ -8,14 +8,13 @@ import contextlib
 import socket
 import tempfile
 import threading
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import httpx
 
-from validation.gate import CLOCK
+from validation import api
 from validation.targets.resources import DiskUsage
 
 REPO = Path(__file__).resolve().parents[2]
@@ -60,24 +59,13 @@ def wait_http(
 ) -> float:
     """Poll `url` until `predicate` (default: 200); return the seconds waited. TargetError on timeout
     or when `alive()` says why the app is gone."""
-    t0 = time.monotonic()
-    last = "no answer"
-    with httpx.Client(timeout=5, auth=auth) as client:
-        while True:
-            dead = alive()
-            if dead:
-                raise TargetError(dead)
-            try:
-                with CLOCK.spent("app"):
-                    r = client.get(url)
-                if predicate(r):
-                    return time.monotonic() - t0
-                last = f"{r.status_code} {r.text[:200]}"
-            except httpx.HTTPError as exc:
-                last = f"{type(exc).__name__}: {exc}"
-            if time.monotonic() - t0 > timeout:
-                raise TargetError(f"{url} not ready after {timeout:.0f} s (last: {last})")
-            CLOCK.sleep(interval)
+    with api.Client(timeout=5, auth=auth) as client:
+        state = api.poll_http(client, url, lambda r: predicate(r) or None, timeout=timeout, interval=interval, dead=alive)
+    if state["gone"]:
+        raise TargetError(state["gone"])
+    if not state["ok"]:
+        raise TargetError(f"{url} not ready after {timeout:.0f} s (last: {state['last']})")
+    return state["seconds"]
 
 
 _REGISTRY: list[Target] = []

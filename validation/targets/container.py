@@ -50,8 +50,7 @@ class _AliveHttpWait:
                 if wrapped.status in ("exited", "dead"):
                     code = wrapped.attrs.get("State", {}).get("ExitCode")
                     raise TargetError(f"container exited (code {code}) before {path} answered")
-                with CLOCK.spent("app"):
-                    return super()._try_http_request(url, headers, ssl_context)
+                return super()._try_http_request(url, headers, ssl_context)
 
         return AliveHttpWaitStrategy(port, path).with_startup_timeout(timeout).with_poll_interval(interval)
 
@@ -83,8 +82,8 @@ class ContainerTarget(Target):
         super().__init__()
         self.image = image
         self.docker = docker_client()
-        with CLOCK.spent("engine"):
-            self.image_attrs: dict[str, Any] = self.docker.images.get(image).attrs
+        self._container = None
+        self.image_attrs: dict[str, Any] = self.docker.images.get(image).attrs
         self._data_root = None
         if data_dirs:
             self.checkpoint_dir, self.log_dir = data_dirs
@@ -115,7 +114,7 @@ class ContainerTarget(Target):
         self._register()
         self.started_at = time.monotonic()
         try:
-            with CLOCK.spent("engine"):
+            with CLOCK.spent("engine"):  # testcontainers' own client, and its wait on /health
                 self.tc.start()
         except Exception as exc:  # noqa: BLE001 - any start failure: report with the log
             log = self.log_tail()
@@ -132,7 +131,10 @@ class ContainerTarget(Target):
 
     @property
     def container(self):
-        return self.tc.get_wrapped_container()
+        """The container (docker-py), through the gate's timed Docker client."""
+        if self._container is None:
+            self._container = self.docker.containers.get(self.tc.get_container_id())
+        return self._container
 
     @property
     def container_id(self) -> str:
@@ -140,15 +142,12 @@ class ContainerTarget(Target):
 
     @property
     def container_attrs(self) -> dict[str, Any]:
-        c = self.container
-        with CLOCK.spent("engine"):
-            c.reload()
-        return c.attrs
+        self.container.reload()
+        return self.container.attrs
 
     def logs(self) -> str:
         try:
-            with CLOCK.spent("engine"):
-                return self.container.logs(stdout=True, stderr=True).decode(errors="replace")
+            return self.container.logs(stdout=True, stderr=True).decode(errors="replace")
         except Exception:  # noqa: BLE001 - container gone or never created
             return ""
 
@@ -164,15 +163,13 @@ class ContainerTarget(Target):
 
     def exec(self, cmd: list[str] | str, user: str = "") -> tuple[int, str]:
         """Run a command in the running container; (exit code, stdout+stderr)."""
-        with CLOCK.spent("engine"):
-            code, out = self.container.exec_run(cmd, user=user)
+        code, out = self.container.exec_run(cmd, user=user)
         return code, out.decode(errors="replace")
 
     def restart(self, timeout: int = 10) -> None:
         """`docker restart` (SIGTERM, SIGKILL after `timeout`). Docker gives a randomly published port a
         new number on restart: base_url follows it. Returns once the container runs; not waited on."""
-        with CLOCK.spent("engine"):
-            self.container.restart(timeout=timeout)
+        self.container.restart(timeout=timeout)
         ports = (self.container_attrs.get("NetworkSettings", {}).get("Ports") or {}).get(f"{APP_PORT}/tcp") or []
         if ports:
             self.host_port = int(ports[0]["HostPort"])
@@ -180,8 +177,7 @@ class ContainerTarget(Target):
 
     def resource_sample(self, cpu: bool = False) -> dict[str, Any] | None:
         """docker stats: memory in use (usage minus page cache, as `docker stats` shows) and CPU %."""
-        with CLOCK.spent("engine"):
-            s = self.container.stats(stream=False, one_shot=not cpu)
+        s = self.container.stats(stream=False, one_shot=not cpu)
         sample: dict[str, Any] = {
             "memory_bytes": docker_memory_bytes(s) or 0,
             "memory_limit_bytes": (s.get("memory_stats") or {}).get("limit"),
@@ -196,8 +192,7 @@ class ContainerTarget(Target):
         (`docker ps --size`: SizeRw) + the checkpoint and log volumes (their host folders, `du`). Without
         volumes the app writes into the writable layer, which then counts its data."""
         source = f"docker image inspect {self.image} (Size), docker ps --size (SizeRw) of {self.container_id[:12]}"
-        with CLOCK.spent("engine"):
-            rw = docker_size_rw(self.docker.api.containers(all=True, size=True, filters={"id": self.container_id}))
+        rw = docker_size_rw(self.docker.api.containers(all=True, size=True, filters={"id": self.container_id}))
         if rw is None:
             return DiskUsage(source, error=f"docker ps --size gave no size for container {self.container_id[:12]}")
         parts = {f"image {self.image}": int(self.image_attrs.get("Size") or 0), "writable layer": rw}

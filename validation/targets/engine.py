@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 
 from validation.gate import CLOCK
@@ -23,21 +24,34 @@ def _loopback_host() -> None:
     tc.tc_host_override = tc.tc_host_override or "127.0.0.1"
 
 
-def docker_client(timeout: int = 120):
-    import docker
+@functools.cache
+def _timed_client_class():
+    import docker  # imported when first needed: the gate may run without Docker (url, process targets)
 
-    return docker.from_env(timeout=timeout)
+    class TimedAPIClient(docker.APIClient):
+        def request(self, *args, **kwargs):  # requests.Session.request: every call of the Engine API
+            with CLOCK.spent("engine"):
+                return super().request(*args, **kwargs)
+
+    class TimedDockerClient(docker.DockerClient):
+        def __init__(self, *args, **kwargs):  # DockerClient's own __init__ only makes its APIClient
+            self.api = TimedAPIClient(*args, **kwargs)
+
+    return TimedDockerClient
+
+
+def docker_client(timeout: int = 120):
+    """A docker-py client (DOCKER_HOST, the CLI's context) whose every Engine API call counts as engine
+    time in the session's clock: the gate's one instrumented Docker client."""
+    return _timed_client_class().from_env(timeout=timeout)
 
 
 def docker_answers(timeout: float = 3.0) -> tuple[bool, str]:
     """(True, engine description) when a Docker engine answers; (False, why) otherwise."""
     try:
-        import docker
-
-        client = docker.from_env(timeout=timeout)
-        with CLOCK.spent("engine"):
-            client.ping()
-            v = client.version()
+        client = docker_client(timeout)
+        client.ping()
+        v = client.version()
         return True, f"Docker engine {v.get('Version', '?')} at {client.api.base_url}"
     except Exception as exc:  # noqa: BLE001 - any failure means "no engine"
         return False, f"{type(exc).__name__}: {exc}"
@@ -54,8 +68,7 @@ def sweep_stale_containers(say: Say = _noop) -> int:
             owner = c.labels.get(LABEL, "")
             if owner.isdigit() and psutil.pid_exists(int(owner)):
                 continue
-            with CLOCK.spent("engine"):
-                c.remove(force=True, v=True)
+            c.remove(force=True, v=True)
             removed += 1
         if removed:
             say(f"removed {removed} container(s) left by an earlier, interrupted gate run")
@@ -67,22 +80,21 @@ def run_in_image(client, image: str, cmd: str, user: str = "") -> tuple[int, str
     volumes, no runtime state), as its own user unless `user` is given; (exit code, output)."""
     import docker
 
-    with CLOCK.spent("engine"):
-        try:
-            out = client.containers.run(
-                image,
-                ["-c", cmd],
-                entrypoint="sh",
-                remove=True,
-                network_mode="none",
-                user=user or None,
-                stdout=True,
-                stderr=True,
-                labels={LABEL: str(os.getpid())},
-            )
-            return 0, out.decode(errors="replace")
-        except docker.errors.ContainerError as exc:
-            return exc.exit_status, (exc.stderr or b"").decode(errors="replace")
+    try:
+        out = client.containers.run(
+            image,
+            ["-c", cmd],
+            entrypoint="sh",
+            remove=True,
+            network_mode="none",
+            user=user or None,
+            stdout=True,
+            stderr=True,
+            labels={LABEL: str(os.getpid())},
+        )
+        return 0, out.decode(errors="replace")
+    except docker.errors.ContainerError as exc:
+        return exc.exit_status, (exc.stderr or b"").decode(errors="replace")
 
 
 @contextlib.contextmanager
@@ -93,15 +105,14 @@ def running_image(client, image: str, *, root_owned: tuple[str, ...] = (), env: 
     with its volumes on exit."""
     import docker
 
-    with CLOCK.spent("engine"):
-        ctr = client.containers.run(
-            image,
-            detach=True,
-            network_mode="none",
-            environment=env or {},
-            tmpfs={d: "uid=0,gid=0,mode=0755" for d in root_owned},
-            labels={LABEL: str(os.getpid())},
-        )
+    ctr = client.containers.run(
+        image,
+        detach=True,
+        network_mode="none",
+        environment=env or {},
+        tmpfs={d: "uid=0,gid=0,mode=0755" for d in root_owned},
+        labels={LABEL: str(os.getpid())},
+    )
 
     def exec_sh(cmd: str) -> tuple[int | None, str]:
         try:
@@ -118,7 +129,7 @@ def running_image(client, image: str, *, root_owned: tuple[str, ...] = (), env: 
     try:
         yield exec_sh, logs
     finally:
-        with contextlib.suppress(Exception), CLOCK.spent("engine"):
+        with contextlib.suppress(Exception):
             ctr.remove(force=True, v=True)
 
 
@@ -130,7 +141,7 @@ def ryuk_setting(say: Say = _noop) -> str:
     from testcontainers.core.config import testcontainers_config as tc
 
     present = False
-    with contextlib.suppress(Exception), CLOCK.spent("engine"):
+    with contextlib.suppress(Exception):
         docker_client(10).images.get(tc.ryuk_image)
         present = True
     if not present:

@@ -6,7 +6,7 @@ from typing import Any
 
 import httpx
 
-from validation.gate import CLOCK
+from validation import api
 from validation.targets.base import Say, Target, TargetError, _noop, wait_http
 from validation.targets.resources import RSS_METRIC, VOLUME_METRIC, DiskUsage, metrics_values, metrics_volume_used
 
@@ -27,10 +27,13 @@ class UrlTarget(Target):
             raise TargetError(f"url target does not answer: {exc}") from None
         say(f"url target answers after {waited:.1f} s")
 
+    def _metrics(self) -> httpx.Response:
+        with api.Client(auth=self.auth, timeout=10) as c:
+            return c.get(f"{self.base_url}/metrics")
+
     def resource_sample(self, cpu: bool = False) -> dict[str, Any] | None:
         """Memory of the app as it reports it in /metrics (process_resident_memory_bytes)."""
-        with CLOCK.spent("app"):
-            r = httpx.get(f"{self.base_url}/metrics", auth=self.auth, timeout=10)
+        r = self._metrics()
         r.raise_for_status()
         rss = metrics_values(r.text).get(RSS_METRIC)
         return None if rss is None else {"memory_bytes": int(rss), "source": f"/metrics {RSS_METRIC}"}
@@ -42,8 +45,7 @@ class UrlTarget(Target):
         metric = f'{VOLUME_METRIC}{{kind="used"}}'
         source = f"{self.base_url}/metrics {metric}: the used bytes of the checkpoint volume's file system"
         try:
-            with CLOCK.spent("app"):
-                r = httpx.get(f"{self.base_url}/metrics", auth=self.auth, timeout=10)
+            r = self._metrics()
             r.raise_for_status()
         except httpx.HTTPError as exc:
             return DiskUsage(source, error=f"GET /metrics failed: {type(exc).__name__}: {exc}")

@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass
 
 import httpx
 
+from validation import api
 from validation.checks import HARMLESS_TEXT
 
 PROBES = ("health", "ready", "evaluate")
@@ -108,7 +109,7 @@ class Watcher:
         # No keep-alive: each probe opens its own connection, as a fresh visitor (and an uptime
         # checker) would; a pooled connection would hide a listener that no longer accepts.
         limits = httpx.Limits(max_keepalive_connections=0)
-        with httpx.Client(timeout=self.timeout, auth=self.auth, limits=limits) as client:
+        with api.Client(timeout=self.timeout, auth=self.auth, limits=limits) as client:
             k = 0  # the slot
             while not self._stop.is_set() and k < self.rounds_planned:
                 url = self.base_url().rstrip("/")

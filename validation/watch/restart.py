@@ -16,6 +16,7 @@ import time
 
 import httpx
 
+from validation import api
 from validation.gate import Gate
 from validation.watch.probes import EVALUATE_BODY
 
@@ -43,7 +44,7 @@ class Restarter(threading.Thread):
             return
         self.restarted = time.time()
         deadline = time.monotonic() + self.timeout
-        with httpx.Client(timeout=5, auth=self.auth) as c:
+        with api.Client(timeout=5, auth=self.auth) as c:
             while time.monotonic() < deadline:
                 url = self.target.base_url
                 try:
