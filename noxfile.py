@@ -3,7 +3,7 @@ pytest options after `--`.
 
 One shared virtualenv (.nox/harness) serves every session: the app's dependencies include torch
 (~750 MB installed), so one venv per session would install it eight times. It is made once from
-requirements/app.lock + requirements/dev.lock (both fully pinned, installed with --no-deps) and
+requirements/{app,dev,models}.lock (every package pinned and hashed, installed with --no-deps) and
 re-installed only when a lock file changes (a stamp holds their hash). The sessions themselves are
 `python=False` and run that venv's interpreter. NOX_HARNESS_VENV moves it; `nox -s venv` rebuilds it.
 """

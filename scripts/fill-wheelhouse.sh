@@ -33,8 +33,8 @@ norm = lambda n: re.sub(r"[-_.]+", "-", n).lower()
 pins = {}
 for lock in locks:
     for line in open(lock, encoding="utf-8"):
-        line = line.split("#", 1)[0].strip()
-        if not line:
+        line = line.split("#", 1)[0].strip().rstrip("\\").strip()  # uv's format: "name==v \\", then hash lines
+        if not line or line.startswith("--hash"):
             continue
         m = re.fullmatch(r"([A-Za-z0-9][A-Za-z0-9._-]*)==([^\s;]+)", line)
         if not m:
