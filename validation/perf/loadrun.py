@@ -5,11 +5,10 @@
     result.endpoints["/health"].p95_s, result.total.failures, result.rps, result.cpu_seconds
 
 Nothing here imports locust (it monkey-patches gevent on import): results come from locust's own
-files, `<out>/locust.json` (per-endpoint counts and response-time histograms), `<out>/locust_stats.csv`
-(its percentiles, kept as written), `<out>/locust.html` (its report) and the request log the
-locustfile writes (`<out>/requests.<pid>.jsonl`, one line per request).
-Percentiles are computed from locust's histogram exactly as locust computes them, so they agree
-with its HTML and CSV.
+files, `<out>/locust.json` (per-endpoint counts, times and rates), `<out>/locust_stats_final.csv` (its
+percentiles as its own CSV writer puts them, at quit: the report's agree with its HTML), `<out>/locust.html` (its report) and
+the request log the locustfile writes (`<out>/requests.<pid>.jsonl`, one line per request), for what
+locust cannot select: a time window, or the answers whose text belongs to their prompt.
 """
 
 from __future__ import annotations
@@ -161,20 +160,26 @@ class LoadResult:
         return d
 
 
-def percentile(response_times: dict[Any, int], num: int, q: float) -> float | None:
-    """Locust's own percentile over its histogram {ms (rounded): count} (JSON keys are strings); ms."""
-    if not num:
+def read_stats_csv(path: Path) -> dict[str, dict[str, float | None]]:
+    """Locust's own percentiles as its CSV writer writes them (what its HTML shows too;
+    `<out>/locust_stats_final.csv`, written by the locustfile at quit, after the last request): one
+    row per endpoint and `Aggregated` -> {"METHOD name" or "Aggregated": {"p50_s", "p95_s", "p99_s"}};
+    None where locust has none ("N/A"). Empty when the file is missing (locust did not finish)."""
+    if not path.exists():
+        return {}
+    out = {}
+    with open(path, newline="") as fh:
+        for row in csv.DictReader(fh):
+            key = row["Name"] if row["Name"] == "Aggregated" else f"{row['Type']} {row['Name']}"
+            out[key] = {f"p{q}_s": _seconds(row.get(f"{q}%")) for q in (50, 95, 99)}
+    return out
+
+
+def _seconds(ms: str | None) -> float | None:
+    try:
+        return round(float(ms) / 1000, 4)
+    except (TypeError, ValueError):  # "N/A": no requests
         return None
-    hist: dict[float, int] = {}
-    for k, v in response_times.items():
-        hist[float(k)] = hist.get(float(k), 0) + int(v)
-    target = int(num * q)
-    processed = 0
-    for rt in sorted(hist, reverse=True):
-        processed += hist[rt]
-        if num - processed <= target:
-            return rt
-    return 0.0
 
 
 def exact_percentile(values: list[float], q: float) -> float | None:
@@ -186,9 +191,8 @@ def exact_percentile(values: list[float], q: float) -> float | None:
     return v[k]
 
 
-def _entry_to_endpoint(e: dict, name: str) -> Endpoint:
+def _entry_to_endpoint(e: dict, name: str, percentiles: dict[str, float | None]) -> Endpoint:
     n = int(e.get("num_requests", 0))
-    rts = e.get("response_times", {}) or {}
     start, last = e.get("start_time") or 0, e.get("last_request_timestamp") or 0
     span = max(last - start, 1e-9)
 
@@ -199,22 +203,24 @@ def _entry_to_endpoint(e: dict, name: str) -> Endpoint:
         name=name,
         count=n,
         failures=int(e.get("num_failures", 0)),
-        p50_s=s(percentile(rts, n, 0.5)),
-        p95_s=s(percentile(rts, n, 0.95)),
-        p99_s=s(percentile(rts, n, 0.99)),
+        p50_s=percentiles.get("p50_s"),
+        p95_s=percentiles.get("p95_s"),
+        p99_s=percentiles.get("p99_s"),
         max_s=s(e.get("max_response_time")) if n else None,
         mean_s=s(e["total_response_time"] / n) if n else None,
         rps=round(n / span, 3) if n > 1 else float(n),
     )
 
 
-def parse_stats(entries: list[dict]) -> tuple[dict[str, Endpoint], Endpoint, float, float]:
-    """Per-endpoint results and the aggregate from locust's JSON (a list of StatsEntry dicts)."""
+def parse_stats(entries: list[dict], percentiles: dict[str, dict[str, float | None]] | None = None
+                ) -> tuple[dict[str, Endpoint], Endpoint, float, float]:
+    """Per-endpoint results and the aggregate: counts, times and rates from locust's JSON (a list of
+    StatsEntry dicts), percentiles from its CSV (read_stats_csv)."""
+    percentiles = percentiles or {}
     endpoints: dict[str, Endpoint] = {}
     agg: dict[str, Any] = {
         "num_requests": 0,
         "num_failures": 0,
-        "response_times": {},
         "total_response_time": 0,
         "max_response_time": 0,
         "start_time": None,
@@ -222,19 +228,17 @@ def parse_stats(entries: list[dict]) -> tuple[dict[str, Endpoint], Endpoint, flo
     }
     for e in entries:
         name = f"{e['method']} {e['name']}"
-        endpoints[name] = _entry_to_endpoint(e, name)
+        endpoints[name] = _entry_to_endpoint(e, name, percentiles.get(name, {}))
         agg["num_requests"] += e.get("num_requests", 0)
         agg["num_failures"] += e.get("num_failures", 0)
         agg["total_response_time"] += e.get("total_response_time", 0)
         agg["max_response_time"] = max(agg["max_response_time"], e.get("max_response_time") or 0)
-        for k, v in (e.get("response_times") or {}).items():
-            agg["response_times"][str(k)] = agg["response_times"].get(str(k), 0) + v
         st, lt = e.get("start_time"), e.get("last_request_timestamp")
         if st:
             agg["start_time"] = min(agg["start_time"] or st, st)
         if lt:
             agg["last_request_timestamp"] = max(agg["last_request_timestamp"] or lt, lt)
-    total = _entry_to_endpoint(agg, "Aggregated")
+    total = _entry_to_endpoint(agg, "Aggregated", percentiles.get("Aggregated", {}))
     return endpoints, total, agg["start_time"] or 0.0, agg["last_request_timestamp"] or 0.0
 
 
@@ -299,7 +303,7 @@ def run_load(spec: LoadSpec, say=lambda _m: None, timeout_slack: float = 90) -> 
 
     json_path = spec.out_dir / "locust.json"
     entries = json.loads(json_path.read_text()) if json_path.exists() else []
-    endpoints, total, started, ended = parse_stats(entries)
+    endpoints, total, started, ended = parse_stats(entries, read_stats_csv(spec.out_dir / "locust_stats_final.csv"))
     errors = []
     fail_csv = spec.out_dir / "locust_failures.csv"
     if fail_csv.exists():
@@ -308,7 +312,7 @@ def run_load(spec: LoadSpec, say=lambda _m: None, timeout_slack: float = 90) -> 
     tail = "\n".join(logs[0][0].read_text(errors="replace").splitlines()[-30:])
     files = {
         "json": str(json_path),
-        "csv": str(spec.out_dir / "locust_stats.csv"),
+        "csv": str(spec.out_dir / "locust_stats_final.csv"),
         "html": str(spec.out_dir / "locust.html"),
         "log": str(logs[0][0]),
         "command": str(spec.out_dir / "command.txt"),

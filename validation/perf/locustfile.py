@@ -25,6 +25,7 @@ the harness uses it for latency during training and the latency-over-time plot.
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import random
@@ -34,6 +35,7 @@ import gevent
 from locust import HttpUser, constant, constant_pacing, events, task
 from locust.exception import StopUser
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
+from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
 FINAL_STATES = {"succeeded", "failed", "cancelled"}  # validation/api.py's (locust loads this file by path)
 PROMPTS = (
@@ -156,6 +158,14 @@ def _init(environment, **_):
 
 @events.quitting.add_listener
 def _quitting(environment, **_):
+    # Locust writes <csv>_stats.csv on a one-second tick and only closes it at shutdown, so its last
+    # requests can be missing (a short run's file can hold none). Here, after the last request and
+    # before locust saves its JSON (which empties the per-endpoint stats), the same table is written
+    # by locust's own CSV writer to <csv>_stats_final.csv: the harness reads its percentiles.
+    prefix = _opt(environment, "csv_prefix", "")
+    if prefix and not isinstance(environment.runner, WorkerRunner):
+        with open(f"{prefix}_stats_final.csv", "w", newline="") as fh:
+            StatsCSV(environment, PERCENTILES_TO_REPORT).requests_csv(csv.writer(fh))
     if _log["fh"] is not None:
         _log["fh"].close()
         _log["fh"] = None
