@@ -1,5 +1,5 @@
 """The browser gate must be able to fail: the journey's steps against a plain-HTML stub UI
-(validation/e2e/stub_ui.py), healthy (passes on the strict profile) and broken on purpose (a JavaScript
+(validation/testing/stub_ui.py), healthy (passes on the strict profile) and broken on purpose (a JavaScript
 error on load, a failed request, a missing button, a result that never appears or comes late, a
 wrong verdict): each fails naming its criterion. One Chromium for the module; ~1 s per test."""
 
@@ -11,8 +11,8 @@ import pytest
 
 from validation.e2e.browser import launch_options, why_no_browser
 from validation.e2e.journey import Journey
-from validation.e2e.stub_ui import StubUI
 from validation.testing import expect_failure, make_gate
+from validation.testing.stub_ui import StubUI
 
 pytestmark = pytest.mark.skipif(why_no_browser() is not None, reason=str(why_no_browser()))
 

@@ -12,9 +12,9 @@ import pytest
 from validation.perf import judge as J
 from validation.perf.loadrun import LoadResult, LoadSpec, exact_percentile, parse_stats, read_stats_csv, run_load
 from validation.perf.sampler import MetricsBackend, PsutilBackend, Sample, Sampler, rolling_means
-from validation.perf.stubs import LeakyProcess, PerfStub
-from validation.stubs import StubApp
 from validation.testing import expect_failure, make_gate
+from validation.testing.stub_app import StubApp
+from validation.testing.stub_perf import LeakyProcess, PerfStub
 
 USERS = ["ProbeUser", "VisitorUser", "EvaluatorUser", "GeneratorUser", "TrainerUser"]
 

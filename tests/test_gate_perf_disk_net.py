@@ -15,11 +15,11 @@ import pytest
 from validation.criteria import SKIP
 from validation.perf import judge as J
 from validation.perf.sampler import DockerStatsBackend, MetricsBackend, Sample, Sampler, counter_increase
-from validation.perf.stubs import PerfStub
 from validation.targets.process import ProcessTarget
 from validation.targets.resources import DiskUsage, dir_bytes, docker_network_bytes, docker_size_rw, metrics_volume_used
 from validation.targets.url import UrlTarget
 from validation.testing import expect_failure, make_gate
+from validation.testing.stub_perf import PerfStub
 
 DATA = Path(__file__).with_name("data")
 

@@ -18,8 +18,8 @@ from pydantic import BaseModel, ConfigDict
 
 from app.schemas import integer
 from validation.resilience import battery, data_checks, security_checks
-from validation.stub_server import LoopbackServer
 from validation.testing import expect_failure, make_gate
+from validation.testing.server import LoopbackServer
 
 AUTH = ("gate", "s3cret")
 

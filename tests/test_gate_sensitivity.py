@@ -6,8 +6,8 @@ from __future__ import annotations
 import pytest
 
 from validation import api, checks
-from validation.stubs import StubApp
 from validation.testing import client, expect_failure, make_gate
+from validation.testing.stub_app import StubApp
 
 ELEMS, APIS = checks.ui_names()
 

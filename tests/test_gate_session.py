@@ -9,7 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from validation.stubs import StubApp
+from validation.testing.stub_app import StubApp
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from validation.checks import tls
-from validation.stubs import StubApp
-from validation.stubs_tls import RedirectServer, https_stub, make_cert
 from validation.testing import expect_failure, make_gate
+from validation.testing.stub_app import StubApp
+from validation.testing.stub_tls import RedirectServer, https_stub, make_cert
 
 ROOT = Path(__file__).resolve().parents[1]
 HSTS = {"Strict-Transport-Security": "max-age=63072000; includeSubDomains"}

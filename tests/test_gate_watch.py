@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from validation.stubs import StubApp
 from validation.testing import expect_failure, make_gate
+from validation.testing.stub_app import StubApp
 from validation.watch import analysis as A
 from validation.watch import verdicts, writeup
 from validation.watch.probes import PROBES, Probe, Watcher

@@ -14,8 +14,8 @@ import pytest
 from validation import criteria as criteria_mod
 from validation import prometheus
 from validation.gate import CriterionFailed
-from validation.stubs import StubApp
 from validation.testing import expect_failure, make_gate
+from validation.testing.stub_app import StubApp
 
 MONITORING = Path(__file__).resolve().parent.parent / "monitoring"
 UNIT_SCALE = {"%": 0.01, "GB": 1e9, "s": 1.0}  # criteria.toml units -> the metrics' units

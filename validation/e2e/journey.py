@@ -15,7 +15,7 @@ report dir and link it from report.md. A control that is not there or a result t
 appears fails the step's criterion with a message naming it (tests/test_gate_e2e.py).
 
 The same class drives the gate (validation/e2e/test_journey.py), the demo walkthrough (nox -s demo)
-and the gate-sensitivity tests against a broken stub UI (validation/e2e/stub_ui.py).
+and the gate-sensitivity tests against a broken stub UI (validation/testing/stub_ui.py).
 """
 
 from __future__ import annotations

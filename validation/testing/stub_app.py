@@ -37,7 +37,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from validation.checks import METRIC_FAMILIES, ui_names
-from validation.stub_server import LoopbackServer
+from validation.testing.server import LoopbackServer
 
 GOOD_METRICS = "\n".join(
     [

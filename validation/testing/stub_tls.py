@@ -18,8 +18,8 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 from typing import Any
 
-from validation.stub_server import LoopbackServer
-from validation.stubs import StubApp
+from validation.testing.server import LoopbackServer
+from validation.testing.stub_app import StubApp
 
 
 @dataclass(frozen=True)

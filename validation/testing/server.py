@@ -7,8 +7,8 @@ thread, started and stopped by a context manager (the shape urllib3's dummyserve
             super().__init__(Handler)
     with StubX(...) as stub: httpx.get(stub.base_url + "/health")
 
-Used by validation/stubs.py (StubApp), validation/stubs_tls.py (RedirectServer) and
-validation/e2e/stub_ui.py (StubUI).
+Used by validation/testing/stub_app.py (StubApp), validation/testing/stub_tls.py (RedirectServer) and
+validation/testing/stub_ui.py (StubUI).
 """
 
 from __future__ import annotations

@@ -1,5 +1,5 @@
 """Subjects for the perf gate's sensitivity tests (tests/test_gate_perf.py): the framework's StubApp
-(validation/stubs.py) plus what the load touches, and perf faults:
+(validation/testing/stub_app.py) plus what the load touches, and perf faults:
 
     slow_generate=<s>   POST /api/generate answers after <s> seconds
     error_every=<n>     every n-th POST /api/evaluate answers 500
@@ -18,7 +18,7 @@ import threading
 import time
 from typing import Any
 
-from validation.stubs import StubApp
+from validation.testing.stub_app import StubApp
 
 BASE_RSS = 250 * 2**20
 

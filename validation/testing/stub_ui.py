@@ -22,7 +22,7 @@ from http.server import BaseHTTPRequestHandler
 from typing import Any
 
 from app import elements as E
-from validation.stub_server import LoopbackServer
+from validation.testing.server import LoopbackServer
 
 FAULTS = {
     "js_error",
