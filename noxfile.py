@@ -79,47 +79,9 @@ def _env(session_name: str) -> dict[str, str]:
     }
 
 
-def _script(session: nox.Session, name: str, *, required: bool = True) -> bool:
-    """Run one of the image engineer's idempotent scripts; False (with a warning) when it fails."""
-    try:
-        session.run("bash", str(ROOT / "scripts" / name), external=True, env={"PYTHON": sys.executable})
-        return True
-    except nox.command.CommandFailed:
-        if required:
-            raise
-        session.warn(f"scripts/{name} failed: continuing (see its message above)")
-        return False
-
-
-def _wants_container(posargs: list[str]) -> bool:
-    """Does this run build/run the image (container or auto target, no --base-url)?"""
-    args = " ".join(posargs)
-    target = os.environ.get("GATE_TARGET", "auto")
-    for i, a in enumerate(posargs):
-        if a == "--target" and i + 1 < len(posargs):
-            target = posargs[i + 1]
-        elif a.startswith("--target="):
-            target = a.split("=", 1)[1]
-    return target in ("auto", "container") and "--base-url" not in args
-
-
-def _prepare_docker(session: nox.Session, build: bool) -> None:
-    """Engine up (install + start when root and needed); base image and wheelhouse when building."""
-    if not shutil.which("docker") and os.geteuid() != 0:
-        session.warn("no docker client and not root: the gate will fall back to the process target")
-        return
-    if not _script(session, "docker-engine.sh", required=False):
-        return
-    if build:
-        _script(session, "make-base-image.sh", required=False)
-        _script(session, "fill-wheelhouse.sh", required=False)
-
-
 def _gate(session: nox.Session, name: str, path: str, default_args: list[str] | None = None) -> None:
     py = harness(session)
     posargs = list(session.posargs)
-    if _wants_container(posargs):
-        _prepare_docker(session, build="--image" not in " ".join(posargs))
     if not (ROOT / path).exists():
         session.skip(f"{path} does not exist yet (its engineer adds it): nothing to run")
     session.run(
@@ -157,10 +119,9 @@ def lint(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def image(session: nox.Session) -> None:
-    """The three scripts (engine, base image, wheelhouse), then build cai-demo:latest and check it (reports/image)."""
+    """Build cai-demo:latest and check it (reports/image). The gate itself starts a Docker engine when none
+    answers and makes the build's prerequisites (local base image, offline wheelhouse): scripts/."""
     py = harness(session)
-    for script in ("docker-engine.sh", "make-base-image.sh", "fill-wheelhouse.sh"):
-        _script(session, script)
     # The smoke suite's image tests only (-m image): build time and log, size, user, port, entrypoint,
     # healthcheck, no compilers, no excluded paths. No app container is started.
     session.run(

@@ -243,12 +243,14 @@ def resolve_target_kind(config: pytest.Config) -> tuple[str, str]:
     if kind == "auto":
         if base_url:
             return "url", "--base-url given"
-        ok, why = targets_mod.docker_answers()
+        ok, why = targets_mod.ensure_engine(say=state(config).say)
         if ok:
             return "container", f"a Docker engine answers ({why})"
         return "process", f"NO Docker engine answers ({why}): falling back to `python -m app`"
     if kind == "url" and not base_url:
         raise pytest.UsageError("--target url needs --base-url")
+    if kind == "container":
+        targets_mod.ensure_engine(say=state(config).say)  # when none answers, the target says so with its error
     return kind, "--target " + kind
 
 

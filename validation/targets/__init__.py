@@ -44,21 +44,23 @@ from validation.targets.base import (
 )
 from validation.targets.container import ContainerTarget
 from validation.targets.engine import (
-                                       docker_answers,
-                                       docker_client,
-                                       run_in_image,
-                                       running_image,
-                                       ryuk_setting,
-                                       sweep_stale_containers,
+                                     docker_answers,
+                                     docker_client,
+                                     ensure_engine,
+                                     run_in_image,
+                                     run_script,
+                                     running_image,
+                                     ryuk_setting,
+                                     sweep_stale_containers,
 )
 from validation.targets.image import (
-                                      REVISION_LABEL,
-                                      build_image,
-                                      default_build_args,
-                                      git_build_id,
-                                      image_present,
-                                      image_revision,
-                                      image_size_bytes,
+                                     REVISION_LABEL,
+                                     build_image,
+                                     default_build_args,
+                                     git_build_id,
+                                     image_present,
+                                     image_revision,
+                                     image_size_bytes,
 )
 from validation.targets.process import ProcessTarget
 from validation.targets.url import UrlTarget
@@ -66,7 +68,7 @@ from validation.targets.url import UrlTarget
 __all__ = [
     "APP_PORT", "CONTAINER_CHECKPOINTS", "CONTAINER_LOGS", "LABEL", "LOCAL_BASE_IMAGE", "REPO", "REVISION_LABEL",
     "BuildFailed", "ContainerTarget", "ProcessTarget", "Say", "Target", "TargetError", "UrlTarget", "build_image",
-    "cleanup_all", "default_build_args", "docker_answers", "docker_client", "free_port", "git_build_id",
-    "image_present", "image_revision", "image_size_bytes", "run_in_image", "running_image", "ryuk_setting",
+    "cleanup_all", "default_build_args", "docker_answers", "docker_client", "ensure_engine", "free_port", "git_build_id",
+    "image_present", "image_revision", "image_size_bytes", "run_in_image", "run_script", "running_image", "ryuk_setting",
     "sweep_stale_containers", "wait_http",
 ]

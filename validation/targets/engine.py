@@ -1,4 +1,4 @@
-"""The Docker engine as the gate uses it: a client, whether one answers, containers of ours
+"""The Docker engine as the gate uses it: a client, whether one answers (one started if not), containers of ours
 (labelled with the owner's pid) swept after a crash, one-off runs of an image, and Ryuk."""
 
 from __future__ import annotations
@@ -6,9 +6,11 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import subprocess
+import sys
 
 from validation.gate import CLOCK
-from validation.targets.base import LABEL, Say, _noop
+from validation.targets.base import LABEL, REPO, Say, _noop
 
 
 def _loopback_host() -> None:
@@ -44,6 +46,28 @@ def docker_client(timeout: int = 120):
     """A docker-py client (DOCKER_HOST, the CLI's context) whose every Engine API call counts as engine
     time in the session's clock: the gate's one instrumented Docker client."""
     return _timed_client_class().from_env(timeout=timeout)
+
+
+def run_script(name: str, say: Say = _noop) -> bool:
+    """Run one of the repo's idempotent set-up scripts (scripts/NAME: a no-op when its work is done),
+    its output line by line through `say`; False when it fails (its output says why)."""
+    proc = subprocess.Popen(["bash", str(REPO / "scripts" / name)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            text=True, env={**os.environ, "PYTHON": sys.executable})
+    for line in proc.stdout or ():
+        say(line.rstrip())
+    return proc.wait() == 0
+
+
+def ensure_engine(say: Say = _noop) -> tuple[bool, str]:
+    """docker_answers(), after starting an engine with scripts/docker-engine.sh when none answers (it
+    installs and starts dockerd as root; elsewhere it says what to do)."""
+    ok, why = docker_answers()
+    if ok:
+        return ok, why
+    say(f"no Docker engine answers ({why}): scripts/docker-engine.sh")
+    with CLOCK.spent("engine"):
+        run_script("docker-engine.sh", say)
+    return docker_answers()
 
 
 def docker_answers(timeout: float = 3.0) -> tuple[bool, str]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from validation.gate import CLOCK
 from validation.targets.base import LOCAL_BASE_IMAGE, REPO, BuildFailed, Say, _noop
-from validation.targets.engine import docker_client
+from validation.targets.engine import docker_client, run_script
 
 
 def _image_class():
@@ -125,16 +125,22 @@ def build_image(
     say: Say = _noop,
     no_cache: bool = False,
 ) -> float:
-    """Build `tag` from the repo's Dockerfile with testcontainers' DockerImage; return seconds."""
-    args = {**default_build_args(repo), **(build_args or {})}
-    say(
-        f"building image {tag} from {repo / 'Dockerfile'}"
-        + (f" ({', '.join(f'{k}={v}' for k, v in args.items())})" if args else "")
-        + (f"; log: {log_path}" if log_path else "")
-    )
-    image = _image_class()(path=str(repo), tag=tag, clean_up=False, no_cache=no_cache, buildargs=args, say=say, log_path=log_path)
-    t0 = time.perf_counter()
+    """Build `tag` from the repo's Dockerfile with testcontainers' DockerImage; return seconds. For this
+    repo's image, its prerequisites first: the local base image and the offline wheelhouse (their
+    scripts are no-ops once done; when one fails, the build uses the Dockerfile's defaults)."""
     with CLOCK.spent("build"):
+        if repo == REPO:
+            for script in ("make-base-image.sh", "fill-wheelhouse.sh"):
+                run_script(script, say)
+        args = {**default_build_args(repo), **(build_args or {})}
+        say(
+            f"building image {tag} from {repo / 'Dockerfile'}"
+            + (f" ({', '.join(f'{k}={v}' for k, v in args.items())})" if args else "")
+            + (f"; log: {log_path}" if log_path else "")
+        )
+        image = _image_class()(path=str(repo), tag=tag, clean_up=False, no_cache=no_cache, buildargs=args, say=say,
+                               log_path=log_path)
+        t0 = time.perf_counter()  # the build itself: its prerequisites' scripts are not build time
         image.build()
     seconds = time.perf_counter() - t0
     say(f"image {tag} built in {seconds:.1f} s ({image.short_id})")
