@@ -13,7 +13,7 @@ import pytest
 from validation import targets as T
 from validation.gate import CriterionFailed
 from validation.plugin import state
-from validation.resilience.apps import AppContainer, DataDirs, start_process
+from validation.resilience.apps import DataDirs
 
 FAULT_CRITERIA = [
     "resilience.faults_survived",
@@ -58,15 +58,19 @@ class AppFactory:
         self.data.append(d)
         return d
 
-    def container(self, env: dict[str, str] | None = None, **kw) -> AppContainer:
+    def container(self, env: dict[str, str] | None = None, data: DataDirs | None = None,
+                  tmpfs: dict[str, str] | None = None) -> T.ContainerTarget:
+        """The image on `data`'s folders (None: no volumes) and `tmpfs` mounts, on a fixed loopback port."""
         assert self.image, "container apps need the container target"
-        kw.setdefault("mem_limit", self.mem_limit)
-        c = AppContainer(self.image, env=env, say=self.say, health_timeout=self.health_timeout, **kw)
+        c = T.ContainerTarget(self.image, env=env, mem_limit=self.mem_limit, health_timeout=self.health_timeout,
+                              data_dirs=(data.checkpoints, data.logs) if data else None, volumes=bool(data),
+                              host_port=T.free_port(), tmpfs=tmpfs, say=self.say)
         self.started.append(c)
         return c
 
     def process(self, env: dict[str, str] | None = None) -> T.ProcessTarget:
-        p = start_process(env=env, say=self.say, health_timeout=self.health_timeout)
+        """`python -m app` with extra env (its own tmp checkpoint and log folders)."""
+        p = T.ProcessTarget(env=env, say=self.say, health_timeout=self.health_timeout)
         self.started.append(p)
         return p
 

@@ -12,6 +12,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import threading
 import time
@@ -20,8 +21,9 @@ import httpx
 import pytest
 
 from validation import api
+from validation import targets as T
 from validation.resilience import data_checks
-from validation.resilience.apps import AppContainer, DataDirs, wait_ready
+from validation.resilience.apps import DataDirs, wait_ready
 from validation.resilience.conftest import FAULT_CRITERIA
 
 pytestmark = [pytest.mark.resilience, pytest.mark.docker]
@@ -46,14 +48,14 @@ class Chain:
 
     def __init__(self, apps, data: DataDirs):
         self.apps, self.data = apps, data
-        self.app: AppContainer | None = None
+        self.app: T.ContainerTarget | None = None
 
-    def start(self) -> AppContainer:
+    def start(self) -> T.ContainerTarget:
         self.app = self.apps.container(ENV, data=self.data)
         return self.app
 
-    def running(self) -> AppContainer:
-        if self.app is None or self.app.status() != "running":
+    def running(self) -> T.ContainerTarget:
+        if self.app is None or self.app.state().get("Status") != "running":
             if self.app is not None:
                 self.app.stop()
             self.start()
@@ -80,7 +82,7 @@ def test_sigkill_mid_training(gate, chain, fault_tally, say):
     t_kill = time.monotonic()
     app.kill("SIGKILL")
     app.wait_exit(30)
-    oom = app.attrs()["State"].get("OOMKilled")
+    oom = app.state().get("OOMKilled")
     app.stop()
     new = chain.start()  # a new container on the same volumes
     recovery = time.monotonic() - t_kill
@@ -125,7 +127,7 @@ def test_sigterm_during_training(gate, chain, fault_tally, say):
     t0 = time.monotonic()
     app.kill("SIGTERM")
     stopped = app.wait_exit(30)
-    exit_code = app.attrs()["State"].get("ExitCode")
+    exit_code = app.state().get("ExitCode")
     app.stop()
     ok_stop = stopped is not None
     gate.measure(
@@ -219,7 +221,9 @@ def test_quick_not_oom_killed(gate, chain, fault_tally, say):
 
     def sample() -> None:
         while not stop.is_set():
-            m = app.memory_bytes()
+            m = None
+            with contextlib.suppress(Exception):  # the container may be gone (OOM-killed): keep the peak
+                m = (app.resource_sample() or {}).get("memory_bytes")
             if m:
                 peak[0] = max(peak[0], m)
             time.sleep(1)
@@ -235,7 +239,7 @@ def test_quick_not_oom_killed(gate, chain, fault_tally, say):
             job = {"state": f"no answer ({type(exc).__name__})", "run_id": "?"}
     stop.set()
     sampler.join(5)
-    st = app.attrs()["State"]
+    st = app.state()
     bad = bool(st.get("OOMKilled")) or job["state"] != "succeeded"
     gate.measure(
         "resilience.oom_killed",
@@ -265,11 +269,12 @@ def test_full_checkpoint_volume(gate, apps, fault_tally, say):
         ev = c.post("/api/evaluate", json={"text": "hello", "mode": "rules"}).status_code
     err = job.get("error") or ""
     clear = "space" in err.lower() or "disk" in err.lower()
-    ok = job["state"] == "failed" and clear and up and runs.status_code == 200 and ev == 200 and app.status() == "running"
+    status = app.state().get("Status")
+    ok = job["state"] == "failed" and clear and up and runs.status_code == 200 and ev == 200 and status == "running"
     gate.measure(
         "resilience.disk_full",
         ok,
         detail=f"{DISK_FULL_SIZE} tmpfs on {CKPT_IN_CONTAINER}: run {job['state']}, error {err[:80]!r}; /health up {up}, "
-        f"/api/runs {runs.status_code}, evaluate {ev}, container {app.status()}",
+        f"/api/runs {runs.status_code}, evaluate {ev}, container {status}",
     )
     fault_tally["full checkpoint volume"] = ok

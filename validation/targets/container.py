@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import io
 import os
 import shutil
+import tarfile
 import time
 from pathlib import Path
 from typing import Any
@@ -20,6 +22,7 @@ from validation.targets.base import (
     TargetError,
     _make_data_dirs,
     _noop,
+    wait_http,
 )
 from validation.targets.engine import _loopback_host, docker_client
 from validation.targets.resources import (
@@ -160,6 +163,43 @@ class ContainerTarget(Target):
         if st.get("Status") in ("exited", "dead"):
             return f"container exited with code {st.get('ExitCode')}" + (" (OOM-killed)" if st.get("OOMKilled") else "")
         return None
+
+    def state(self) -> dict[str, Any]:
+        """docker inspect's State: Status, ExitCode, OOMKilled, ..."""
+        return self.container_attrs.get("State", {})
+
+    def kill(self, signal: str = "SIGKILL") -> None:
+        self.container.kill(signal=signal)
+
+    def wait_exit(self, timeout: float) -> float | None:
+        """Seconds until the container is no longer running; None if still running at `timeout`."""
+        import requests
+
+        t0 = time.monotonic()
+        try:
+            self.container.wait(timeout=timeout)  # docker wait: the engine answers when it stops
+        except requests.exceptions.ConnectionError:  # docker-py's read timeout: still running
+            return None
+        return time.monotonic() - t0
+
+    def wait_healthy(self, timeout: float = 180) -> float:
+        """Seconds until GET /health answers 200 again (after a restart); TargetError with the log's tail."""
+        try:
+            return wait_http(f"{self.base_url}/health", timeout, alive=self.dead)
+        except TargetError as exc:
+            raise TargetError(f"{self.name}: {exc}", self.log_tail()) from None
+
+    def put_files(self, dest: str, files: dict[str, str]) -> None:
+        """Copy small text files {name: text} into `dest` in the container (as root, like `docker cp`)."""
+        buf = io.BytesIO()
+        with tarfile.open(fileobj=buf, mode="w") as tar:
+            for name, text in files.items():
+                data = text.encode()
+                info = tarfile.TarInfo(name)
+                info.size, info.mode = len(data), 0o644
+                tar.addfile(info, io.BytesIO(data))
+        self.exec(["mkdir", "-p", dest], user="0")
+        self.container.put_archive(dest, buf.getvalue())
 
     def exec(self, cmd: list[str] | str, user: str = "") -> tuple[int, str]:
         """Run a command in the running container; (exit code, stdout+stderr)."""
