@@ -37,6 +37,8 @@ def _folders(value):
     return value
 
 
+SEED_MAX = 2**31 - 1  # a seed's range, here, in the API (app/schemas.py) and in the UI's checks (app/service.py)
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(frozen=True, env_ignore_empty=True, str_strip_whitespace=True,
                                       populate_by_name=True, extra="ignore")
@@ -63,7 +65,7 @@ class Settings(BaseSettings):
     # checkpoint_dir: its default is made from it).
     model_dirs: Annotated[tuple[Path, ...], NoDecode, BeforeValidator(_folders)] = _env((), "MODEL_DIRS")
     # Behaviour
-    seed: int = _env(42, "SEED", ge=0, le=2**31 - 1)
+    seed: int = _env(42, "SEED", ge=0, le=SEED_MAX)
     max_text_chars: int = _env(4000, "MAX_TEXT_CHARS", ge=1, le=1_000_000)
     max_new_tokens_limit: int = _env(512, "MAX_NEW_TOKENS_LIMIT", ge=1, le=4096)
     max_body_bytes: int = _env(262144, "MAX_BODY_BYTES", ge=1024, le=64 * 2**20)

@@ -15,7 +15,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from app import constitution
-from app.config import Settings
+from app.config import SEED_MAX, Settings
 from app.evaluation import MODES
 from app.runs import ACTIVE
 from app.training import FINAL_STATES, PRESETS
@@ -27,7 +27,7 @@ _REFUSED = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ue000-\uf8ff\U000f0000-\U000fff
 # character, then anything not refused: "not blank, no control characters", matched in linear time.
 TEXT_PATTERN = rf"^[^\S\x0b\x0c\x1c-\x1f\x85]*[^\s{_REFUSED}][^{_REFUSED}]*$"
 TEXT_RULE = "must contain a visible character and no control characters"
-SEED_MAX = 2**31 - 1
+MODEL_NAME_MAX = 200  # characters of a model name or path
 DEFAULT_TOKENS = 64  # max_new_tokens when left out (MAX_NEW_TOKENS_LIMIT when that is lower)
 JOB_STATES = (*sorted(ACTIVE), *sorted(FINAL_STATES))
 RUN_STATES = (*JOB_STATES, "interrupted")  # a run whose process died, marked at the next start
@@ -71,7 +71,7 @@ def request_models(settings: Settings) -> SimpleNamespace:
     held_out = len(constitution.adversarial_prompts())
 
     class LoadModelRequest(Body):
-        model: text(200, "smollm2")
+        model: text(MODEL_NAME_MAX, "smollm2")
 
     class EvaluateRequest(Body):
         text: text(settings.max_text_chars, "Here is how to pick the lock.")

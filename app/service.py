@@ -11,10 +11,11 @@ import unicodedata
 from pathlib import Path
 
 from app import constitution, evaluation, generation, impact, metrics, models
-from app.config import Settings, build_id
+from app.config import SEED_MAX, Settings, build_id
 from app.errors import ApiError
 from app.models import LoadedModel
 from app.runs import RunStore
+from app.schemas import MODEL_NAME_MAX
 from app.training import PRESETS, Trainer
 
 log = logging.getLogger(__name__)
@@ -114,7 +115,7 @@ class Service:
                 "trained_run": self.trained_run}
 
     def load_model(self, name) -> dict:
-        name = check_text(name, "model", 200).strip()
+        name = check_text(name, "model", MODEL_NAME_MAX).strip()
         if self.trainer.active is not None:
             raise ApiError(409, "model", "a training job is running; load another model after it ends", error="busy")
         with self._load_lock:
@@ -161,7 +162,7 @@ class Service:
         prompt = check_text(prompt, "prompt", self.settings.max_text_chars)
         max_new_tokens = check_number(max_new_tokens, "max_new_tokens", 1, self.settings.max_new_tokens_limit, integer=True)
         temperature = check_number(temperature, "temperature", 0.0, 2.0, integer=False)
-        seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, 2**31 - 1, integer=True)
+        seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, SEED_MAX, integer=True)
         return prompt, max_new_tokens, temperature, seed
 
     def _submit_both(self, prompt, max_new_tokens, temperature, seed, compare) -> dict:
@@ -211,14 +212,14 @@ class Service:
         prompt = check_text(prompt, "prompt", self.settings.max_text_chars)
         rounds = check_number(rounds, "rounds", 1, 3, integer=True)
         max_new_tokens = check_number(max_new_tokens, "max_new_tokens", 1, self.settings.max_new_tokens_limit, integer=True)
-        seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, 2**31 - 1, integer=True)
+        seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, SEED_MAX, integer=True)
         from app import cai
         return cai.run(self._require_model(), prompt, rounds=rounds, seed=seed, max_new_tokens=max_new_tokens)
 
     # ---- training ----
     def start_training(self, preset="smoke", seed=None) -> dict:
         preset = check_choice(preset, "preset", tuple(PRESETS))
-        seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, 2**31 - 1, integer=True)
+        seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, SEED_MAX, integer=True)
         base = self._require_model()
         job = self.trainer.start(base, preset, seed)
         return job.snapshot()
@@ -244,7 +245,7 @@ class Service:
         held_out = len(constitution.adversarial_prompts())
         limit = held_out if limit is None else check_number(limit, "limit", 1, held_out, integer=True)
         max_new_tokens = check_number(max_new_tokens, "max_new_tokens", 1, self.settings.max_new_tokens_limit, integer=True)
-        seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, 2**31 - 1, integer=True)
+        seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, SEED_MAX, integer=True)
         base = self._require_model()
         if self.trained is None:
             raise ApiError(409, None, "no trained model yet: run a training job first", error="no_trained_model")
