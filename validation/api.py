@@ -16,7 +16,7 @@ from validation.gate import CLOCK
 
 class Client(httpx.Client):
     """The gate's HTTP client: an httpx.Client whose requests count as the app's time in the session's
-    clock (validation.gate.CLOCK), not the gate's own. Every request the gate sends an app goes through one."""
+    clock (validation.gate.CLOCK), not the gate's own. Every request the gate sends to an app goes through one."""
 
     def send(self, request: httpx.Request, **kwargs: Any) -> httpx.Response:
         with CLOCK.spent("app"):

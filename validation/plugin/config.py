@@ -26,7 +26,6 @@ from validation import targets as targets_mod
 from validation.gate import Gate, Recorder
 
 TARGETS = ("auto", "container", "process", "url")
-GATE_SESSIONS = ("smoke", "e2e", "perf", "resilience", "demo", "image", "watch")
 
 
 @dataclass
@@ -181,33 +180,10 @@ def pytest_configure(config: pytest.Config) -> None:
     crit.params.update({k: _toml_value(v) for k, v in overrides.items()})
     t0 = _process_start()
     config.stash[_state_key] = GateState(session, report_dir, Recorder(crit, "", session), _say_factory(config), t0)
-    if session in GATE_SESSIONS or session == "pytest":
-        threading.Thread(target=_prefetch_imports, name="gate-prefetch", daemon=True).start()
     if threading.current_thread() is threading.main_thread():
         # nox/CI stopping us: behave like Ctrl-C so fixtures tear down and containers go away.
         with contextlib.suppress(ValueError):
             signal.signal(signal.SIGTERM, _sigterm)
-
-
-PREFETCH = (
-    "docker",
-    "testcontainers.core.container",
-    "testcontainers.core.image",
-    "testcontainers.core.wait_strategies",
-    "psutil",
-    "prometheus_client.parser",
-    "gradio_client",
-)
-
-
-def _prefetch_imports() -> None:
-    """Import the heavy client libraries in the background while pytest collects and the target
-    starts (the main thread mostly waits on I/O then): about a second less of our own overhead."""
-    import importlib
-
-    for name in PREFETCH:
-        with contextlib.suppress(Exception):
-            importlib.import_module(name)
 
 
 def _sigterm(signum: int, frame: Any) -> None:
