@@ -251,5 +251,6 @@ class _Config:
 def test_watch_defaults_follow_the_target(given, expected):
     from validation.watch.conftest import options
 
-    o = options(_Config(**given))
+    on_url = given.get("--target") == "url" or bool(given.get("--base-url"))  # GateConfig.on_url
+    o = options(_Config(**given), on_url)
     assert (o.minutes, o.interval, o.restart_at) == expected

@@ -73,11 +73,9 @@ def app_cpus(pytestconfig: pytest.Config, target) -> float:
 
 
 @pytest.fixture(scope="session")
-def subject(target, pytestconfig: pytest.Config, recorder) -> dict:
+def subject(target, auth, recorder) -> dict:
     """The target, checked to be this app before any load is sent (two GETs). On a URL that is not
     the CAI demo the whole session stops here: no load, exit status 4, the reason printed."""
-    raw = pytestconfig.getoption("--basic-auth", None)
-    auth = tuple(raw.split(":", 1)) if raw else None
     try:
         info = identify(target.base_url, auth=auth)
     except NotThisApp as exc:
@@ -87,7 +85,7 @@ def subject(target, pytestconfig: pytest.Config, recorder) -> dict:
 
 
 @pytest.fixture(scope="session")
-def perf_ready(subject, target, pytestconfig: pytest.Config) -> dict:
+def perf_ready(subject, target, gate_config) -> dict:
     """GET /ready 200 (the default model loaded), waited for up to --health-timeout seconds: perf does not
     gate start-up time (smoke does), and a busy machine can take a while."""
 
@@ -99,7 +97,7 @@ def perf_ready(subject, target, pytestconfig: pytest.Config) -> dict:
 
     hooks = {"request": [count]}
     with api.Client(base_url=target.base_url, auth=subject["auth"], timeout=10, event_hooks=hooks) as http:
-        st = api.wait_ready(http, timeout=float(pytestconfig.getoption("--health-timeout") or 180), interval=0.5)
+        st = api.wait_ready(http, timeout=gate_config.health_timeout, interval=0.5)
     st["requests"] = sent["n"]
     if not st["ok"]:
         pytest.fail(f"the app never became ready (GET /ready: {st['last']})", pytrace=False)

@@ -28,11 +28,53 @@ from validation.gate import Gate, Recorder
 TARGETS = ("auto", "container", "process", "url")
 
 
+@dataclass(frozen=True)
+class GateConfig:
+    """The gate's options, read once from the command line (and their GATE_* env defaults) and checked:
+    tests get it from the `gate_config` fixture, conftests from `state(config).config`. Options of one
+    session only (perf, e2e, watch, faults) stay with that session's conftest."""
+
+    target: str  # as given: auto | container | process | url (the `target_kind` fixture resolves auto)
+    base_url: str | None
+    image: str | None  # a prebuilt image tag, instead of building
+    image_tag: str
+    build_args: dict[str, str]
+    app_env: dict[str, str]
+    auth: tuple[str, str] | None  # --basic-auth as (user, password)
+    health_timeout: float
+    expect_build: str | None
+
+    @property
+    def on_url(self) -> bool:
+        """The app is a deployment at a URL (nothing started, nothing restarted)."""
+        return self.target == "url" or bool(self.base_url)
+
+    @classmethod
+    def from_pytest(cls, config: pytest.Config) -> GateConfig:
+        base_url = config.getoption("--base-url", None)
+        target = config.getoption("--target")
+        if target == "url" and not base_url:
+            raise pytest.UsageError("--target url needs --base-url")
+        raw_auth = config.getoption("--basic-auth")
+        return cls(
+            target=target,
+            base_url=base_url,
+            image=config.getoption("--image"),
+            image_tag=config.getoption("--image-tag"),
+            build_args=key_values(config.getoption("--build-arg"), "--build-arg"),
+            app_env=key_values(config.getoption("--app-env"), "--app-env"),
+            auth=tuple(raw_auth.partition(":")[::2]) if raw_auth else None,
+            health_timeout=config.getoption("--health-timeout"),
+            expect_build=config.getoption("--expect-build"),
+        )
+
+
 @dataclass
 class GateState:
     """What the plugin keeps for one pytest session (in config.stash), typed: conftests read it
     through `state(config)`, tests through the fixtures (validation/plugin/fixtures.py)."""
 
+    config: GateConfig
     session: str
     report_dir: Path
     recorder: Recorder
@@ -179,7 +221,8 @@ def pytest_configure(config: pytest.Config) -> None:
                                 f"its parameters: {', '.join(sorted(crit.params))}")
     crit.params.update({k: _toml_value(v) for k, v in overrides.items()})
     t0 = _process_start()
-    config.stash[_state_key] = GateState(session, report_dir, Recorder(crit, "", session), _say_factory(config), t0)
+    config.stash[_state_key] = GateState(GateConfig.from_pytest(config), session, report_dir, Recorder(crit, "", session),
+                                         _say_factory(config), t0)
     if threading.current_thread() is threading.main_thread():
         # nox/CI stopping us: behave like Ctrl-C so fixtures tear down and containers go away.
         with contextlib.suppress(ValueError):
@@ -214,19 +257,17 @@ def has_state(config: pytest.Config) -> bool:
 
 def resolve_target_kind(config: pytest.Config) -> tuple[str, str]:
     """(kind, why) for --target, resolving auto."""
-    kind = config.getoption("--target")
-    base_url = config.getoption("--base-url", None)
+    st = state(config)
+    kind, base_url = st.config.target, st.config.base_url
     if kind == "auto":
         if base_url:
             return "url", "--base-url given"
-        ok, why = targets_mod.ensure_engine(say=state(config).say)
+        ok, why = targets_mod.ensure_engine(say=st.say)
         if ok:
             return "container", f"a Docker engine answers ({why})"
         return "process", f"NO Docker engine answers ({why}): falling back to `python -m app`"
-    if kind == "url" and not base_url:
-        raise pytest.UsageError("--target url needs --base-url")
     if kind == "container":
-        targets_mod.ensure_engine(say=state(config).say)  # when none answers, the target says so with its error
+        targets_mod.ensure_engine(say=st.say)  # when none answers, the target says so with its error
     return kind, "--target " + kind
 
 
@@ -248,12 +289,3 @@ def key_values(items: list[str], what: str) -> dict[str, str]:
             raise pytest.UsageError(f"{what} wants KEY=VALUE, got {item!r}")
         out[key] = value
     return out
-
-
-def basic_auth(config: pytest.Config) -> tuple[str, str] | None:
-    """--basic-auth USER:PASSWORD as (user, password), or None."""
-    raw = config.getoption("--basic-auth")
-    if not raw:
-        return None
-    user, _, password = raw.partition(":")
-    return user, password

@@ -1,5 +1,6 @@
 """The gate's fixtures (session-scoped unless noted), in layers like pytest-playwright's:
 
+    gate_config     the gate's options, typed and frozen (target, base_url, image, auth, ...)
     recorder        every result of the session
     criteria        the profile's Criteria (thresholds and params)
     gate            (function) measure / skip / timed / attach, bound to the test
@@ -10,7 +11,7 @@
     expected_build  the build id GET /health must report, or why there is none
     target          the app under test, started once, always stopped (also on Ctrl-C / SIGTERM)
     auth            --basic-auth as (user, password), or None
-    http            httpx client on target.base_url (basic auth from --basic-auth)
+    http            the gate's HTTP client (validation.api.Client) on target.base_url, with `auth`
     app_ready       waits once for GET /ready (the default model loaded); {"ok", "seconds", ...}
     require_ready   (function) app_ready, failing the test when the app never became ready
 """
@@ -27,7 +28,7 @@ from validation import api
 from validation import criteria as criteria_mod
 from validation import targets as targets_mod
 from validation.gate import CriterionFailed, Gate, Recorder
-from validation.plugin.config import basic_auth, gate_key, key_values, resolve_target_kind, state
+from validation.plugin.config import GateConfig, gate_key, resolve_target_kind, state
 
 
 @pytest.fixture(scope="session")
@@ -82,7 +83,7 @@ def image(pytestconfig: pytest.Config, target_kind: str, recorder: Recorder) -> 
     say = st.say
     targets_mod.ryuk_setting(say)
     targets_mod.sweep_stale_containers(say)
-    prebuilt = pytestconfig.getoption("--image")
+    prebuilt = st.config.image
     if prebuilt:
         try:
             targets_mod.docker_client(30).images.get(prebuilt)
@@ -90,12 +91,10 @@ def image(pytestconfig: pytest.Config, target_kind: str, recorder: Recorder) -> 
             raise pytest.UsageError(f"--image {prebuilt}: not found in the local engine ({exc})") from None
         st.target_info["image"] = prebuilt
         return _image_info(prebuilt, built=False, seconds=None, log=None)
-    tag = pytestconfig.getoption("--image-tag")
+    tag = st.config.image_tag
     log_path = st.report_dir / "build.log"
     try:
-        seconds = targets_mod.build_image(
-            tag, build_args=key_values(pytestconfig.getoption("--build-arg"), "--build-arg"), log_path=log_path, say=say
-        )
+        seconds = targets_mod.build_image(tag, build_args=st.config.build_args, log_path=log_path, say=say)
     except targets_mod.BuildFailed as exc:
         recorder.attach(log_path, "docker build log")
         with contextlib.suppress(CriterionFailed):
@@ -132,9 +131,9 @@ def _image_info(tag: str, *, built: bool, seconds: float | None, log: Path | Non
 
 
 @pytest.fixture(scope="session")
-def expected_build(pytestconfig: pytest.Config, target_kind: str, request: pytest.FixtureRequest) -> tuple[str | None, str]:
+def expected_build(gate_config: GateConfig, target_kind: str, request: pytest.FixtureRequest) -> tuple[str | None, str]:
     """(the build id the target must report, where it comes from) or (None, why there is none)."""
-    given = pytestconfig.getoption("--expect-build")
+    given = gate_config.expect_build
     if given:
         return given, "--expect-build"
     if target_kind == "container":
@@ -150,13 +149,11 @@ def expected_build(pytestconfig: pytest.Config, target_kind: str, request: pytes
 def target(request: pytest.FixtureRequest, pytestconfig: pytest.Config, target_kind: str, recorder: Recorder):
     st = state(pytestconfig)
     say = st.say
-    app_env = key_values(pytestconfig.getoption("--app-env"), "--app-env")
-    auth = basic_auth(pytestconfig)
-    health_timeout = pytestconfig.getoption("--health-timeout")
+    app_env, health_timeout = st.config.app_env, st.config.health_timeout
     t: targets_mod.Target | None = None
     try:
         if target_kind == "url":
-            t = targets_mod.UrlTarget(pytestconfig.getoption("--base-url"), auth, health_timeout, say=say)
+            t = targets_mod.UrlTarget(st.config.base_url, st.config.auth, health_timeout, say=say)
         elif target_kind == "process":
             t = targets_mod.ProcessTarget(
                 env=app_env, health_timeout=health_timeout, log_path=st.report_dir / "target.log", say=say
@@ -198,14 +195,20 @@ def target(request: pytest.FixtureRequest, pytestconfig: pytest.Config, target_k
 
 
 @pytest.fixture(scope="session")
-def auth(pytestconfig: pytest.Config) -> tuple[str, str] | None:
-    """--basic-auth as (user, password), or None."""
-    return basic_auth(pytestconfig)
+def gate_config(pytestconfig: pytest.Config) -> GateConfig:
+    """The gate's options, typed and frozen (validation/plugin/config.py GateConfig)."""
+    return state(pytestconfig).config
 
 
 @pytest.fixture(scope="session")
-def http(target: targets_mod.Target, pytestconfig: pytest.Config):
-    with api.Client(base_url=target.base_url, auth=basic_auth(pytestconfig), timeout=30) as client:
+def auth(gate_config: GateConfig) -> tuple[str, str] | None:
+    """--basic-auth as (user, password), or None."""
+    return gate_config.auth
+
+
+@pytest.fixture(scope="session")
+def http(target: targets_mod.Target, auth: tuple[str, str] | None):
+    with api.Client(base_url=target.base_url, auth=auth, timeout=30) as client:
         yield client
 
 

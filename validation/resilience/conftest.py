@@ -97,7 +97,7 @@ def apps(pytestconfig, target_kind, image_tag, say, recorder):
         target_kind,
         image_tag,
         say,
-        pytestconfig.getoption("--health-timeout"),
+        state(pytestconfig).config.health_timeout,
         str(recorder.criteria.param("memory_limit", "8g")),
     )
     try:

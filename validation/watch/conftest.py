@@ -15,6 +15,8 @@ from dataclasses import dataclass
 
 import pytest
 
+from validation.plugin import state
+
 
 @dataclass(frozen=True)
 class WatchOptions:
@@ -51,12 +53,9 @@ URL_DEFAULTS = (5.0, 10.0, None)
 LOCAL_DEFAULTS = (1.0, 2.0, 20.0)
 
 
-def _on_url(config: pytest.Config) -> bool:
-    return config.getoption("--target") == "url" or bool(config.getoption("--base-url", None))
-
-
-def options(config: pytest.Config) -> WatchOptions:
-    minutes, interval, restart_at = URL_DEFAULTS if _on_url(config) else LOCAL_DEFAULTS
+def options(config: pytest.Config, on_url: bool) -> WatchOptions:
+    """The watch's shape: the options given, else the defaults for a URL or for an app the gate starts."""
+    minutes, interval, restart_at = URL_DEFAULTS if on_url else LOCAL_DEFAULTS
     given = {name: config.getoption(name) for name in ("--minutes", "--interval", "--restart-at")}
     if given["--restart-at"] is not None:
         restart_at = given["--restart-at"] if given["--restart-at"] >= 0 else None
@@ -71,13 +70,14 @@ def options(config: pytest.Config) -> WatchOptions:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    o = options(config)
+    on_url = state(config).config.on_url
+    o = options(config, on_url)
     if o.minutes <= 0 or o.interval <= 0 or o.probe_timeout <= 0:
         raise pytest.UsageError("--minutes, --interval and --probe-timeout must be > 0")
     if o.interval > o.duration:
         raise pytest.UsageError(f"--interval {o.interval:g} s is longer than the watch (--minutes {o.minutes:g})")
     if o.restart_at is not None:
-        if _on_url(config):
+        if on_url:
             raise pytest.UsageError("--restart-at restarts the app: it needs --target container or process, not a URL")
         if not 0 <= o.restart_at < o.duration - o.interval:
             raise pytest.UsageError(
@@ -87,5 +87,5 @@ def pytest_configure(config: pytest.Config) -> None:
 
 
 @pytest.fixture(scope="session")
-def watch_options(pytestconfig: pytest.Config) -> WatchOptions:
-    return options(pytestconfig)
+def watch_options(pytestconfig: pytest.Config, gate_config) -> WatchOptions:
+    return options(pytestconfig, gate_config.on_url)
