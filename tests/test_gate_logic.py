@@ -251,3 +251,36 @@ def test_the_gates_http_client_counts_its_requests_as_app_time():
     with api.Client(base_url="http://app", transport=httpx.MockTransport(slow)) as http:
         assert api.poll_job(http, "j1", timeout=5)["state"] == "succeeded"
     assert CLOCK.spent_s["app"] - before >= 0.1
+
+
+def test_the_final_training_states_agree_between_app_gate_and_load():
+    """One fact, three readers: the app's FINAL_STATES, the gate's (validation/api.py) and the copy in
+    the locustfile (locust loads it by path, so it cannot import validation)."""
+    import ast
+    from pathlib import Path
+
+    from app.training import FINAL_STATES as APP
+    from validation.api import FINAL_STATES as GATE
+
+    tree = ast.parse((Path(__file__).resolve().parents[1] / "validation/perf/locustfile.py").read_text())
+    load = next(
+        ast.literal_eval(node.value)
+        for node in tree.body
+        if isinstance(node, ast.Assign) and any(getattr(t, "id", None) == "FINAL_STATES" for t in node.targets)
+    )
+    assert set(APP) == set(GATE) == set(load)
+
+
+@pytest.mark.parametrize(
+    ("kind", "kwargs", "message"),
+    [
+        ("url", {}, "needs a base URL"),
+        ("container", {}, "needs an image tag"),
+        ("vm", {}, "unknown target kind 'vm'"),
+    ],
+)
+def test_start_target_refuses_what_it_cannot_start(kind, kwargs, message):
+    from validation.targets import TargetError, start_target
+
+    with pytest.raises(TargetError, match=message):
+        start_target(kind, **kwargs)

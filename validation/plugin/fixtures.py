@@ -148,25 +148,19 @@ def expected_build(gate_config: GateConfig, target_kind: str, request: pytest.Fi
 @pytest.fixture(scope="session")
 def target(request: pytest.FixtureRequest, pytestconfig: pytest.Config, target_kind: str, recorder: Recorder):
     st = state(pytestconfig)
-    say = st.say
-    app_env, health_timeout = st.config.app_env, st.config.health_timeout
-    t: targets_mod.Target | None = None
+    cfg = st.config
     try:
-        if target_kind == "url":
-            t = targets_mod.UrlTarget(st.config.base_url, st.config.auth, health_timeout, say=say)
-        elif target_kind == "process":
-            t = targets_mod.ProcessTarget(
-                env=app_env, health_timeout=health_timeout, log_path=st.report_dir / "target.log", say=say
-            )
-        else:
-            img = request.getfixturevalue("image")
-            t = targets_mod.ContainerTarget(
-                img["tag"],
-                env=app_env,
-                health_timeout=health_timeout,
-                mem_limit=str(recorder.criteria.param("memory_limit", "8g")),
-                say=say,
-            )
+        t = targets_mod.start_target(
+            target_kind,
+            base_url=cfg.base_url,
+            auth=cfg.auth,
+            image=request.getfixturevalue("image")["tag"] if target_kind == "container" else None,
+            env=cfg.app_env,
+            health_timeout=cfg.health_timeout,
+            mem_limit=str(recorder.criteria.param("memory_limit", "8g")),
+            log_path=st.report_dir / "target.log",
+            say=st.say,
+        )
     except targets_mod.TargetError as exc:
         failure = exc
     else:

@@ -1,6 +1,7 @@
 """Where the app under test runs: `container` | `process` | `url`.
 
-    target = ContainerTarget(tag, ...) | ProcessTarget(...) | UrlTarget(url, ...)   # the plugin's `target` fixture
+    target = start_target(kind, base_url=..., image=..., env=..., ...)   # the plugin's `target` fixture
+    target = ContainerTarget(tag, ...) | ProcessTarget(...) | UrlTarget(url, ...)   # the same, by hand
     target.kind, target.base_url, target.logs(), target.log_tail(60), target.stop()
     target.started_at                      # time.monotonic() when the start was issued (None: url)
     target.health_seconds                  # start -> first /health 200 (None: url)
@@ -27,48 +28,79 @@ needed (TESTCONTAINERS_RYUK_DISABLED=true works; with Ryuk on it is a second saf
 Leftovers of a crashed earlier run are found by label and removed by `sweep_stale_containers()`.
 """
 
+from pathlib import Path
+
 from validation.targets.base import (
-                                     APP_PORT,
-                                     CONTAINER_CHECKPOINTS,
-                                     CONTAINER_LOGS,
-                                     LABEL,
-                                     LOCAL_BASE_IMAGE,
-                                     REPO,
-                                     BuildFailed,
-                                     Say,
-                                     Target,
-                                     TargetError,
-                                     cleanup_all,
-                                     free_port,
-                                     wait_http,
+    APP_PORT,
+    CONTAINER_CHECKPOINTS,
+    CONTAINER_LOGS,
+    LABEL,
+    LOCAL_BASE_IMAGE,
+    REPO,
+    BuildFailed,
+    Say,
+    Target,
+    TargetError,
+    cleanup_all,
+    free_port,
+    wait_http,
 )
 from validation.targets.container import ContainerTarget
 from validation.targets.engine import (
-                                     docker_answers,
-                                     docker_client,
-                                     ensure_engine,
-                                     run_in_image,
-                                     run_script,
-                                     running_image,
-                                     ryuk_setting,
-                                     sweep_stale_containers,
+    docker_answers,
+    docker_client,
+    ensure_engine,
+    run_in_image,
+    run_script,
+    running_image,
+    ryuk_setting,
+    sweep_stale_containers,
 )
 from validation.targets.image import (
-                                     REVISION_LABEL,
-                                     build_image,
-                                     default_build_args,
-                                     git_build_id,
-                                     image_present,
-                                     image_revision,
-                                     image_size_bytes,
+    REVISION_LABEL,
+    build_image,
+    default_build_args,
+    git_build_id,
+    image_present,
+    image_revision,
+    image_size_bytes,
 )
 from validation.targets.process import ProcessTarget
 from validation.targets.url import UrlTarget
+
+
+def start_target(
+    kind: str,
+    *,
+    base_url: str | None = None,
+    auth: tuple[str, str] | None = None,
+    image: str | None = None,
+    env: dict[str, str] | None = None,
+    health_timeout: float = 120,
+    mem_limit: str = "8g",
+    log_path: Path | None = None,
+    say: Say | None = None,
+) -> Target:
+    """Start (or, for `url`, reach) the app under test; raises TargetError with the app's log when it
+    does not come up healthy. `base_url` is for url, `image` for container, `log_path` for process."""
+    say = say or (lambda _msg: None)
+    if kind == "url":
+        if not base_url:
+            raise TargetError("url target needs a base URL (--base-url)")
+        return UrlTarget(base_url, auth, health_timeout, say=say)
+    if kind == "process":
+        return ProcessTarget(env=env, health_timeout=health_timeout, log_path=log_path, say=say)
+    if kind == "container":
+        if not image:
+            raise TargetError("container target needs an image tag")
+        return ContainerTarget(image, env=env, health_timeout=health_timeout, mem_limit=mem_limit, say=say)
+    raise TargetError(f"unknown target kind {kind!r} (container, process or url)")
+
 
 __all__ = [
     "APP_PORT", "CONTAINER_CHECKPOINTS", "CONTAINER_LOGS", "LABEL", "LOCAL_BASE_IMAGE", "REPO", "REVISION_LABEL",
     "BuildFailed", "ContainerTarget", "ProcessTarget", "Say", "Target", "TargetError", "UrlTarget", "build_image",
     "cleanup_all", "default_build_args", "docker_answers", "docker_client", "ensure_engine", "free_port", "git_build_id",
     "image_present", "image_revision", "image_size_bytes", "run_in_image", "run_script", "running_image", "ryuk_setting",
-    "sweep_stale_containers", "wait_http",
+    "start_target", "sweep_stale_containers", "wait_http",
 ]
