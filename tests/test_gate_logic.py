@@ -284,3 +284,11 @@ def test_start_target_refuses_what_it_cannot_start(kind, kwargs, message):
 
     with pytest.raises(TargetError, match=message):
         start_target(kind, **kwargs)
+
+
+def test_the_gate_measures_generation_at_the_apps_default_length():
+    """generate.time, e2e.generate_time and the perf load are judged at the length users get: the
+    app's default for POST /api/generate and the UI's slider."""
+    from app.schemas import GENERATE_TOKENS
+
+    assert C.load("plan").param("generate_max_new_tokens") == GENERATE_TOKENS

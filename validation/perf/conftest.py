@@ -57,7 +57,7 @@ def perf_params(pytestconfig: pytest.Config, criteria) -> dict:
         "spawn_rate": float(p.get("load_spawn_rate", 10)),
         "max_seconds": float(p.get("load_max_seconds", 300)),
         "think_scale": float(p.get("load_think_scale", 1.0)),
-        "gen_tokens": int(p.get("generate_max_new_tokens", 64)),
+        "gen_tokens": int(p["generate_max_new_tokens"]),
         "train_preset": None if preset in ("none", "", None) else preset,
         "benchmark": bool(p.get("perf_benchmark", False)),
     }

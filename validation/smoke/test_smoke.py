@@ -123,7 +123,7 @@ def test_gradio_api_evaluate(gate, target, http, auth, require_ready):
 
 
 def test_generate(gate, http, require_ready):
-    checks.generate(http, gate, int(gate.param("generate_max_new_tokens", 64)))
+    checks.generate(http, gate, int(gate.param("generate_max_new_tokens")))
 
 
 def test_training_cancel(gate, http, require_ready):
