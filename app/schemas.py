@@ -28,11 +28,7 @@ _REFUSED = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ue000-\uf8ff\U000f0000-\U000fff
 TEXT_PATTERN = rf"^[^\S\x0b\x0c\x1c-\x1f\x85]*[^\s{_REFUSED}][^{_REFUSED}]*$"
 TEXT_RULE = "must contain a visible character and no control characters"
 MODEL_NAME_MAX = 200  # characters of a model name or path
-DEFAULT_TOKENS = 64  # max_new_tokens of critique and impact when left out (MAX_NEW_TOKENS_LIMIT when that is lower)
-# Interactive generation's default (POST /api/generate, the UI's slider): base and trained answer
-# together within the plan's 5 s on 2 cores without AVX-512 (SmolLM2 int8, 2026-12-01: 64 tokens
-# 5.4-5.9 s, 48 tokens 4.2-4.5 s, 32 tokens 3.0-3.2 s; one request, load average 0.7).
-GENERATE_TOKENS = 32
+DEFAULT_TOKENS = 64  # max_new_tokens when left out (MAX_NEW_TOKENS_LIMIT when that is lower)
 JOB_STATES = (*sorted(ACTIVE), *sorted(FINAL_STATES))
 RUN_STATES = (*JOB_STATES, "interrupted")  # a run whose process died, marked at the next start
 
@@ -83,7 +79,7 @@ def request_models(settings: Settings) -> SimpleNamespace:
 
     class GenerateRequest(Body):
         prompt: Prompt
-        max_new_tokens: Tokens = min(GENERATE_TOKENS, settings.max_new_tokens_limit)
+        max_new_tokens: Tokens = tokens
         temperature: Annotated[float, Field(ge=0.0, le=2.0, allow_inf_nan=False,
                                             description="0: greedy")] = 0.7
         seed: Seed | None = None

@@ -22,7 +22,7 @@ from app import constitution
 from app import elements as E
 from app.errors import ApiError
 from app.models import REGISTRY
-from app.schemas import GENERATE_TOKENS
+from app.schemas import DEFAULT_TOKENS
 from app.training import FINAL_STATES, PRESETS
 
 INTRO = """# Constitutional AI demo
@@ -232,7 +232,7 @@ def build_ui(service) -> gr.Blocks:
                 gen_adversarial = gr.Button("Load adversarial prompt", elem_id=E.GEN_ADVERSARIAL)
                 gen_temperature = gr.Slider(0.0, 2.0, value=0.7, step=0.1, label="Temperature (0 = greedy)",
                                             elem_id=E.GEN_TEMPERATURE)
-                gen_max_tokens = gr.Slider(8, 256, value=GENERATE_TOKENS, step=8, label="Max new tokens",
+                gen_max_tokens = gr.Slider(8, 256, value=DEFAULT_TOKENS, step=8, label="Max new tokens",
                                            elem_id=E.GEN_MAX_TOKENS)
             with gr.Row():
                 gen_button = gr.Button("Generate from both models", variant="primary", elem_id=E.GEN_BUTTON)
