@@ -283,7 +283,7 @@ def test_start_target_refuses_what_it_cannot_start(kind, kwargs, message):
     from validation.targets import TargetError, start_target
 
     with pytest.raises(TargetError, match=message):
-        start_target(kind, **kwargs)
+        start_target(kind, health_timeout=1, mem_limit="1g", **kwargs)
 
 
 def test_the_gate_measures_generation_at_the_apps_default_length():

@@ -157,7 +157,7 @@ def target(request: pytest.FixtureRequest, pytestconfig: pytest.Config, target_k
             image=request.getfixturevalue("image")["tag"] if target_kind == "container" else None,
             env=cfg.app_env,
             health_timeout=cfg.health_timeout,
-            mem_limit=str(recorder.criteria.param("memory_limit", "8g")),
+            mem_limit=str(recorder.criteria.param("memory_limit")),
             log_path=st.report_dir / "target.log",
             say=st.say,
         )

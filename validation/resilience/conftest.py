@@ -98,7 +98,7 @@ def apps(pytestconfig, target_kind, image_tag, say, recorder):
         image_tag,
         say,
         state(pytestconfig).config.health_timeout,
-        str(recorder.criteria.param("memory_limit", "8g")),
+        str(recorder.criteria.param("memory_limit")),
     )
     try:
         yield f

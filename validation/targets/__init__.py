@@ -41,6 +41,7 @@ from validation.targets.base import (
     Say,
     Target,
     TargetError,
+    _noop,
     cleanup_all,
     free_port,
     wait_http,
@@ -76,14 +77,14 @@ def start_target(
     auth: tuple[str, str] | None = None,
     image: str | None = None,
     env: dict[str, str] | None = None,
-    health_timeout: float = 120,
-    mem_limit: str = "8g",
+    health_timeout: float,
+    mem_limit: str,
     log_path: Path | None = None,
-    say: Say | None = None,
+    say: Say = _noop,
 ) -> Target:
     """Start (or, for `url`, reach) the app under test; raises TargetError with the app's log when it
-    does not come up healthy. `base_url` is for url, `image` for container, `log_path` for process."""
-    say = say or (lambda _msg: None)
+    does not come up healthy. `base_url` and `auth` are for url, `image` and `mem_limit` for container,
+    `log_path` for process."""
     if kind == "url":
         if not base_url:
             raise TargetError("url target needs a base URL (--base-url)")
