@@ -24,6 +24,7 @@ import fcntl
 import hashlib
 import json
 import logging
+import math
 import os
 import re
 import shutil
@@ -45,7 +46,7 @@ log = logging.getLogger(__name__)
 DATA_DIR = Path(__file__).parent / "data"
 HF_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,95}(/[A-Za-z0-9][A-Za-z0-9._-]{0,95})?$")
 BUILD_SEED = 1234
-RECIPE_VERSION = "3"  # bump when the build code changes
+RECIPE_VERSION = "5"  # bump when the build code changes
 RECIPE_FILE = "recipe.txt"
 
 
@@ -69,7 +70,8 @@ def _corpus_lines() -> list[str]:
     for name in CORPUS_FILES:
         text = (DATA_DIR / name).read_text(encoding="utf-8")
         lines.extend(_strings(json.loads(text)) if name.endswith(".json") else text.splitlines())
-    return [line.strip() for line in lines if line.strip()]
+    # Sentences only: the JSON files' ids and principle names taught the tiny model to answer "fair-04"
+    return [line.strip() for line in lines if len(line.split()) >= 3]
 
 
 def _strings(obj) -> list[str]:
@@ -102,16 +104,21 @@ def _train_tokenizer(lines: list[str], vocab_size: int):
     )
 
 
-def _warm_start(model, tokenizer, lines: list[str], steps: int) -> None:
-    """A few seeded LM steps on the bundled text, so the tiny model speaks in words."""
+def _warm_start(model, tokenizer, lines: list[str], steps: int, lr: float = 2e-3, warmup: int = 20) -> None:
+    """Seeded LM steps on the bundled text (AdamW, linear warm-up then cosine decay), so the tiny model
+    speaks in words. Results are not bit-identical across CPU kinds (sums run in other orders with
+    AVX-512 than with AVX2), so the recipe must not hang on one draw: 80 steps at a constant 5e-3
+    gave words on one kind and "I: I I I" on the other. Measured on an AVX2 host, greedy answers of
+    builds with five seeds: 300 steps at 2e-3 gave words for each; 200 steps, or 3e-3 and more,
+    fell into loops ("I I I", "and and", "::::") for some."""
     text = "\n\n".join(lines)
     ids = torch.tensor(tokenizer(text)["input_ids"], dtype=torch.long)
     block, batch = 64, 8
     gen = torch.Generator().manual_seed(BUILD_SEED)
-    opt = torch.optim.AdamW(model.parameters(), lr=5e-3)
+    opt = torch.optim.AdamW(model.parameters(), lr=lr)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda i: min(1.0, (i + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * i / steps)))
     model.train()
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # small ops: one thread is as fast, and the result is the same everywhere
     for _ in range(steps):
         starts = torch.randint(0, max(1, len(ids) - block - 1), (batch,), generator=gen)
         x = torch.stack([ids[s : s + block] for s in starts])
@@ -119,7 +126,7 @@ def _warm_start(model, tokenizer, lines: list[str], steps: int) -> None:
         loss.backward()
         opt.step()
         opt.zero_grad()
-    torch.set_num_threads(threads)
+        schedule.step()
     model.eval()
 
 
@@ -136,7 +143,7 @@ def _build_gpt2(dest: Path, *, tiny: bool) -> None:
     config.bos_token_id = config.eos_token_id = config.pad_token_id = tokenizer.eos_token_id
     model = GPT2LMHeadModel(config)
     if tiny:
-        _warm_start(model, tokenizer, lines, steps=80)
+        _warm_start(model, tokenizer, lines, steps=300)
     model.save_pretrained(dest)
     tokenizer.save_pretrained(dest)
 
