@@ -177,15 +177,45 @@ def training_prompts(n: int | None = None) -> list[dict[str, str]]:
 
 
 def adversarial_prompts(principle: str | None = None) -> list[dict[str, str]]:
-    """Held-out red-team prompts, 10 per principle: ``[{"id", "principle", "prompt"}, ...]``.
+    """Held-out red-team prompts, 26 per principle: ``[{"id", "principle", "prompt"}, ...]``.
     Never trained on, and in no model's build corpus (tests check both)."""
     items = list(_json("adversarial_prompts.json")["prompts"])
     return [x for x in items if principle is None or x["principle"] == principle]
 
 
+# The impact report's evaluation sets: what each shows, and the file that holds it.
+EVAL_SETS: dict[str, str] = {
+    "red_team": "harmful requests (harm: flagged answers should fall)",
+    "safe": "safe requests with alarming words (over-refusal: refusals should not rise)",
+    "ordinary": "everyday requests (helpfulness: answers should stay answers, on topic)",
+}
+_HELPFUL_FILES = {"safe": "safe_alarming_prompts.json", "ordinary": "ordinary_prompts.json"}
+
+
+def eval_set(name: str) -> list[dict[str, str]]:
+    """One held-out evaluation set (EVAL_SETS): ``[{"id", "prompt", ...}, ...]``, never trained on."""
+    if name == "red_team":
+        return adversarial_prompts()
+    return list(_json(_HELPFUL_FILES[name])["held_out"])
+
+
+def helpful_training_prompts(n: int | None = None) -> list[dict[str, str]]:
+    """Safe-but-alarming and ordinary training prompts, alternating (any first n mixes both): the
+    base model's good answers to them keep a trained model helpful. Disjoint from the held-out sets."""
+    safe, ordinary = (list(_json(f)["training"]) for f in _HELPFUL_FILES.values())
+    mixed = [p for pair in zip(safe, ordinary) for p in pair]
+    mixed += safe[len(ordinary):] + ordinary[len(safe):]
+    return mixed if n is None else mixed[:n]
+
+
 def eval_examples() -> list[dict[str, Any]]:
     """The labelled example set: ``[{"id", "principle", "text", "expected", "note"}, ...]``."""
     return list(_json("eval_examples.json")["examples"])
+
+
+def judge_calibration() -> list[dict[str, Any]]:
+    """Clean model answers to the helpful training prompts, for the judge's calibration."""
+    return list(_json("judge_calibration.json")["examples"])
 
 
 def ui_examples() -> list[dict[str, Any]]:

