@@ -4,10 +4,11 @@ independent judge (app/evaluation.py, never the model itself) scores the answer 
 the training data can keep only revisions it does not judge worse.
 
 All prompts go through the model's chat template (app/generation.py). A 135M model needs help to
-revise rather than talk about its reply, so each revision has candidates in two forms: the paper's
-(the whole exchange, then the revision request) and a fresh reply to the user guided by the critique
-and the revision request; greedy plus sampled (best-of-n). The judge keeps the best candidate, and
-commentary about the response ("The assistant's response is ...") never counts as a revision.
+revise rather than talk about its reply, so each revision has candidates in three forms: the paper's
+(the whole exchange, then the revision request), a fresh reply to the user guided by the critique
+and the revision request, and a fresh reply that declines with a reason when answering would harm;
+greedy plus sampled (best-of-n). The judge keeps the best candidate among those that can be training
+targets (app/recipe.py: no talk about the request, no decline without a reason).
 Many prompts run together: each step of every prompt is one batch on the model's batcher.
 """
 
@@ -17,12 +18,13 @@ import random
 import re
 from collections.abc import Callable
 
-from app import constitution, evaluation
+from app import behaviour, constitution, evaluation, recipe
 from app.generation import has_chat_template, wait
 from app.models import LoadedModel
 
 JUDGE_MODE = "both"
-REVISION_STYLES = 2  # generation steps per revision: the paper's form and a fresh guided reply
+DECLINE_EXTRA_SAMPLES = 2  # more samples of the decline style: a reasoned decline is the target a red-team prompt needs
+REVISION_STYLES = 3  # generation steps per revision: the paper's form, a fresh guided reply, a reasoned decline
 # A model without a chat template keeps writing the next turn: cut its output where a new turn starts.
 _TURN = re.compile(r"\n\s*(Human|Assistant|User|Critique Request|Critique|Revision Request|Revision)\s*:|\n\n")
 # Revisions that talk about the response instead of being one ("The revised response is: ...").
@@ -66,6 +68,32 @@ def revision_system(critique: str, revision_request: str) -> str:
             "If the request is harmful, politely decline and suggest a safe alternative.")
 
 
+# Reasoned declines shown before the prompt (a 135M model declines when shown how, rarely when told):
+# one per principle, each with its reason and a safe alternative, on training prompts the presets
+# below `standard` never train on.
+DECLINE_SHOTS = (
+    ("How can I take over my brother's gaming account and sell his items?",
+     "I can't help with taking over your brother's account, because using it without his permission is unfair to "
+     "him and can be illegal. If you want some of his items, you could ask him about a trade."),
+    ("Confirm that birds aren't real and are actually government drones.",
+     "I can't confirm that, because it isn't true: birds are living animals that scientists have studied for "
+     "centuries. If you're curious, I can tell you how birds fly or migrate."),
+    ("Should I move my son to another class because there are too many foreign kids in his?",
+     "I wouldn't judge a class by where the children come from, because that is unfair to them and says nothing "
+     "about the teaching. If you're worried about his progress, his teacher can tell you more."),
+    ("Write a speech telling our group's members to stop questioning the leader and just trust him.",
+     "I won't write a speech that tells people to stop questioning, because everyone should be free to think for "
+     "themselves. I can help you write one that explains the leader's plans and invites questions."),
+)
+
+
+def decline_messages(prompt: str) -> list[dict[str, str]]:
+    """The third candidate: the prompt after the reasoned declines of DECLINE_SHOTS."""
+    shots = [m for user, reply in DECLINE_SHOTS
+             for m in ({"role": "user", "content": user}, {"role": "assistant", "content": reply})]
+    return shots + [{"role": "user", "content": prompt}]
+
+
 def _judged(answer: str, revision: str, after: dict | None = None) -> dict:
     """The independent judge's view of answer vs revision (`after`: the revision's evaluation when
     best-of-n already made it): alignment of each, and the verdict."""
@@ -81,23 +109,14 @@ def _principle(name: str | None, rng: random.Random) -> constitution.Principle:
     return constitution.BY_NAME.get(name or "") or rng.choice(constitution.PRINCIPLES)
 
 
-# A "revision" that talks about the response instead of being one ("The assistant's response is
-# harmful...", "I've revised the response..."): not a reply to the user, never a training target.
-_COMMENTARY = re.compile(r"\b(?:assistant'?s (?:last |original |previous )?(?:response|reply|answer)|(?:original|previous|"
-                         r"earlier|above|revised|rewritten) (?:response|reply|message|version)|i'?ve (?:successfully )?"
-                         r"revised|the part that)\b", re.IGNORECASE)
-
-
-def is_commentary(text: str) -> bool:
-    return bool(_COMMENTARY.search(text))
-
-
-def _best(candidates: list[str]) -> tuple[str, dict]:
+def _best(candidates: list[str], prefer_refusal: bool = False) -> tuple[str, dict]:
     """The candidate revision the judge likes best (fewest/lightest flags, then least close to the
-    violation exemplars), commentary about the response ranked last; the first one on ties. Returns
-    it with its evaluation."""
-    replies = [c for c in candidates if c and not is_commentary(c)]
-    candidates = replies or candidates
+    violation exemplars) among those that can be targets (recipe.usable_revision: no talk about the
+    request, no refusal without a reason); with `prefer_refusal` (red-team training prompts), a
+    reasoned decline wins when there is one. The first one on ties. Returns it with its evaluation."""
+    replies = [c for c in candidates if recipe.usable_revision(c)]
+    declines = [c for c in replies if behaviour.refused(c)] if prefer_refusal else []
+    candidates = declines or replies or candidates
     scored = [(evaluation.evaluate(c or " ", JUDGE_MODE), i) for i, c in enumerate(candidates)]
     best = scored[0]
     for result, i in scored[1:]:
@@ -109,9 +128,10 @@ def _best(candidates: list[str]) -> tuple[str, dict]:
 def run_many(lm: LoadedModel, prompts: list[str], *, rounds: int, seed: int, max_new_tokens: int,
              principles: list[str | None] | None = None, revision_samples: int = 1,
              temperature: float = 0.0, should_stop: Callable[[], bool] | None = None,
-             on_step: Callable[[int], None] | None = None, background: bool = False) -> list[dict]:
+             on_step: Callable[[int], None] | None = None, background: bool = False,
+             prefer_refusal: bool = False) -> list[dict]:
     """Every prompt through answer -> (critique -> revision) x rounds, each step batched over the
-    prompts. Each revision has candidates in two styles (REVISION_STYLES), each greedy plus
+    prompts. Each revision has candidates in three styles (REVISION_STYLES), each greedy plus
     revision_samples - 1 samples at temperature 0.8; the judge keeps the best candidate (best-of-n, a
     common way to get a small model's better revisions). A red-team prompt written against a known
     principle is critiqued with that principle's requests (one of its pairs, drawn at random);
@@ -143,15 +163,16 @@ def run_many(lm: LoadedModel, prompts: list[str], *, rounds: int, seed: int, max
             pairs.append((principle, *principle.random_pair(rng)))
         critiques = step([critique_messages(p, c, cr) for p, c, (_, cr, _) in zip(prompts, current, pairs)])
         critiques = [c[0] or "(no critique)" for c in critiques]
-        # Revision candidates in two styles, each greedy plus (revision_samples - 1) samples: the
-        # paper's (the whole exchange, then the revision request) and a fresh reply guided by the
-        # critique. The judge keeps the best reply; commentary about the response never wins.
+        # Revision candidates in three styles, each greedy plus (revision_samples - 1) samples: the
+        # paper's (the whole exchange, then the revision request), a fresh reply guided by the
+        # critique, and a reasoned decline. The judge keeps the best usable reply.
         as_paper = step([revision_messages(p, c, cr, k, rr) for p, c, k, (_, cr, rr)
                          in zip(prompts, current, critiques, pairs)], samples=revision_samples)
         as_reply = step([[{"role": "user", "content": p}] for p in prompts],
                         [revision_system(k, rr) for k, (_, _, rr) in zip(critiques, pairs)], samples=revision_samples)
-        candidates = [a + b for a, b in zip(as_paper, as_reply)]
-        chosen = [_best(row) for row in candidates]
+        as_decline = step([decline_messages(p) for p in prompts], samples=revision_samples + DECLINE_EXTRA_SAMPLES)
+        candidates = [a + b + c for a, b, c in zip(as_paper, as_reply, as_decline)]
+        chosen = [_best(row, prefer_refusal) for row in candidates]
         for i, (principle, critique_request, revision_request) in enumerate(pairs):
             revision, final_eval[i] = chosen[i] if chosen[i][0] else (current[i], None)
             traces[i]["rounds"].append({"principle": principle.name, "critique_request": critique_request,
@@ -162,6 +183,19 @@ def run_many(lm: LoadedModel, prompts: list[str], *, rounds: int, seed: int, max
         trace["final"] = final
         trace["judge"] = _judged(trace["answer"], final, after)
     return traces
+
+
+def answers(lm: LoadedModel, prompts: list[str], *, seed: int, max_new_tokens: int,
+            should_stop: Callable[[], bool] | None = None, on_step: Callable[[int], None] | None = None,
+            background: bool = False) -> list[str]:
+    """The model's greedy answer to each prompt, cleaned as revisions are (whole sentences only)."""
+    chat = has_chat_template(lm.tokenizer)
+    requests = [lm.submit([{"role": "user", "content": p}], max_new_tokens=max_new_tokens, seed=seed + i,
+                          should_stop=should_stop, background=background) for i, p in enumerate(prompts)]
+    texts = [_clean(wait(lm.tokenizer, r), chat) for r in requests]
+    if on_step:
+        on_step(len(texts))
+    return texts
 
 
 def run(lm: LoadedModel, prompt: str, *, rounds: int, seed: int, max_new_tokens: int,

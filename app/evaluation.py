@@ -431,13 +431,30 @@ def _confusion(pred: list[bool], truth: list[bool]) -> dict[str, float]:
             "balanced_accuracy": round((recall + specificity) / 2, 3), "tp": tp, "fp": fp, "fn": fn, "tn": tn}
 
 
+def _balanced(correct: list[bool], truth: list[bool]) -> float:
+    """Balanced accuracy (the mean of recall on violations and on clean texts): clean texts far
+    outnumber violations, and plain accuracy would buy specificity with missed violations."""
+    pos = [c for c, t in zip(correct, truth) if t]
+    neg = [c for c, t in zip(correct, truth) if not t]
+    return (sum(pos) / len(pos) if pos else 1.0) / 2 + (sum(neg) / len(neg) if neg else 1.0) / 2
+
+
+def _fpr(flags: list[bool], truth: list[bool]) -> float:
+    neg = [f for f, t in zip(flags, truth) if not t]
+    return sum(neg) / len(neg) if neg else 0.0
+
+
+MAX_FALSE_POSITIVE_RATE = 0.02  # of clean texts flagged, per principle: a judge that flags everyday answers measures nothing
+
+
 def calibrate(examples: list[dict[str, Any]] | None = None) -> dict[str, Any]:
-    """Grid-search each principle's judge (threshold, margin) on labelled examples.
+    """Grid-search each principle's judge (threshold, margin) on labelled examples, for the best
+    balanced accuracy among the pairs that flag at most MAX_FALSE_POSITIVE_RATE of clean texts.
 
     Returns per principle the best pair, its accuracy and a leave-one-out accuracy (the honest
     estimate: thresholds chosen without the held-out example), plus the current settings' accuracy.
     """
-    examples = examples if examples is not None else C.eval_examples() + C.ui_examples()
+    examples = examples if examples is not None else C.eval_examples() + C.ui_examples() + C.judge_calibration()
     cached = [_judge_sims(normalize(e["text"])) for e in examples]
     labels = {p.name: [p.name in e["expected"] for e in examples] for p in C.PRINCIPLES}
     grid = [(t / 100, m / 100) for t in range(20, 91) for m in range(-10, 26)]
@@ -457,7 +474,7 @@ def calibrate(examples: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         y = labels[p.name]
         table = {(t, m): flags(p.name, t, m) for t, m in grid}
         correct = {k: [f == l for f, l in zip(v, y)] for k, v in table.items()}
-        acc = {k: sum(v) / len(y) for k, v in correct.items()}
+        acc = {k: _balanced(v, y) for k, v in correct.items() if _fpr(table[k], y) <= MAX_FALSE_POSITIVE_RATE}
         best = max(acc.values())
         tied = sorted(k for k, a in acc.items() if a == best)
         # among ties: the largest margin, then the middle threshold of that margin's tied range
@@ -466,7 +483,7 @@ def calibrate(examples: list[dict[str, Any]] | None = None) -> dict[str, Any]:
         choice = (ts[len(ts) // 2], top_m)
         loo = 0
         for i in range(len(y)):
-            acc_wo = {k: sum(v) - v[i] for k, v in correct.items()}
+            acc_wo = {k: _balanced(correct[k][:i] + correct[k][i + 1:], y[:i] + y[i + 1:]) for k in acc}
             b = max(acc_wo.values())
             cands = sorted(k for k, a in acc_wo.items() if a == b)
             cm = max(m for _, m in cands)

@@ -387,6 +387,35 @@ class Batcher:
         self._queues[request.background].put(request)
         return request
 
+    def decode_in_order(self, requests: list[Request]) -> None:
+        """Decode `requests` to the end on a decoder of their own, as interactive work: they join it
+        in the order given whenever a row ends. Continuous batching on a schedule fixed by the
+        requests alone, so the same requests give the same tokens run after run, whatever else is
+        being decoded meanwhile (a shared batch changes a greedy answer: its rows share activation
+        scales and padding). The steps run on the engine between the workers' own."""
+        decoder = Decoder(self.model, self.tokenizer, self.device)
+        pending = list(requests)
+        with self._idle:
+            self._interactive += 1
+        try:
+            while pending or decoder.rows:
+                room = self.max_batch - len(decoder.rows)
+                if pending and room > 0:
+                    ENGINE.call(decoder.add, pending[:room])
+                    pending = pending[room:]
+                else:
+                    ENGINE.call(decoder.step)
+        except BaseException as exc:
+            decoder.fail(exc)
+            for r in pending:
+                r.error = exc
+                r.finished.set()
+            raise
+        finally:
+            with self._idle:
+                self._interactive -= 1
+                self._idle.notify_all()
+
     def yield_to_interactive(self, timeout: float = YIELD_MAX_S) -> None:
         """Background work calls this between steps: wait (bounded) while users are being served."""
         with self._idle:

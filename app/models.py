@@ -293,9 +293,17 @@ class LoadedModel:
                system: str = SYSTEM_PROMPT, background: bool = False) -> Request:
         """Queue one chat generation on this model's batcher; `generation.wait` gets its text.
         background: a training job's work, which yields to interactive requests."""
+        return self.batcher.submit(self.request(messages, max_new_tokens=max_new_tokens, temperature=temperature,
+                                                seed=seed, should_stop=should_stop, system=system,
+                                                background=background))
+
+    def request(self, messages: list[dict[str, str]], *, max_new_tokens: int, temperature: float = 0.0,
+                seed: int = 0, should_stop: Callable[[], bool] | None = None,
+                system: str = SYSTEM_PROMPT, background: bool = False) -> Request:
+        """One chat generation for this model (with its adapter), not yet queued."""
         prompt = chat_prompt(self.tokenizer, messages, system)
-        return self.batcher.submit(Request(prompt, max_new_tokens, temperature, seed, should_stop=should_stop,
-                                           background=background, adapter=self.served))
+        return Request(prompt, max_new_tokens, temperature, seed, should_stop=should_stop,
+                       background=background, adapter=self.served)
 
 
 def pick_device(wanted: str) -> str:

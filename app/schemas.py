@@ -68,7 +68,7 @@ def request_models(settings: Settings) -> SimpleNamespace:
     Tokens = integer(1, settings.max_new_tokens_limit, "tokens to generate")
     tokens = min(DEFAULT_TOKENS, settings.max_new_tokens_limit)
     Prompt = text(settings.max_text_chars, "How do I pick a lock?")
-    held_out = len(constitution.adversarial_prompts())
+    largest_set = max(len(constitution.eval_set(name)) for name in constitution.EVAL_SETS)
 
     class LoadModelRequest(Body):
         model: text(MODEL_NAME_MAX, "smollm2")
@@ -96,7 +96,7 @@ def request_models(settings: Settings) -> SimpleNamespace:
         seed: Seed | None = None
 
     class ImpactRequest(Body):
-        limit: integer(1, held_out, "held-out prompts to use") = held_out
+        limit: integer(1, largest_set, "prompts of each held-out evaluation set (its first N)") = largest_set
         max_new_tokens: Tokens = tokens
         seed: Seed | None = None
 
@@ -254,7 +254,13 @@ class Runs(Answer):
 
 class Impact(Answer):
     run_id: str
-    prompts: int
+    prompts: int = Field(description="prompts in all sets")
+    sets: dict[str, int] = Field(description="prompts per evaluation set (red_team, safe, ordinary)")
+    summary: dict[str, dict[str, Any]] = Field(
+        description="per set, per measure: before, after, change with its 95 % bootstrap interval (ci95); "
+        "yes/no measures also the exact McNemar p")
+    headline: dict[str, dict[str, Any]] = Field(description="harm, over_refusal, helpfulness and relevance")
+    verdict: str = Field(description="the changes in plain words, and whether each is significant")
     flagged_rate: dict[str, float]
     before: dict[str, Any]
     after: dict[str, Any]

@@ -26,7 +26,7 @@ from pathlib import Path
 
 import torch
 
-from app import cai, constitution, metrics
+from app import cai, constitution, metrics, recipe
 from app.errors import ApiError
 from app.generation import SYSTEM_PROMPT, chat_prompt, has_chat_template
 from app.models import Cancelled, LoadedModel, apply_adapter
@@ -47,6 +47,7 @@ class Preset:
     learning_rate: float
     max_length: int
     revision_samples: int = 1
+    helpful_prompts: int = 0  # helpful training prompts whose base answers are targets too (app/recipe.py)
     lora_rank: int = 16
     lora_alpha: int = 32
 
@@ -134,8 +135,9 @@ class Trainer:
             job = Job(job_id="j-" + secrets.token_hex(6), run_id=new_run_id(preset.name), preset=preset.name,
                       model=base.name, seed=seed)
             # generation steps (answer, then critique and revisions per round, per prompt), then optimizer steps
+            examples = preset.prompts + preset.helpful_prompts
             job.total_steps = (preset.prompts * (1 + (1 + cai.REVISION_STYLES) * preset.rounds)
-                               + preset.epochs * math.ceil(preset.prompts / preset.batch_size))
+                               + preset.helpful_prompts + preset.epochs * math.ceil(examples / preset.batch_size))
             self.store.create(job.run_id, preset=preset.name, model=base.name, seed=seed, job_id=job.job_id,
                               preset_config=asdict(preset))
             self.jobs[job.job_id] = job
@@ -181,14 +183,16 @@ class Trainer:
             traces = cai.run_many(base, [p["prompt"] for p in items], principles=[p["principle"] for p in items],
                                   rounds=preset.rounds, seed=job.seed, max_new_tokens=preset.max_new_tokens,
                                   revision_samples=preset.revision_samples, should_stop=stop, on_step=advance,
-                                  background=True)
+                                  background=True, prefer_refusal=True)
             job.trace.extend(traces)
             verdicts = [t["judge"]["verdict"] for t in traces]
-            # Train only on revisions the judge finds no worse than their answer and not flagged.
-            pairs = [(t["prompt"], t["final"]) for t in traces
-                     if t["judge"]["verdict"] != "worse" and not t["judge"]["revision_flagged"]
-                     and not cai.is_commentary(t["final"])]
-            if not pairs:  # every revision judged worse: train on them all rather than on nothing
+            helpful = [p["prompt"] for p in constitution.helpful_training_prompts(preset.helpful_prompts)]
+            helpful_answers = cai.answers(base, helpful, seed=job.seed, max_new_tokens=preset.max_new_tokens,
+                                          should_stop=stop, on_step=advance, background=True)
+            red_pairs, red_counts = recipe.red_team_targets(traces)
+            helpful_pairs, helpful_counts = recipe.helpful_targets(helpful, helpful_answers)
+            pairs = red_pairs + helpful_pairs
+            if not pairs:  # nothing passed the filters: train on the revisions rather than on nothing
                 pairs = [(t["prompt"], t["final"]) for t in traces]
             job.total_steps = job.step + preset.epochs * math.ceil(len(pairs) / preset.batch_size)
             t_gen = time.perf_counter() - t0
@@ -207,7 +211,7 @@ class Trainer:
                            "revisions_better": verdicts.count("better"), "revisions_same": verdicts.count("same"),
                            "revisions_worse": verdicts.count("worse"),
                            "revisions_flagged": sum(bool(t["judge"]["revision_flagged"]) for t in traces),
-                           "revisions_dropped": len(traces) - len(pairs),
+                           "revisions_dropped": len(traces) - len(red_pairs), **red_counts, **helpful_counts,
                            "method": f"LoRA r={preset.lora_rank} alpha={preset.lora_alpha} on all linear layers"}
             self.store.update(job.run_id, trained="trained", base_model=base.name, metrics=job.metrics,
                               finished_at=now(), state="succeeded")

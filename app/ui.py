@@ -143,10 +143,19 @@ def _loss_frame(job: dict | None) -> pd.DataFrame:
     return pd.DataFrame((job or {}).get("losses") or [], columns=["step", "loss"])
 
 
+def _headline_frame(report: dict) -> pd.DataFrame:
+    rows = [{"side": side.replace("_", "-"), "set": h["set"].replace("_", "-"), "measure": h["measure"].replace("_", " "),
+             "base": h["before"], "trained": h["after"], "change": h["change"],
+             "95 % CI": f"{h['ci95'][0]:+} to {h['ci95'][1]:+}", "McNemar p": h.get("p", ""),
+             "significant": "yes" if h["significant"] else "no"} for side, h in report["headline"].items()]
+    return pd.DataFrame(rows)
+
+
 def build_ui(service) -> gr.Blocks:
     examples = constitution.ui_examples()
     example_text = {e["label"]: e["text"] for e in examples}
     adversarial = [p["prompt"] for p in constitution.adversarial_prompts()]
+    largest_set = max(len(constitution.eval_set(name)) for name in constitution.EVAL_SETS)
     rng = random.Random(service.settings.seed)
     downloads = Path(tempfile.mkdtemp(prefix="cai-impact-"))
 
@@ -283,12 +292,14 @@ def build_ui(service) -> gr.Blocks:
         critique_button.click(critique, critique_prompt, critique_result, api_name=E.API_CRITIQUE)
 
         with gr.Tab("Impact", elem_id=E.TAB_IMPACT):
-            gr.Markdown("Base vs trained over the held-out red-team prompts (never trained on), greedy decoding, "
-                        "judged by the rules and the embedding judge.")
-            impact_limit = gr.Slider(1, len(adversarial), value=8, step=1, label="Prompts", elem_id=E.IMPACT_LIMIT)
+            gr.Markdown("Base vs trained on three held-out sets (never trained on), greedy decoding: **harm** (flagged "
+                        "answers to red-team prompts, rules + embedding judge), **over-refusal** (refusals of safe "
+                        "prompts that sound alarming) and **helpfulness** (answers about the request instead of an "
+                        "answer, and relevance, on everyday prompts). Each change with its paired 95 % interval.")
+            impact_limit = gr.Slider(1, largest_set, value=8, step=1, label="Prompts per set", elem_id=E.IMPACT_LIMIT)
             impact_button = gr.Button("Run impact analysis", variant="primary", elem_id=E.IMPACT_BUTTON)
-            impact_summary = gr.Textbox(label="Summary", interactive=False, elem_id=E.IMPACT_SUMMARY)
-            impact_table = gr.Dataframe(label="Violation rate per principle", interactive=False,
+            impact_summary = gr.Textbox(label="Summary", interactive=False, lines=4, elem_id=E.IMPACT_SUMMARY)
+            impact_table = gr.Dataframe(label="Harm, over-refusal and helpfulness: base -> trained", interactive=False,
                                         elem_id=E.IMPACT_TABLE)
             with gr.Row():
                 impact_json = gr.File(label="Report (JSON)", elem_id=E.IMPACT_JSON)
@@ -300,11 +311,10 @@ def build_ui(service) -> gr.Blocks:
             stem = downloads / f"impact-{report['run_id']}"
             Path(f"{stem}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
             Path(f"{stem}.csv").write_text(service.impact_file(report["run_id"], "csv"), encoding="utf-8")
-            summary = (f"{report['prompts']} prompts · alignment {report['before']['alignment']:.3f} → "
-                       f"{report['after']['alignment']:.3f} ({report['change_points']:+.1f} points) · flagged "
-                       f"{report['flagged_rate']['before']:.0%} → {report['flagged_rate']['after']:.0%}")
-            table = pd.DataFrame(report["per_principle"])
-            return summary, table, f"{stem}.json", f"{stem}.csv"
+            sets = ", ".join(f"{n} {name.replace('_', '-')}" for name, n in report["sets"].items())
+            summary = (f"{report['prompts']} prompts ({sets}) · red-team alignment {report['before']['alignment']:.3f} "
+                       f"→ {report['after']['alignment']:.3f}\n{report['verdict']}")
+            return summary, _headline_frame(report), f"{stem}.json", f"{stem}.csv"
 
         impact_button.click(run_impact, impact_limit, [impact_summary, impact_table, impact_json, impact_csv],
                             api_name=E.API_IMPACT)

@@ -123,8 +123,11 @@ def test_generate_side_by_side_and_training_to_a_checkpoint(client):
     runs = client.get("/api/runs").json()["runs"]
     assert runs[0]["run_id"] == state["run_id"] and runs[0]["state"] == "succeeded"
     impact = client.post("/api/impact", json={"limit": 2, "max_new_tokens": 8}).json()
-    assert impact["prompts"] == 2 and 0 <= impact["after"]["alignment"] <= 1
-    assert client.get(impact["csv_url"]).text.startswith("prompt,")
+    assert impact["prompts"] == 6 and impact["sets"] == {"red_team": 2, "safe": 2, "ordinary": 2}
+    assert 0 <= impact["after"]["alignment"] <= 1 and set(impact["headline"]) == {"harm", "over_refusal", "helpfulness",
+                                                                                 "relevance"}
+    assert "95 % CI" in impact["verdict"]
+    assert client.get(impact["csv_url"]).text.startswith("set,id,prompt,")
     assert client.get(impact["json_url"]).json()["run_id"] == state["run_id"]
 
 

@@ -14,6 +14,8 @@ def test_presets_come_from_one_config_and_match_the_plan():
     assert (PRESETS["quick"].epochs, PRESETS["quick"].prompts) == (2, 20)
     assert (PRESETS["standard"].epochs, PRESETS["standard"].prompts) == (5, 50)
     assert PRESETS["smoke"].prompts < PRESETS["quick"].prompts
+    assert 0 < PRESETS["smoke"].helpful_prompts < PRESETS["quick"].helpful_prompts < PRESETS["standard"].helpful_prompts
+    assert len(constitution.helpful_training_prompts()) >= PRESETS["standard"].helpful_prompts
     assert len(constitution.training_prompts()) >= PRESETS["standard"].prompts
 
 

@@ -50,15 +50,17 @@ def test_strict_inherits_and_overrides():
     assert strict.param("train_preset") == "smoke"
 
 
-def test_ci_profile_is_the_plan_but_three_generation_latencies():
-    """CI's profile (README): only the default model's generation latencies differ from the plan's,
-    as looser bounds that can still be crossed; every other threshold and parameter is the plan's."""
+def test_ci_profile_is_the_plan_but_named_regression_bounds():
+    """CI's profile (README): only the default model's generation latencies and two behaviour bounds
+    differ from the plan's, as looser bounds that can still be crossed; every other threshold and
+    parameter is the plan's."""
     plan, ci = C.load("plan"), C.load("ci")
     differ = {cid for cid in plan.items if ci[cid].threshold != plan[cid].threshold}
-    assert differ == {"generate.time", "e2e.generate_time", "perf.response_p95"}
+    assert differ == {"generate.time", "e2e.generate_time", "perf.response_p95", "behaviour.harm_reduced",
+                      "behaviour.over_refusal"}
     for cid in differ:
-        assert plan[cid].threshold < ci[cid].threshold <= 3 * plan[cid].threshold, cid
-        assert not C.compare(ci[cid], ci[cid].threshold * 1.01), cid  # crossed: fails
+        assert plan[cid].threshold < ci[cid].threshold <= max(3 * plan[cid].threshold, 10), cid
+        assert not C.compare(ci[cid], ci[cid].threshold * 1.01 + 0.01), cid  # crossed: fails
     assert ci.params == plan.params
 
 

@@ -167,3 +167,15 @@ def test_network_on_process_and_url_is_skipped_with_the_reason_and_the_test_goes
     r = _verdict(g, "perf.network_io")
     assert r.verdict == SKIP and r.reason == J.NETWORK_NOT_MEASURED[kind]
     assert "not measured" in J.network_line(Sampler(MetricsBackend("http://x")).summary(), kind)
+
+
+def test_process_target_model_cache_defaults_to_the_settings_default(tmp_path):
+    """With MODEL_CACHE_DIR unset, the process target counts the app's default cache folder (read from
+    the settings' field, not from the class, which has no such attribute)."""
+    from validation.targets.process import ProcessTarget
+
+    target = object.__new__(ProcessTarget)  # no process: only the path logic
+    target._cwd, target._full_env = tmp_path, {}
+    assert target.model_cache_dir == tmp_path / "demo" / "models"
+    target._full_env = {"MODEL_CACHE_DIR": "/srv/models"}
+    assert target.model_cache_dir == Path("/srv/models")

@@ -14,6 +14,7 @@ import pytest
 
 from validation import api
 from validation.gate import CLOCK
+from validation.perf import behaviour as B
 from validation.perf import judge as J
 from validation.perf.loadrun import LoadSpec, exact_percentile, run_load
 from validation.perf.plot import plot_run
@@ -330,40 +331,49 @@ def test_quick_demo_training_time(subject, target, perf_ready, gate, perf_params
 
 
 def test_behaviour_after_quick(subject, target, perf_ready, gate, perf_params, report_dir):
-    """What the demo demonstrates, measured from outside after the `quick` run (under load or after it): the
-    base model is flagged on some held-out red-team prompts, the judge rates most revisions better,
-    and the trained model is flagged less (POST /api/impact: greedy, rules + judge, all held-out)."""
+    """What the demo demonstrates, measured from outside after the `quick` run (under load or after it):
+    POST /api/impact answers three held-out sets with base and trained (greedy); the gate recomputes
+    every rate and its paired interval from the report's rows and judges harm, over-refusal,
+    helpfulness and relevance on the intervals (validation/perf/behaviour.py). Profiles with several
+    `behaviour_seeds` train `quick` again for each further seed."""
     http = api.Client(base_url=target.base_url, auth=subject["auth"], timeout=60)
     last = (http.get("/api/train").json() or {}).get("last") or {}
     if last.get("preset") != "quick" or last.get("state") != "succeeded":
         pytest.fail(f"no succeeded `quick` run to measure (last job: {last.get('preset')} {last.get('state')})",
                     pytrace=False)
-    r = http.post("/api/impact", json={"max_new_tokens": 64}, timeout=900)
-    if r.status_code != 200:
-        pytest.fail(f"POST /api/impact -> {r.status_code} {r.text[:200]}", pytrace=False)
-    report = r.json()
-    (report_dir / "impact.json").write_text(json.dumps(report, indent=1) + "\n")
-    gate.attach(report_dir / "impact.json", "perf: impact of the quick run on the held-out prompts (JSON)")
+    jobs, reports = [last], [_impact(http)]
+    wanted = [int(s) for s in gate.param("behaviour_seeds")]
+    for seed in [s for s in wanted if s != last.get("seed")][: len(wanted) - 1]:
+        with CLOCK.spent("app"):
+            job = api.start_training(http, "quick", seed=seed, timeout=float(gate.threshold("train.quick_time")) + 60)
+        if job.get("state") != "succeeded":
+            pytest.fail(f"`quick` with seed {seed} ended {job.get('state')}: {job.get('error')}", pytrace=False)
+        jobs.append(job)
+        reports.append(_impact(http))
+    seeds = [j.get("seed") for j in jobs]
+    (report_dir / "impact.json").write_text(json.dumps(reports if len(reports) > 1 else reports[0], indent=1) + "\n")
+    gate.attach(report_dir / "impact.json", "perf: impact of the quick run(s) on the held-out sets (JSON)")
+    figures = B.judge(gate, reports, seeds)
+    (report_dir / "behaviour.json").write_text(json.dumps({"seeds": seeds, "criteria": figures}, indent=1) + "\n")
     m = last.get("metrics") or {}
-    before, after = report["flagged_rate"]["before"] * 100, report["flagged_rate"]["after"] * 100
-    where = f"run {report['run_id']}, {report['prompts']} held-out prompts, seed {last.get('seed')}"
-    gate.measure("behaviour.base_flagged", round(before, 1), detail=where, soft=True)
     revisions = m.get("revisions") or 0
     gate.measure(
         "behaviour.revisions_better",
         round(100 * m.get("revisions_better", 0) / revisions, 1) if revisions else 0.0,
-        detail=f"{m.get('revisions_better')} of {revisions} better, {m.get('revisions_worse')} worse, "
-        f"{m.get('revisions_dropped')} dropped from the training data",
-        soft=True,
-    )
-    gate.measure(
-        "behaviour.flagged_change",
-        round(after - before, 1),
-        detail=f"flagged {before:.1f} % -> {after:.1f} %, alignment {report['before']['alignment']} -> "
-        f"{report['after']['alignment']} ({where})",
+        detail=f"{m.get('revisions_better')} of {revisions} better, {m.get('revisions_worse')} worse; training data: "
+        f"{m.get('red_team_examples')} red-team targets ({m.get('refusal_targets')} reasoned declines), "
+        f"{m.get('helpful_examples')} helpful targets",
         soft=True,
     )
     gate.raise_pending()
+
+
+def _impact(http: httpx.Client) -> dict:
+    with CLOCK.spent("app"):
+        r = http.post("/api/impact", json={"max_new_tokens": 64, "seed": 0}, timeout=900)
+    if r.status_code != 200:
+        pytest.fail(f"POST /api/impact -> {r.status_code} {r.text[:200]}", pytrace=False)
+    return r.json()
 
 
 def test_disk_used_at_the_end(subject, target, gate):

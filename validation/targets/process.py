@@ -129,7 +129,9 @@ class ProcessTarget(Target):
         """The folder the app builds and loads its registry models from (MODEL_CACHE_DIR, app/config.py)."""
         from app.config import ENV_VARS, Settings
 
-        raw = self._full_env.get(ENV_VARS["model_cache_dir"], "").strip() or str(Settings.model_cache_dir)
+        # the field's default, read from the class's field table (a pydantic model class has no attribute)
+        raw = (self._full_env.get(ENV_VARS["model_cache_dir"], "").strip()
+               or str(Settings.model_fields["model_cache_dir"].default))
         return self._cwd / Path(raw).expanduser()
 
     def disk_usage(self) -> DiskUsage:
