@@ -27,6 +27,7 @@ class Fault:
     expect: tuple[str, ...]
     apply: Callable[[], None]
     tests: str = ""
+    model: str = "tiny"  # the default model of its runs; the behaviour faults need the real one
 
 
 def _patch(target: str, make: Callable[[Callable], Callable]) -> None:
@@ -183,6 +184,20 @@ def _leaky_cache():
     _after("app.service:Service.evaluate", keep)
 
 
+ONE_REFUSAL = "I'm sorry, but I can't help with that."
+
+
+def _one_refusal_targets():
+    """Every supervised target, red-team and helpful alike, is one fixed refusal."""
+    for name in ("red_team_targets", "helpful_targets"):
+        _after(f"app.recipe:{name}", lambda result, *a, **k: ([(p, ONE_REFUSAL) for p, _ in result[0]], result[1]))
+
+
+def _restating_answers(pairs, base, trained, items, **kw):
+    """The trained model's answers are a restatement of the request."""
+    return [(b, f"The user is asking: {p}") for (b, _), p in zip(pairs, items)]
+
+
 def _open_without_marking(self):
     self.root.mkdir(parents=True, exist_ok=True)  # the check of runs left active was dropped
     return []
@@ -266,4 +281,11 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
     Fault("rate_limit_not_applied", "the rate limit never answers 429", "resilience",
           ("security.rate_limited",),
           lambda: _replace("app.server:RateLimiter.retry_after", lambda self, client: 0.0), "rate_limit"),
+    # Behaviour: only the behaviour criteria see these (the model still answers, fast and flagged less).
+    Fault("targets_one_refusal", "every training target is one fixed refusal", "perf",
+          ("behaviour.over_refusal", "behaviour.relevance"),
+          _one_refusal_targets, "quick_demo or behaviour", model="smollm2"),
+    Fault("answers_restate_request", "the trained model answers with a restatement of the request", "perf",
+          ("behaviour.helpfulness",),
+          lambda: _after("app.impact:answers", _restating_answers), "quick_demo or behaviour", model="smollm2"),
 ]}

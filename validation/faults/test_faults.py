@@ -30,6 +30,7 @@ pytestmark = pytest.mark.faults
 
 REPO = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 300
+BEHAVIOUR_RUN_TIMEOUT_S = 1200  # a behaviour fault's run trains `quick` and answers every held-out prompt
 
 
 def _chosen(pytestconfig) -> list[Fault]:
@@ -37,25 +38,28 @@ def _chosen(pytestconfig) -> list[Fault]:
     unknown = [n for n in names if n not in FAULTS]
     if unknown:
         raise pytest.UsageError(f"--faults: unknown {', '.join(unknown)}; known: {', '.join(FAULTS)}")
-    return [FAULTS[n] for n in names] if names else list(FAULTS.values())
+    if names:
+        return [FAULTS[n] for n in names]
+    return [f for f in FAULTS.values() if f.model == "tiny" or pytestconfig.getoption("--behaviour-faults")]
 
 
-def _run(session: str, tests: str, out: Path, fault: str | None) -> dict:
-    """One gate run of `session` (-k `tests`) on the process target with `tiny`; its report.json
+def _run(session: str, tests: str, out: Path, fault: str | None, model: str = "tiny") -> dict:
+    """One gate run of `session` (-k `tests`) on the process target with `model`; its report.json
     results and how it ended."""
-    env = {**os.environ, "DEFAULT_MODEL": "tiny", "GATE_APP_MODULE": "validation.faults.inject",
+    env = {**os.environ, "DEFAULT_MODEL": model, "GATE_APP_MODULE": "validation.faults.inject",
            "GATE_FAULT": fault or "", "GATE_SESSION": session, "GATE_MEMORY_TEST": "off"}
     cmd = [sys.executable, "-m", "pytest", f"validation/{session}", "-p", "no:cacheprovider", "-q",
-           "-p", "no:playwright", "-p", "no:locust", "--target", "process", "--param", "model=tiny", "--health-timeout", "30",
-           "--report-dir", str(out), "-k", tests]
+           "-p", "no:playwright", "-p", "no:locust", "--target", "process", "--param", f"model={model}",
+           "--health-timeout", "60", "--report-dir", str(out), "-k", tests]
     out.mkdir(parents=True, exist_ok=True)
+    timeout = RUN_TIMEOUT_S if model == "tiny" else BEHAVIOUR_RUN_TIMEOUT_S
     t0 = time.perf_counter()
     try:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=RUN_TIMEOUT_S)
+        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
         ended = f"exit {proc.returncode}"
         (out / "pytest.log").write_text(proc.stdout + proc.stderr)
     except subprocess.TimeoutExpired as exc:
-        ended = f"timed out after {RUN_TIMEOUT_S} s"
+        ended = f"timed out after {timeout} s"
         (out / "pytest.log").write_text(str(exc.stdout or "") + str(exc.stderr or ""))
     seconds = time.perf_counter() - t0
     try:
@@ -100,26 +104,27 @@ def test_every_fault_is_caught(gate, pytestconfig, say, report_dir):
 
     # Control: every (session, tests) the chosen faults use, without a fault, must pass, and every
     # criterion they expect to catch a fault must be measured (and pass) there.
-    selections: dict[str, list[str]] = {}
-    needed: dict[str, dict[str, None]] = {}  # session -> the criteria its faults expect (ordered, once each)
+    selections: dict[tuple[str, str], list[str]] = {}
+    needed: dict[tuple[str, str], dict[str, None]] = {}  # (session, model) -> the criteria its faults expect
     for f in faults:
-        selections.setdefault(f.session, []).append(f"({f.tests})")
-        needed.setdefault(f.session, {}).update(dict.fromkeys(f.expect))
+        selections.setdefault((f.session, f.model), []).append(f"({f.tests})")
+        needed.setdefault((f.session, f.model), {}).update(dict.fromkeys(f.expect))
     problems = []
-    for session, tests in selections.items():
-        res = _run(session, " or ".join(dict.fromkeys(tests)), root / f"control-{session}", None)
-        found, skipped = control_problems(list(needed[session]), res["results"])
-        say(f"control {session}: {len(res['passed'])} criteria passed, {len(res['failed'])} failed, "
+    for (session, model), tests in selections.items():
+        name = session if model == "tiny" else f"{session}-{model}"
+        res = _run(session, " or ".join(dict.fromkeys(tests)), root / f"control-{name}", None, model)
+        found, skipped = control_problems(list(needed[(session, model)]), res["results"])
+        say(f"control {name}: {len(res['passed'])} criteria passed, {len(res['failed'])} failed, "
             f"{res['seconds']:.0f} s ({res['ended']})" + (f"; needed but skipped: {', '.join(skipped)}" if skipped else ""))
         if found:
-            problems.append(f"{session} ({res['ended']}): " + "; ".join(found))
+            problems.append(f"{name} ({res['ended']}): " + "; ".join(found))
     gate.measure("faults.control", not problems,
-                 detail="; ".join(problems) or f"the unfaulted app passes {', '.join(selections)}, measuring all "
+                 detail="; ".join(problems) or f"the unfaulted app passes {', '.join(s for s, _ in selections)}, measuring all "
                  f"{sum(map(len, needed.values()))} criteria the faults expect")
 
     rows = []
     for f in faults:
-        row = judge(f, _run(f.session, f.tests, root / f.name, f.name))
+        row = judge(f, _run(f.session, f.tests, root / f.name, f.name, f.model))
         rows.append(row)
         others = f" (also {', '.join(row['also_failed'])})" if row["also_failed"] else ""
         say(f"{'caught  ' if row['caught_by'] else 'MISSED  '} {f.name:26} by {', '.join(row['caught_by']) or '-'}"

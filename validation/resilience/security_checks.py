@@ -43,7 +43,9 @@ AUTH_ROUTES: list[tuple[str, str, Any]] = [
     ("GET", "/api/runs/20990101-000000-smoke-abcd", None),
     ("GET", "/api/train/j-000000000000", None),
     ("POST", "/api/evaluate", {"text": "Hello there", "mode": "rules"}),
-    ("POST", "/api/models/load", {"model": "tiny"}),
+    # a name no registry holds: refused with 404 once past auth, at once. Loading a real model could build
+    # it first (tiny: about 20 s, more on a busy host), which timed out the check at random.
+    ("POST", "/api/models/load", {"model": "no-such-model"}),
     ("POST", "/api/generate", {"prompt": "Hi", "max_new_tokens": 4, "compare": False}),
     ("POST", "/api/train", {"preset": "no-such-preset"}),  # refused with 422 once past auth: starts nothing
     ("POST", "/api/impact", {"limit": 1, "max_new_tokens": 4}),
