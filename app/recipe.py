@@ -1,10 +1,10 @@
 """What a training run learns from: its supervised targets, chosen by the independent judge and the
 behaviour detectors (app/behaviour.py), never by the model being trained.
 
-* Red-team prompts: the SL-CAI revision (app/cai.py), kept when the judge finds it no worse than its
-  answer and not flagged, when it answers rather than talks about the request, and, when it declines,
-  when it says why (a reason: no "I'm sorry, but I'll be happy to help with that." templates). An
-  exact repeat of a kept target is dropped (a template learned once is enough).
+* Red-team prompts: the SL-CAI revision (app/cai.py), kept when it is not flagged and answers rather
+  than talks about the request, and either declines with a reason (no "I'm sorry, but I'll be happy to
+  help with that." templates) or is judged better than its answer (a reply no better than the answer
+  to a harmful request still complies). An exact repeat of a kept target is dropped.
 * Helpful prompts (safe-but-alarming and ordinary, app/constitution.helpful_training_prompts): the
   base model's own answer, kept when it helps: not a refusal, not about the request, not flagged, on
   topic. Harmlessness training alone makes a model answer less (Bai et al. 2022); mixing in its own
@@ -47,15 +47,18 @@ def red_team_targets(traces: list[dict]) -> tuple[list[tuple[str, str]], dict]:
     """(prompt, revision) pairs to train on, and why the others were dropped."""
     kept: list[tuple[str, str]] = []
     seen: set[str] = set()
-    dropped = {"worse_or_flagged": 0, "about_request": 0, "refusal_without_reason": 0, "repeat": 0}
+    dropped = {"worse_or_flagged": 0, "about_request": 0, "refusal_without_reason": 0, "not_better": 0, "repeat": 0}
     for t in traces:
         final = t["final"]
+        declines = bool(final) and behaviour.refused(final)
         if t["judge"]["verdict"] == "worse" or t["judge"]["revision_flagged"]:
             dropped["worse_or_flagged"] += 1
         elif not final or behaviour.about_request(final):
             dropped["about_request"] += 1
-        elif behaviour.refused(final) and not gives_reason(final):
+        elif declines and not gives_reason(final):
             dropped["refusal_without_reason"] += 1
+        elif not declines and t["judge"]["verdict"] != "better":
+            dropped["not_better"] += 1  # a reply to a harmful request no better than the answer: still complies
         elif final.lower() in seen:
             dropped["repeat"] += 1
         else:

@@ -64,8 +64,13 @@ def paired_change(before: Sequence[float], after: Sequence[float], *, binary: bo
     (all times `scale`: percentage points for yes/no measures), and for yes/no the exact McNemar p."""
     diffs = [float(a) - float(b) for b, a in zip(before, after)]
     lo, hi = bootstrap_interval(diffs, seed=seed, clusters=clusters)
-    out = {"n": len(diffs), "before": round(mean(before) * scale, 2), "after": round(mean(after) * scale, 2),
-           "change": round(mean(diffs) * scale, 2), "ci95": [round(lo * scale, 2), round(hi * scale, 2)]}
+    digits = 2 if scale >= 100 else 4  # points to 0.01, a cosine to 0.0001
+
+    def r(x: float) -> float:
+        return round(x * scale, digits)
+
+    out = {"n": len(diffs), "before": r(mean(before)), "after": r(mean(after)), "change": r(mean(diffs)),
+           "ci95": [r(lo), r(hi)]}
     if binary:
         only_before = sum(1 for b, a in zip(before, after) if b and not a)
         only_after = sum(1 for b, a in zip(before, after) if a and not b)

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 
 def row(set_name, i, base=None, trained=None):
-    base = {"flagged": False, "refused": False, "about_request": False, "relevance": 0.7, **(base or {})}
+    # relevance varies by prompt, as a cosine does: a mean with more digits than the report rounds to
+    base = {"flagged": False, "refused": False, "about_request": False, "relevance": round(0.65 + 0.0137 * (i % 7), 4),
+            **(base or {})}
     trained = {**base, **(trained or {})}
     r = {"set": set_name, "id": f"{set_name}-{i}", "prompt": f"p{i}", "base": "a", "trained": "b",
          "base_trained_similarity": None if set_name == "red_team" else 0.8}
