@@ -341,7 +341,8 @@ def test_behaviour_after_quick(subject, target, perf_ready, gate, perf_params, r
     if last.get("preset") != "quick" or last.get("state") != "succeeded":
         pytest.fail(f"no succeeded `quick` run to measure (last job: {last.get('preset')} {last.get('state')})",
                     pytrace=False)
-    jobs, reports = [last], [_impact(http)]
+    tokens = int(gate.param("behaviour_max_new_tokens"))
+    jobs, reports = [last], [_impact(http, tokens)]
     wanted = [int(s) for s in gate.param("behaviour_seeds")]
     for seed in [s for s in wanted if s != last.get("seed")][: len(wanted) - 1]:
         with CLOCK.spent("app"):
@@ -349,7 +350,7 @@ def test_behaviour_after_quick(subject, target, perf_ready, gate, perf_params, r
         if job.get("state") != "succeeded":
             pytest.fail(f"`quick` with seed {seed} ended {job.get('state')}: {job.get('error')}", pytrace=False)
         jobs.append(job)
-        reports.append(_impact(http))
+        reports.append(_impact(http, tokens))
     seeds = [j.get("seed") for j in jobs]
     (report_dir / "impact.json").write_text(json.dumps(reports if len(reports) > 1 else reports[0], indent=1) + "\n")
     gate.attach(report_dir / "impact.json", "perf: impact of the quick run(s) on the held-out sets (JSON)")
@@ -368,9 +369,9 @@ def test_behaviour_after_quick(subject, target, perf_ready, gate, perf_params, r
     gate.raise_pending()
 
 
-def _impact(http: httpx.Client) -> dict:
+def _impact(http: httpx.Client, tokens: int) -> dict:
     with CLOCK.spent("app"):
-        r = http.post("/api/impact", json={"max_new_tokens": 64, "seed": 0}, timeout=900)
+        r = http.post("/api/impact", json={"max_new_tokens": tokens, "seed": 0}, timeout=900)
     if r.status_code != 200:
         pytest.fail(f"POST /api/impact -> {r.status_code} {r.text[:200]}", pytrace=False)
     return r.json()
