@@ -59,7 +59,7 @@ def test_ci_profile_is_the_plan_but_named_regression_bounds():
     assert differ == {"generate.time", "e2e.generate_time", "perf.response_p95", "behaviour.harm_reduced",
                       "behaviour.over_refusal"}
     for cid in differ:
-        assert plan[cid].threshold < ci[cid].threshold <= max(3 * plan[cid].threshold, 10), cid
+        assert plan[cid].threshold < ci[cid].threshold <= max(3 * plan[cid].threshold, 15), cid
         assert not C.compare(ci[cid], ci[cid].threshold * 1.01 + 0.01), cid  # crossed: fails
     assert ci.params == plan.params
 
