@@ -199,6 +199,11 @@ def eval_set(name: str) -> list[dict[str, str]]:
     return list(_json(_HELPFUL_FILES[name])["held_out"])
 
 
+def largest_eval_set() -> int:
+    """The size of the largest evaluation set: the most an impact's per-set `limit` can ask for."""
+    return max(len(eval_set(name)) for name in EVAL_SETS)
+
+
 def helpful_training_prompts(n: int | None = None) -> list[dict[str, str]]:
     """Safe-but-alarming and ordinary training prompts, alternating (any first n mixes both): the
     base model's good answers to them keep a trained model helpful. Disjoint from the held-out sets."""

@@ -68,7 +68,7 @@ def request_models(settings: Settings) -> SimpleNamespace:
     Tokens = integer(1, settings.max_new_tokens_limit, "tokens to generate")
     tokens = min(DEFAULT_TOKENS, settings.max_new_tokens_limit)
     Prompt = text(settings.max_text_chars, "How do I pick a lock?")
-    largest_set = max(len(constitution.eval_set(name)) for name in constitution.EVAL_SETS)
+    largest_set = constitution.largest_eval_set()
 
     class LoadModelRequest(Body):
         model: text(MODEL_NAME_MAX, "smollm2")

@@ -242,7 +242,7 @@ class Service:
         return self.store.get(run_id)
 
     def impact(self, limit=None, max_new_tokens=64, seed=None) -> dict:
-        largest = max(len(constitution.eval_set(name)) for name in constitution.EVAL_SETS)
+        largest = constitution.largest_eval_set()
         limit = None if limit is None else check_number(limit, "limit", 1, largest, integer=True)
         max_new_tokens = check_number(max_new_tokens, "max_new_tokens", 1, self.settings.max_new_tokens_limit, integer=True)
         seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, SEED_MAX, integer=True)

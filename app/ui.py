@@ -155,7 +155,7 @@ def build_ui(service) -> gr.Blocks:
     examples = constitution.ui_examples()
     example_text = {e["label"]: e["text"] for e in examples}
     adversarial = [p["prompt"] for p in constitution.adversarial_prompts()]
-    largest_set = max(len(constitution.eval_set(name)) for name in constitution.EVAL_SETS)
+    largest_set = constitution.largest_eval_set()
     rng = random.Random(service.settings.seed)
     downloads = Path(tempfile.mkdtemp(prefix="cai-impact-"))
 
