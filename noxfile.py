@@ -183,6 +183,12 @@ def watch(session: nox.Session) -> None:
 
 
 @nox.session(python=False)
+def cost(session: nox.Session) -> None:
+    """Monthly cost of fly.toml, railway.toml and cloudrun.yaml at the profile's duty cycle (validation/cost); no app."""
+    _gate(session, "cost", "validation/cost", ["-p", "no:playwright", "-p", "no:locust"])
+
+
+@nox.session(python=False)
 def demo(session: nox.Session) -> None:
     """Browser demo: the e2e journey at a watchable pace, recorded to reports/demo (validation/e2e)."""
     _gate(session, "demo", "validation/e2e", ["-m", "demo"])

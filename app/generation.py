@@ -17,6 +17,9 @@
   generation never queues behind a training batch. Every use of a model for inference goes through it.
 * ``Engine``: in ``python -m app`` the workers hand each decoding step to the main thread, which
   runs it with TORCH_THREADS threads (see WORKER_THREADS for why; Settings.compute_threads).
+* Serving metrics (app/metrics.py), by priority: the Decoder counts tokens and observes time to
+  first token and per output token; queue depth and batch size are read from the live batchers and
+  decoders at each scrape.
 """
 
 from __future__ import annotations
@@ -34,7 +37,7 @@ from pathlib import Path
 
 import torch
 
-from app import adapters
+from app import adapters, metrics
 
 log = logging.getLogger(__name__)
 
@@ -101,6 +104,7 @@ class Request:
     adapter: adapters.Adapter | None = None  # decode with this LoRA adapter on the base (the trained model)
     elapsed_s: float = 0.0
     batch_size: int = 0  # how many requests shared its forward passes (the largest batch)
+    queued_at: float = field(default_factory=time.perf_counter)  # made as it is queued: time to first token counts from here
 
     def cancel(self) -> None:
         self._cancel.set()
@@ -115,7 +119,7 @@ class Decoder:
     others': continuous batching) and leave as soon as they end. Each row keeps its own position ids,
     seed, temperature, token limit and cancel check."""
 
-    def __init__(self, model, tokenizer, device: str = "cpu"):
+    def __init__(self, model, tokenizer, device: str = "cpu", background: bool = False):
         self.model, self.tokenizer, self.device = model, tokenizer, device
         config = model.config
         self.limit = getattr(config, "n_positions", None) or getattr(config, "max_position_embeddings", 2048)
@@ -126,6 +130,12 @@ class Decoder:
         self.started: list[float] = []
         self.cache = None
         self.mask = self.pos = self.last = None  # [rows, cache length], [rows], [rows]
+        self.background = background
+        kind = metrics.priority(background)  # the metrics' children, looked up once
+        self._tokens = metrics.GENERATED_TOKENS.labels(priority=kind)
+        self._ttft = metrics.TIME_TO_FIRST_TOKEN.labels(priority=kind)
+        self._tpot = metrics.TIME_PER_OUTPUT_TOKEN.labels(priority=kind)
+        _register(_DECODERS, self)
 
     @torch.inference_mode()
     def add(self, requests: list[Request]) -> None:
@@ -149,6 +159,8 @@ class Decoder:
         now = time.perf_counter()
         gens = [torch.Generator().manual_seed(r.seed) for r in requests]
         last = self._sample(requests, gens, out.logits[:, -1, :])
+        for r in requests:
+            self._ttft.observe(now - r.queued_at)
         pos = torch.tensor([len(x) for x in ids], device=self.device)
         if not self.rows:
             self.cache, self.mask, self.pos, self.last = out.cache, mask, pos, last
@@ -204,13 +216,16 @@ class Decoder:
                 kept = min(rows[i].top_k or vals.shape[-1], vals.shape[-1])
                 probs = torch.softmax(vals[j, :kept], -1)
                 tokens[i] = int(ids[j, int(torch.multinomial(probs, 1, generator=gens[i]))])
+        appended = 0
         for r, token in zip(rows, tokens):
             if token in self.eos:
                 r.finished.set()
             else:
                 r.tokens.append(token)
+                appended += 1
                 if len(r.tokens) >= r.max_new_tokens:
                     r.finished.set()
+        self._tokens.inc(appended)  # once a step, not a token
         return torch.tensor(tokens, device=self.device)
 
     def _drop_finished(self) -> None:
@@ -219,9 +234,17 @@ class Decoder:
             r.batch_size = max(r.batch_size, n)
             if r.finished.is_set():
                 r.elapsed_s = now - t0
+                self._observe_time_per_token(r)
         keep = [i for i, r in enumerate(self.rows) if not r.finished.is_set()]
         if len(keep) < n:
             self._keep(keep)
+
+    def _observe_time_per_token(self, r: Request) -> None:
+        """Time from its first token to its end over the tokens after the first; the end-of-text
+        token that ended a row counts (its step was spent too). Cancelled requests are left out."""
+        outputs = len(r.tokens) + (len(r.tokens) < r.max_new_tokens)
+        if r.error is None and outputs > 1:
+            self._tpot.observe(r.elapsed_s / (outputs - 1))
 
     def _keep(self, keep: list[int]) -> None:
         """Keep rows `keep`, in that order (with their cache)."""
@@ -288,7 +311,38 @@ def decode(model, tokenizer, requests: list[Request], device: str = "cpu",
         raise
 
 
+# The live batchers and decoders: the queue-depth and batch-size gauges are read from them at each
+# scrape, so they cost nothing per step and a decoder dropped with rows in it stops counting.
 _BATCHERS: weakref.WeakSet[Batcher] = weakref.WeakSet()
+_DECODERS: weakref.WeakSet[Decoder] = weakref.WeakSet()
+_LIVE_LOCK = threading.Lock()  # a scrape reads the sets while a model load or an impact run adds to them
+
+
+def _register(live: weakref.WeakSet, obj) -> None:
+    with _LIVE_LOCK:
+        live.add(obj)
+
+
+def _live(live: weakref.WeakSet) -> list:
+    with _LIVE_LOCK:
+        return list(live)
+
+
+def queued(background: bool) -> int:
+    """Requests waiting in the batchers' queues of that priority."""
+    return sum(b._queues[background].qsize() for b in _live(_BATCHERS))
+
+
+def decoding(background: bool) -> int:
+    """Requests in the batches of that priority."""
+    return sum(len(d.rows) for d in _live(_DECODERS) if d.background == background)
+
+
+for _background in (False, True):
+    _kind = metrics.priority(_background)
+    metrics.QUEUE_DEPTH.labels(priority=_kind).set_function(functools.partial(queued, _background))
+    metrics.BATCH_SIZE.labels(priority=_kind).set_function(functools.partial(decoding, _background))
+
 # A worker that decodes itself uses one torch thread: OpenMP teams started from threads other than
 # the process's main thread synchronise slowly. Measured on our 2 cores (SmolLM2-135M, bf16): a step
 # of 16 rows took 96 ms with 1 thread and 156 ms with 2 in a worker thread, 82 ms with 2 in the main
@@ -350,7 +404,7 @@ ENGINE = Engine()
 
 @atexit.register
 def _close_batchers() -> None:
-    for batcher in list(_BATCHERS):
+    for batcher in _live(_BATCHERS):
         batcher.close()
 
 
@@ -369,7 +423,7 @@ class Batcher:
                          for background in (False, True)]
         for t in self._threads:
             t.start()
-        _BATCHERS.add(self)
+        _register(_BATCHERS, self)
 
     def close(self, timeout: float = 5.0) -> None:
         """Cancel what is being decoded and stop the workers (at exit: a thread killed inside a torch
@@ -438,7 +492,7 @@ class Batcher:
     def _loop(self, background: bool) -> None:
         torch.set_num_threads(WORKER_THREADS)  # per calling thread
         q = self._queues[background]
-        decoder = Decoder(self.model, self.tokenizer, self.device)
+        decoder = Decoder(self.model, self.tokenizer, self.device, background)
         live: list[Request] = []
         while not self._closing.is_set():
             try:

@@ -3,6 +3,8 @@ collector: process_resident_memory_bytes, process_cpu_seconds_total)."""
 
 import os
 import shutil
+import threading
+import time
 from pathlib import Path
 
 from prometheus_client import Counter, Gauge, Histogram
@@ -21,6 +23,98 @@ RUNS_STORED = Gauge("cai_training_runs_stored", "Training run folders on the che
 # CPU in use as a share of what the process may use (the plan's < 80 %) needs the cores: the
 # process's affinity, capped by a cgroup v2 CPU quota (a Fly/Railway machine's vCPUs).
 CPU_CORES = Gauge("cai_cpu_cores", "CPU cores this process may use (affinity, capped by the cgroup quota)")
+
+# Users (the plan's monitoring section). Sessions are counted, never identified: Gradio's session
+# hash is a key in memory only (SessionTracker), never a label; no label holds an IP or a prompt.
+SESSION_IDLE_S = 300  # a session with no activity for this long has ended
+SESSIONS_ACTIVE = Gauge("cai_sessions_active", "Gradio sessions with activity in the last 5 minutes")
+SESSIONS_STARTED = Counter("cai_sessions_started_total", "Gradio sessions started (a page load, or activity after idling)")
+SESSION_DURATION = Histogram("cai_session_duration_seconds",
+                             "Gradio session length, observed when the tab closes or the session idles out",
+                             buckets=(10, 30, 60, 120, 300, 600, 1200, 1800, 3600, 7200, 14400))
+EVALUATIONS = Counter("cai_evaluations_total", "Evaluations asked for (UI and POST /api/evaluate)", ["mode"])
+GENERATIONS = Counter("cai_generations_total", "Generations asked for (UI and POST /api/generate)")
+TRAINING_STARTED = Counter("cai_training_runs_started_total", "Training runs started", ["preset"])
+USER_METRICS = (SESSIONS_ACTIVE, SESSIONS_STARTED, SESSION_DURATION, EVALUATIONS, GENERATIONS, TRAINING_STARTED)
+
+# Serving, measured in the decoder (app/generation.py), so every path counts: UI, HTTP, compare,
+# impact, a training job's SL-CAI data. `priority`: interactive (users, impact) or background (training).
+PRIORITIES = ("interactive", "background")
+QUEUE_DEPTH = Gauge("cai_generation_queue_depth", "Generation requests waiting for a place in a batch", ["priority"])
+BATCH_SIZE = Gauge("cai_generation_batch_size", "Requests being decoded together", ["priority"])
+GENERATED_TOKENS = Counter("cai_generated_tokens_total", "Tokens generated", ["priority"])
+# Buckets: a step of SmolLM2-135M on 2 cores is ~0.05-0.2 s (1 to 32 rows); a prefill of a long
+# prompt or a wait behind other work takes seconds.
+TIME_TO_FIRST_TOKEN = Histogram("cai_time_to_first_token_seconds", "Request queued to its first token", ["priority"],
+                                buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30))
+TIME_PER_OUTPUT_TOKEN = Histogram("cai_time_per_output_token_seconds",
+                                  "A finished request's mean time per token after its first", ["priority"],
+                                  buckets=(0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2))
+SERVING_METRICS = (QUEUE_DEPTH, BATCH_SIZE, GENERATED_TOKENS, TIME_TO_FIRST_TOKEN, TIME_PER_OUTPUT_TOKEN)
+
+
+def family(metric) -> str:
+    """The family name /metrics shows a metric under (a counter's without its _total)."""
+    return metric.describe()[0].name
+
+
+def counted(metric) -> str:
+    """The sample that counts: a counter's <family>_total, a histogram's <family>_count, a gauge itself."""
+    return family(metric) + {"counter": "_total", "histogram": "_count"}.get(metric.describe()[0].type, "")
+
+
+def declare(metric, label: str, values) -> None:
+    """Children present from the start, at 0, so rate() and alerts see the first event."""
+    for value in values:
+        metric.labels(**{label: value})
+
+
+def priority(background: bool) -> str:
+    return PRIORITIES[1] if background else PRIORITIES[0]
+
+
+class SessionTracker:
+    """Gradio sessions by an opaque key: when each started and was last active. A session ends when
+    its tab closes (end) or after SESSION_IDLE_S without activity; its duration is observed then."""
+
+    def __init__(self, clock=time.monotonic):
+        self.clock = clock
+        self._sessions: dict[str, tuple[float, float]] = {}  # key -> (started, last active)
+        self._lock = threading.Lock()
+
+    def seen(self, key: str | None) -> None:
+        """Activity of session `key` (a page load, an action); an unknown key starts a session."""
+        if not key:
+            return
+        now = self.clock()
+        with self._lock:
+            started, _ = self._sessions.get(key, (None, None))
+            if started is None:
+                self._end_idle(now)  # keeps the table as small as the sessions active
+                SESSIONS_STARTED.inc()
+                started = now
+            self._sessions[key] = (started, now)
+
+    def end(self, key: str | None) -> None:
+        with self._lock:
+            started, _ = self._sessions.pop(key, (None, None))
+        if started is not None:
+            SESSION_DURATION.observe(self.clock() - started)
+
+    def active(self) -> int:
+        """Sessions active within SESSION_IDLE_S (read at each scrape, which also ends idle ones)."""
+        with self._lock:
+            self._end_idle(self.clock())
+            return len(self._sessions)
+
+    def _end_idle(self, now: float) -> None:
+        idle = [k for k, (_, last) in self._sessions.items() if now - last > SESSION_IDLE_S]
+        for key in idle:
+            started, last = self._sessions.pop(key)
+            SESSION_DURATION.observe(last - started)
+
+
+SESSIONS = SessionTracker()
 
 
 def cpu_cores(cpu_max: Path = Path("/sys/fs/cgroup/cpu.max")) -> float:
@@ -68,5 +162,7 @@ def set_model(name: str | None, load_seconds: float | None = None) -> None:
 
 set_training_state("idle")
 CPU_CORES.set_function(cpu_cores)
-for _state in ("succeeded", "failed", "cancelled"):  # present from the start, so rate() and alerts see 0
-    TRAINING_RUNS.labels(state=_state)
+SESSIONS_ACTIVE.set_function(SESSIONS.active)
+declare(TRAINING_RUNS, "state", ("succeeded", "failed", "cancelled"))
+for _metric in (GENERATED_TOKENS, TIME_TO_FIRST_TOKEN, TIME_PER_OUTPUT_TOKEN):
+    declare(_metric, "priority", PRIORITIES)

@@ -19,6 +19,8 @@ from app.schemas import MODEL_NAME_MAX
 from app.training import PRESETS, Trainer
 
 log = logging.getLogger(__name__)
+metrics.declare(metrics.EVALUATIONS, "mode", evaluation.MODES)
+metrics.declare(metrics.TRAINING_STARTED, "preset", PRESETS)
 
 
 # ---- input checks ---------------------------------------------------------------------------
@@ -156,6 +158,7 @@ class Service:
     def evaluate(self, text, mode="rules") -> dict:
         text = check_text(text, "text", self.settings.max_text_chars)
         mode = check_choice(mode, "mode", evaluation.MODES)
+        metrics.EVALUATIONS.labels(mode=mode).inc()
         return evaluation.evaluate(text, mode)
 
     def _generation_args(self, prompt, max_new_tokens, temperature, seed) -> tuple[str, int, float, int]:
@@ -172,6 +175,7 @@ class Service:
             raise ApiError(422, "compare", "compare must be true or false")
         base = self._require_model()
         models_ = {"base": base, "trained": self.trained if compare else None}
+        metrics.GENERATIONS.inc()  # one a request, whether one model answers or two
         return {kind: (lm, lm.submit([{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens,
                                      temperature=temperature, seed=seed)) if lm else None
                 for kind, lm in models_.items()}
@@ -222,6 +226,7 @@ class Service:
         seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, SEED_MAX, integer=True)
         base = self._require_model()
         job = self.trainer.start(base, preset, seed)
+        metrics.TRAINING_STARTED.labels(preset=preset).inc()
         return job.snapshot()
 
     def job(self, job_id: str) -> dict:

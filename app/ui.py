@@ -2,7 +2,8 @@
 
 Every control and output has a stable ``elem_id`` and every action an ``api_name`` (both from
 app/elements.py). User text and model output are shown in text boxes or escaped HTML, never as
-raw HTML. Errors reach the user as a message (gr.Error), never as a traceback.
+raw HTML. Errors reach the user as a message (gr.Error), never as a traceback. A page load and each
+action mark the Gradio session active (app/metrics.py counts sessions; Gradio injects gr.Request).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from pathlib import Path
 import gradio as gr
 import pandas as pd
 
-from app import constitution
+from app import constitution, metrics
 from app import elements as E
 from app.errors import ApiError
 from app.models import REGISTRY
@@ -60,6 +61,11 @@ def _user_errors(fn):
         except ApiError as exc:
             raise shown(exc) from None
     return wrapper
+
+
+def _active(request: gr.Request | None) -> None:
+    """The session hash is only a key in memory (app/metrics.py SessionTracker), never exported."""
+    metrics.SESSIONS.seen(getattr(request, "session_hash", None))
 
 
 def _model_status(service) -> str:
@@ -168,7 +174,8 @@ def build_ui(service) -> gr.Blocks:
             model_status = gr.Textbox(label="Model status", interactive=False, elem_id=E.MODEL_STATUS, scale=4)
 
         @_user_errors
-        def load_model(name):
+        def load_model(name, request: gr.Request):
+            _active(request)
             service.load_model(name)
             return _model_status(service)
 
@@ -183,7 +190,8 @@ def build_ui(service) -> gr.Blocks:
             eval_result = gr.HTML(elem_id=E.EVAL_RESULT)
 
         @_user_errors
-        def evaluate(text, mode):
+        def evaluate(text, mode, request: gr.Request):
+            _active(request)
             result = service.evaluate(text, mode)
             return _verdict(result), _cards(result)
 
@@ -218,14 +226,17 @@ def build_ui(service) -> gr.Blocks:
         job_views = [train_status, train_progress, train_checkpoint, train_loss, train_trace, timer, model_status]
 
         @_user_errors
-        def start_training(preset):
+        def start_training(preset, request: gr.Request):
+            _active(request)
             return job_outputs(service.start_training(preset))
 
-        def training_status():
+        def training_status(request: gr.Request):
+            _active(request)  # a user watching a run is active
             return job_outputs(current_job())
 
         @_user_errors
-        def cancel_training():
+        def cancel_training(request: gr.Request):
+            _active(request)
             job = current_job()
             if job is None:
                 raise ApiError(409, None, "no training job to cancel", error="no_job")
@@ -256,7 +267,8 @@ def build_ui(service) -> gr.Blocks:
                                                   elem_id=E.GEN_TRAINED_EVAL)
 
         @_user_errors
-        def generate(prompt, temperature, max_new_tokens):
+        def generate(prompt, temperature, max_new_tokens, request: gr.Request):
+            _active(request)
             # Streams: tokens appear as the models produce them; verdicts once both are done.
             for out in service.generate_stream(prompt, int(max_new_tokens), float(temperature)):
                 if not out["done"]:
@@ -283,7 +295,8 @@ def build_ui(service) -> gr.Blocks:
             critique_result = gr.HTML(elem_id=E.CRITIQUE_RESULT)
 
         @_user_errors
-        def critique(prompt):
+        def critique(prompt, request: gr.Request):
+            _active(request)
             return _one_trace_html(service.critique(prompt))
 
         red_team = [p["prompt"] for p in constitution.training_prompts()]
@@ -306,7 +319,8 @@ def build_ui(service) -> gr.Blocks:
                 impact_csv = gr.File(label="Examples (CSV)", elem_id=E.IMPACT_CSV)
 
         @_user_errors
-        def run_impact(limit):
+        def run_impact(limit, request: gr.Request):
+            _active(request)
             report = service.impact(int(limit))
             stem = downloads / f"impact-{report['run_id']}"
             Path(f"{stem}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
@@ -331,8 +345,13 @@ def build_ui(service) -> gr.Blocks:
 
         runs_refresh.click(list_runs, None, runs_table, api_name=E.API_LIST_RUNS)
 
-        def on_page_load():
+        def on_page_load(request: gr.Request):
+            _active(request)
             return (*job_outputs(current_job()), list_runs())
 
+        def on_tab_closed(request: gr.Request):
+            metrics.SESSIONS.end(request.session_hash)
+
         demo.load(on_page_load, None, [*job_views, runs_table], api_visibility="private")
+        demo.unload(on_tab_closed)
     return demo

@@ -1,4 +1,5 @@
-"""Fixtures for the app's unit tests: settings on temp folders and one tiny model per session."""
+"""Fixtures for the app's unit tests: settings on temp folders, one tiny model per session, and the
+app in-process (FastAPI TestClient, UI mounted) serving it."""
 
 from __future__ import annotations
 
@@ -26,3 +27,26 @@ def tiny():
     from app import models
     s = config.Settings().model_copy(update=dict(model_cache_dir=MODEL_CACHE, model_dirs=(MODEL_CACHE,)))
     return models.load("tiny", s)
+
+
+@pytest.fixture
+def make_client(settings, tiny):
+    from fastapi.testclient import TestClient
+
+    from app.server import create_app
+    from app.service import Service
+
+    def make(with_model=True, **changes):
+        s = settings.model_copy(update=changes)
+        service = Service(s)
+        service.open()
+        if with_model:
+            service.base, service.model_state = tiny, "ready"
+        return TestClient(create_app(s, service), raise_server_exceptions=False)
+    return make
+
+
+@pytest.fixture
+def client(make_client):
+    with make_client() as c:
+        yield c

@@ -4,30 +4,10 @@ import base64
 import time
 
 import pytest
-from fastapi.testclient import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from app import elements
-from app.server import create_app
 from app.service import Service
-
-
-@pytest.fixture
-def make_client(settings, tiny):
-    def make(with_model=True, **changes):
-        s = settings.model_copy(update=changes)
-        service = Service(s)
-        service.open()
-        if with_model:
-            service.base, service.model_state = tiny, "ready"
-        return TestClient(create_app(s, service), raise_server_exceptions=False)
-    return make
-
-
-@pytest.fixture
-def client(make_client):
-    with make_client() as c:
-        yield c
 
 
 def test_health_reports_the_build_id_of_the_image(make_client, monkeypatch):

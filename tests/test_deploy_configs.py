@@ -1,4 +1,4 @@
-"""The image and deployment configs: Dockerfile, .dockerignore, compose, Fly, Railway, the deploy
+"""The image and deployment configs: Dockerfile, .dockerignore, compose, Fly, Railway, Cloud Run, the deploy
 workflow, run.sh, .env.example, the lock, the scripts.
 
 The first part is fast and needs no Docker engine. Tests marked `docker` use a running engine and
@@ -217,7 +217,7 @@ def test_workflow_builds_once_gates_then_deploys_that_digest_to_staging_then_pro
 
 
 # ---------------------------------------------------------------------------------------------
-# Fly.io and Railway
+# Fly.io, Railway and Cloud Run
 
 
 def test_fly_toml():
@@ -249,6 +249,48 @@ def test_railway_toml():
     assert dep["healthcheckPath"] == "/health"
     assert int(dep["healthcheckTimeout"]) >= 30
     assert dep["restartPolicyType"] in {"ON_FAILURE", "ALWAYS"}
+
+
+def test_cloud_run_service_yaml_agrees_with_the_app_and_fly():
+    """cloudrun.yaml (gcloud run services replace): no Knative schema ships with check-jsonschema, so its
+    structure is checked here against the app's port and probe route, fly.toml and the plan's memory."""
+    from app.config import Settings
+    from app.server import PROBES
+    from validation import criteria
+    from validation.cost.platforms import docker_gib, fly_gb, k8s_cpus, k8s_gib
+
+    svc = yaml.safe_load((ROOT / "cloudrun.yaml").read_text())
+    fly = tomllib.loads((ROOT / "fly.toml").read_text())
+    assert svc["apiVersion"] == "serving.knative.dev/v1" and svc["kind"] == "Service"
+    template = svc["spec"]["template"]
+    notes, spec = template["metadata"]["annotations"], template["spec"]
+    (container,) = spec["containers"]
+    port = Settings.model_fields["port"].default
+    assert [p["containerPort"] for p in container["ports"]] == [port] == [fly["http_service"]["internal_port"]]
+    limits = container["resources"]["limits"]
+    (vm,) = fly["vm"]
+    assert k8s_gib(limits["memory"], "memory") == docker_gib(criteria.load("plan").param("memory_limit"), "memory_limit")
+    assert k8s_gib(limits["memory"], "memory") == fly_gb(vm["memory"], "memory")
+    # Two dedicated vCPUs: the cores the gate measures the plan's latencies on (a 2-core host); Fly's
+    # four are shared ones. Four dedicated vCPUs at the stated duty cycle would cost over budget.
+    assert k8s_cpus(limits["cpu"], "cpu") == 2 <= vm["cpus"]
+    (fly_check,) = fly["http_service"]["checks"]
+    for probe in (container["startupProbe"], container["livenessProbe"]):
+        assert probe["httpGet"] == {"path": fly_check["path"], "port": port} and fly_check["path"] in PROBES
+    startup = container["startupProbe"]
+    assert startup["periodSeconds"] * startup["failureThreshold"] >= 30, "startup must cover the model load"
+    assert spec["containerConcurrency"] == fly["http_service"]["concurrency"]["soft_limit"]
+    assert spec["timeoutSeconds"] == 3600
+    # Strings, as Knative annotations must be; scale to zero, and CPU kept between requests for training.
+    assert all(isinstance(v, str) for v in notes.values())
+    assert notes["autoscaling.knative.dev/minScale"] == "0" and int(notes["autoscaling.knative.dev/maxScale"]) >= 1
+    assert notes["run.googleapis.com/cpu-throttling"] == "false"
+    assert notes["run.googleapis.com/execution-environment"] in {"gen1", "gen2"}
+    assert svc["metadata"]["labels"]["cloud.googleapis.com/location"]
+    assert svc["spec"]["traffic"] == [{"percent": 100, "latestRevision": True}]
+    deployment = (ROOT / "DEPLOYMENT.md").read_text()
+    assert "gcloud run services replace cloudrun.yaml" in deployment and "roles/run.invoker" in deployment
+    assert "gcloud run deploy" not in deployment, "one Cloud Run definition: cloudrun.yaml"
 
 
 # ---------------------------------------------------------------------------------------------

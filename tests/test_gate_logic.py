@@ -25,6 +25,7 @@ PLAN_CRITERIA = {  # every number of the deployment plan's success criteria must
     "perf.memory_peak": 7,
     "perf.cpu": 80,
     "data.loss": 0,
+    "cost.monthly": 30,
 }
 
 

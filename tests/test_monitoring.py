@@ -46,14 +46,18 @@ def test_the_rule_tests_fail_when_a_threshold_moves(tmp_path):
     assert done.returncode != 0 and "CaiDemoMemoryHigh" in done.stdout + done.stderr
 
 
+def _threshold(rule: dict) -> float:
+    """N of a rule whose expression ends in `> N`."""
+    return float(re.findall(r">\s*([0-9.e+]+)\s*$", rule["expr"].strip())[-1])
+
+
 def test_every_alert_that_mirrors_a_criterion_uses_the_plans_threshold():
     crit = criteria_mod.load("plan")
     mirrored = [r for r in prometheus.rules() if "criterion" in r.get("labels", {})]
     assert len(mirrored) >= 3
     for rule in mirrored:
         c = crit[rule["labels"]["criterion"]]
-        number = float(re.findall(r">\s*([0-9.e+]+)\s*$", rule["expr"].strip())[-1])
-        assert number == pytest.approx(float(c.threshold) * UNIT_SCALE[c.unit]), rule["alert"]
+        assert _threshold(rule) == pytest.approx(float(c.threshold) * UNIT_SCALE[c.unit]), rule["alert"]
 
 
 def test_every_alert_has_a_severity_a_summary_and_a_runbook_entry():
@@ -147,6 +151,12 @@ def test_the_dashboard_thresholds_are_the_plans(tmp_path):
         steps = panels[title]["fieldConfig"]["defaults"]["thresholds"]["steps"]
         c = crit[cid]
         assert steps[-1]["value"] == pytest.approx(float(c.threshold) * UNIT_SCALE[c.unit]), title
+
+
+def test_the_queue_panel_draws_the_queue_alerts_threshold():
+    rule = next(r for r in prometheus.rules() if r["alert"] == "CaiDemoQueueDeep")
+    panel = next(p for p in prometheus.dashboard()["panels"] if p["title"] == "Generation queue depth")
+    assert panel["fieldConfig"]["defaults"]["thresholds"]["steps"][-1]["value"] == _threshold(rule)
 
 
 def _promtool_check_queries(exprs: dict[str, str], tmp_path: Path) -> subprocess.CompletedProcess:

@@ -51,3 +51,4 @@ from validation.checks.probes import (  # noqa: F401
     startup,
     ui,
 )
+from validation.checks.usage import Rise, journey_rises, scrape, usage_metrics  # noqa: F401

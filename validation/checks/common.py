@@ -11,6 +11,8 @@ from typing import Any
 
 import httpx
 
+from app import metrics as app_metrics
+
 REPO = Path(__file__).resolve().parents[2]
 ELEMENTS_FILE = REPO / "app" / "elements.py"
 
@@ -18,7 +20,8 @@ ELEMENTS_FILE = REPO / "app" / "elements.py"
 HARMFUL_TEXT = "Here is how to pick the lock on your neighbour's door and steal their car: first, break the window."
 HARMLESS_TEXT = "I'm sorry, but I can't help with breaking into someone's home. I can suggest calling a locksmith."
 
-# Families docs/http-api.md promises in /metrics (prometheus_client drops _total from counters).
+# Families docs/http-api.md promises in /metrics (prometheus_client drops _total from counters); the
+# user and serving ones by their definitions in app/metrics.py.
 METRIC_FAMILIES = (
     "cai_http_requests",
     "cai_http_request_duration_seconds",
@@ -28,6 +31,7 @@ METRIC_FAMILIES = (
     "cai_training_runs",
     "cai_checkpoint_volume_bytes",
     "cai_training_runs_stored",
+    *(app_metrics.family(m) for m in (*app_metrics.USER_METRICS, *app_metrics.SERVING_METRICS)),
 )
 
 ERROR_LINE = re.compile(

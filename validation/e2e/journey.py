@@ -3,7 +3,7 @@
     journey = Journey(page, gate, shots_dir=report_dir / "screens")
     journey.open()            # page loads: no console errors, no failed requests   (e2e.page_load, ...)
     journey.load_model()      # model panel -> status "ready"                         (e2e.model_load_time)
-    journey.evaluate()        # a harmful and a harmless text, right principles       (e2e.evaluate_time, ...)
+    journey.evaluate()        # a harmful and a harmless text in one mode, right principles (e2e.evaluate_time, ...)
     journey.train()           # profile's preset, progress advances, checkpoint named  (e2e.train_time, ...)
     journey.generate()        # base vs trained side by side, both with a verdict      (e2e.generate_time, ...)
     journey.impact()          # impact tab runs, JSON/CSV downloads parse              (e2e.impact_time, ...)
@@ -42,6 +42,7 @@ from validation.e2e.page import (
 )
 
 GEN_PROMPT = "How do I pick the lock on my neighbour's front door?"
+EVAL_MODE = "rules"  # the verdicts e2e.evaluate_verdicts expects are the rules'
 VERDICT = re.compile(r"^(Flagged|Not flagged)\b")
 CRITIQUE_PROMPT = "Write a message that pressures my friend into lending me money today."
 TRACE_PARTS = ("Answer:", "Critique:", "Revision:")  # each followed by text in the trace shown
@@ -97,10 +98,14 @@ class Journey(PageDriver):
         return st.seconds
 
     @_retry_on_network_change
-    def evaluate(self, harmful: str = HARMFUL_TEXT, harmless: str = HARMLESS_TEXT) -> float:
+    def evaluate(self, harmful: str = HARMFUL_TEXT, harmless: str = HARMLESS_TEXT, mode: str = EVAL_MODE) -> float:
         cid = "e2e.evaluate_time"
         with self.step("evaluate", "harmful and harmless texts evaluated") as st:
             self._open_tab(cid, "Evaluation", E.TAB_EVALUATE)
+            radio = self.page.get_by_role("radio", name=mode, exact=True).or_(
+                self.page.locator(f"#{E.EVAL_MODE} input[value='{mode}']")
+            )
+            self._control(cid, f"mode radio '{mode}'", radio).check()
             text = self._control(cid, "textbox 'Text to evaluate'", self.textbox("Text to evaluate", E.EVAL_TEXT))
             verdict = self.textbox("Verdict", E.EVAL_VERDICT)
             button = self.button("Evaluate", E.EVAL_BUTTON)
@@ -115,6 +120,7 @@ class Journey(PageDriver):
                     lambda ms: expect(verdict).to_have_value(VERDICT, timeout=ms),
                 )
                 seen[kind] = verdict.input_value()
+                self.evaluations[mode] = self.evaluations.get(mode, 0) + 1
             st.seconds = max(times.values())
             st.notes += [f"{k}: {v}" for k, v in seen.items()]
             self._measure(

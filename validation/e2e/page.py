@@ -213,6 +213,7 @@ class PageDriver:
         self.steps: list[Step] = []
         self.run_id: str | None = None
         self.checkpoint: str | None = None
+        self.evaluations: dict[str, int] = {}  # verdicts shown, by evaluation mode (e2e.usage_metrics)
         self._shot_n = 0
         self._retry_mark: int | None = None  # network_changed count when the current step began (None: no retry left)
 

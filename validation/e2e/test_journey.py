@@ -66,15 +66,17 @@ def test_impact_with_downloads(journey):
 
 
 @pytest.mark.demo
-def test_whole_journey(journey, gate, pytestconfig):
+def test_whole_journey(journey, gate, pytestconfig, http):
     """Load -> evaluate -> train -> generate on one fresh page, as a new user clicks it, then the impact tab.
 
     e2e.journey_time = browser start-up + open .. generation shown (the criterion's path); the impact
-    step follows on the same page and is timed on its own (e2e.impact_time)."""
+    step follows on the same page and is timed on its own (e2e.impact_time). e2e.usage_metrics: what
+    the journey moved on /metrics, scraped before it and after the generation."""
     from validation.e2e.conftest import e2e_state
 
     st = e2e_state(pytestconfig)
     browser_start = st["browser_start"] or 0.0
+    before = checks.scrape(http)
     t0 = time.perf_counter()
     times = {
         "page load": journey.open(),
@@ -93,6 +95,7 @@ def test_whole_journey(journey, gate, pytestconfig):
         + ")",
         soft=True,
     )
+    checks.usage_metrics(http, gate, before, checks.journey_rises(journey.evaluations, journey.preset))
     journey.critique()
     journey.impact()
     journey.check_console("the whole journey")

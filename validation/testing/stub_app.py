@@ -11,6 +11,7 @@ with no model: healthy by default, broken on request. Each fault breaks one thin
     no_config         GET /config 404 (no Gradio), page without Gradio
     missing_element   one elem_id (eval-button) absent from the Gradio config
     bad_metrics       /metrics is not Prometheus text
+    tokens_not_counted  /api/generate answers, and the serving metrics (tokens, latencies) never move
     eval_no_flag      /api/evaluate never flags anything
     generate_empty    /api/generate answers 200 with an empty base text
     generate_no_eval  /api/generate answers 200 with the base text's evaluation missing its verdict
@@ -22,6 +23,8 @@ with no model: healthy by default, broken on request. Each fault breaks one thin
     down              every route answers 503 (add and remove it while the stub runs: an outage)
 
 `StubApp(headers={...})` adds headers to every answer (e.g. Strict-Transport-Security).
+/metrics also carries the app's user and serving families (app/metrics.py), counted as the app
+counts them: GET / starts a session, each evaluation, generation and training start counts.
 
     with StubApp(faults={"health_500"}) as stub:
         httpx.get(stub.base_url + "/health")
@@ -33,9 +36,11 @@ from __future__ import annotations
 import itertools
 import json
 import time
+from collections import defaultdict
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
+from app import metrics as M
 from validation.checks import METRIC_FAMILIES, ui_names
 from validation.testing.server import LoopbackServer
 
@@ -71,7 +76,27 @@ GOOD_METRICS = "\n".join(
         "",
     ]
 )
-assert all(f in GOOD_METRICS for f in METRIC_FAMILIES)
+Usage = dict[str, dict[tuple[tuple[str, str], ...], float]]  # family -> labels -> count
+
+
+def usage_text(usage: Usage) -> str:
+    """The app's user and serving families in Prometheus text, at the stub's counts (0 when none)."""
+    lines = []
+    for metric in (*M.USER_METRICS, *M.SERVING_METRICS):
+        name, kind = M.family(metric), metric.describe()[0].type
+        lines.append(f"# TYPE {name} {kind}")
+        for labels, n in (usage.get(name) or {(): 0.0}).items():
+            pairs = [f'{k}="{v}"' for k, v in labels]
+            braces = "{" + ",".join(pairs) + "}" if pairs else ""
+            if kind == "histogram":
+                inf = "{" + ",".join([*pairs, 'le="+Inf"']) + "}"
+                lines += [f"{name}_bucket{inf} {n}", f"{name}_count{braces} {n}", f"{name}_sum{braces} {n * 0.1}"]
+            else:
+                lines.append(f"{name}{'_total' if kind == 'counter' else ''}{braces} {n}")
+    return "\n".join(lines) + "\n"
+
+
+assert all(f in GOOD_METRICS + usage_text({}) for f in METRIC_FAMILIES)
 
 HARM_WORDS = ("steal", "break the window", "pick the lock", "weapon")
 
@@ -88,6 +113,7 @@ class StubApp(LoopbackServer):
         self.runs: list[dict] = []
         self.trained_run: str | None = None
         self.requests: list[str] = []
+        self.usage: Usage = defaultdict(lambda: defaultdict(float))
         self._ids = itertools.count(1)
         stub = self
 
@@ -134,6 +160,17 @@ class StubApp(LoopbackServer):
             lines += ["Traceback (most recent call last):", '  File "app/server.py", line 1', "RuntimeError: boom"]
         return "\n".join(lines) + "\n"
 
+    def count(self, metric, n: float = 1, **labels: str) -> None:
+        self.usage[M.family(metric)][tuple(sorted(labels.items()))] += n
+
+    def _count_generation(self, rows: int) -> None:
+        self.count(M.GENERATIONS)
+        if "tokens_not_counted" not in self.faults:
+            interactive = M.priority(background=False)
+            self.count(M.GENERATED_TOKENS, 3 * rows, priority=interactive)
+            self.count(M.TIME_TO_FIRST_TOKEN, rows, priority=interactive)
+            self.count(M.TIME_PER_OUTPUT_TOKEN, rows, priority=interactive)
+
     # -- routes
     def route(self, method: str, path: str, payload: dict | None) -> tuple[int, Any, str]:
         f = self.faults
@@ -159,8 +196,9 @@ class StubApp(LoopbackServer):
         if path == "/metrics":
             if "bad_metrics" in f:
                 return 200, "<html>metrics {broken\n</html>", "text/html"
-            return 200, GOOD_METRICS, "text/plain; version=0.0.4"
+            return 200, GOOD_METRICS + usage_text(self.usage), "text/plain; version=0.0.4"
         if path == "/":
+            self.count(M.SESSIONS_STARTED)
             if "no_config" in f:
                 return 200, "<html><body>Hello</body></html>", "text/html"
             return (
@@ -198,6 +236,7 @@ class StubApp(LoopbackServer):
         if path == "/api/evaluate" and method == "POST":
             text = str(payload.get("text", "")).lower()
             harmful = any(w in text for w in HARM_WORDS) and "eval_no_flag" not in f
+            self.count(M.EVALUATIONS, mode=str(payload.get("mode", "rules")))
             return (
                 200,
                 {
@@ -215,6 +254,7 @@ class StubApp(LoopbackServer):
             base_text = "  \n" if "generate_empty" in f else "Be kind."
             base_ev = {"elapsed_s": 0.001} if "generate_no_eval" in f else ev
             trained_text = "Be kind." if "train_changes_nothing" in f else "I can't help with that; be kind."
+            self._count_generation(rows=2 if run else 1)
             return (
                 200,
                 {
@@ -227,6 +267,7 @@ class StubApp(LoopbackServer):
             )
         if path == "/api/train" and method == "POST":
             n = next(self._ids)
+            self.count(M.TRAINING_STARTED, preset=str(payload.get("preset")))
             job = {
                 "job_id": f"j-{n}",
                 "run_id": f"run-{n}",

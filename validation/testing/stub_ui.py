@@ -57,6 +57,7 @@ def page_html(faults: set[str], slow: float = 0.0) -> str:
 <div role="tablist"><button role="tab" id="{E.TAB_EVALUATE}-button" aria-selected="true">Evaluation</button></div>
 <div id="{E.TAB_EVALUATE}" role="tabpanel">
   <div id="{E.EVAL_TEXT}"><label for="eval-ta">Text to evaluate</label><textarea id="eval-ta"></textarea></div>
+  <div id="{E.EVAL_MODE}"><label><input type="radio" name="mode" value="rules" checked>rules</label></div>
   {eval_button}
   <div id="{E.EVAL_VERDICT}"><label for="verdict-ta">Verdict</label><textarea id="verdict-ta" disabled></textarea></div>
   <div id="{E.EVAL_RESULT}"></div>

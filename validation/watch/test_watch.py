@@ -71,7 +71,7 @@ def watch_run(target, auth, say, report_dir, recorder, watch_options, app_ready)
              f"every {o.interval:g} s for {o.duration:g} s")
     png = plot_watch(report_dir / "watch-latency.png", probes, s["incidents"], title=title, restart=restart)
     s["files"] = {"csv": csv_path.name, "plot": png.name}
-    recorder.section("Uptime watch", writeup.markdown(s, {"probes (CSV)": csv_path.name, "plot": png.name}), data=s)
+    recorder.section(writeup.SECTION_TITLE, writeup.markdown(s, {"probes (CSV)": csv_path.name, "plot": png.name}), data=s)
     recorder.attach(csv_path, "watch: every probe (CSV)")
     recorder.attach(png, "watch: latency over time, down periods shaded")
     say(f"watch done: availability {s['availability_pct']} % ({s['rounds_up']}/{s['rounds']} rounds up), "

@@ -11,6 +11,7 @@ from validation.watch import analysis as A
 from validation.watch.probes import PROBES, Probe
 
 CSV_FIELDS = ["round", "time_utc", "t_s", "probe", "status", "latency_ms", "ok", "error"]
+SECTION_TITLE = "Uptime watch"  # the report section (its data: `summary`); the cost check reads it
 
 
 def iso(t: float) -> str:
