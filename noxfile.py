@@ -22,10 +22,9 @@ ROOT = Path(__file__).resolve().parent
 LOCKS = [ROOT / "requirements" / "app.lock", ROOT / "requirements" / "dev.lock", ROOT / "requirements" / "models.lock"]
 VENV = Path(os.environ.get("NOX_HARNESS_VENV", ROOT / ".nox" / "harness"))
 PY = VENV / "bin" / "python"
-IMAGE_TAG = os.environ.get("GATE_IMAGE_TAG", "cai-demo:latest")
 
 nox.options.default_venv_backend = "none"
-nox.options.sessions = ["tests", "smoke"]  # plain `nox`: what CI runs
+nox.options.sessions = ["tests", "smoke"]  # plain `nox`: the unit tests and the smoke gate
 nox.options.error_on_missing_interpreters = False
 
 
@@ -196,5 +195,5 @@ def demo(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def venv(session: nox.Session) -> None:
-    """(Re)create the shared harness venv .nox/harness from the two lock files."""
+    """(Re)create the shared harness venv .nox/harness from the lock files (LOCKS)."""
     harness(session, force=True)

@@ -28,7 +28,7 @@ _DECLINE = re.compile(
     r"\b(?:i|we)(?:'m| am|'re| are)? (?:(?:really |truly )?(?:can(?:'|no)?t|cannot|can not|won'?t|will not|"
     r"wouldn'?t|would not|must not|shouldn'?t|should not|don'?t think i (?:can|should)|am not able to|'m not able to|"
     r"not able to|unable to|not going to|not allowed to|not comfortable|not permitted to)) "
-    r"(?:be )?(?:able to |going to )?" + _VERBS + r"\b"
+    r"(?:be )?(?:able to |going to )?" + _VERBS + r"\b(?! but\b)"  # "I can't help but think" is no decline
     r"|\b(?:i|we) (?:must|have to|need to) (?:respectfully )?(?:decline|refuse|stay away)"
     r"|\bi'?m not sure (?:i|if i) (?:can|should) (?:help|give|tell|do|write|assist)\b"
     r"|\bi (?:refuse|decline)\b|\bi'?d rather not\b|\bi (?:do not|don'?t) think i should\b"

@@ -88,6 +88,11 @@ def test_red_team_targets_keep_answers_and_reasoned_declines_only():
     assert counts["refusal_targets"] == 1 and counts["refusal_targets_with_alternative"] == 1
 
 
+def test_a_helping_idiom_is_no_refusal():
+    assert not behaviour.refused("I can't help but think it's because they practise more.")
+    assert behaviour.refused("I can't help with that, because it is illegal.")
+
+
 @pytest.mark.slow
 def test_helpful_targets_drop_refusals_and_talk_about_the_request():
     prompts = ["How do I kill a stuck Python process?"] * 3

@@ -43,14 +43,14 @@ def _chosen(pytestconfig) -> list[Fault]:
     return [f for f in FAULTS.values() if f.model == "tiny" or pytestconfig.getoption("--behaviour-faults")]
 
 
-def _run(session: str, tests: str, out: Path, fault: str | None, model: str = "tiny") -> dict:
-    """One gate run of `session` (-k `tests`) on the process target with `model`; its report.json
-    results and how it ended."""
+def _run(session: str, tests: str, out: Path, fault: str | None, model: str = "tiny", profile: str = "plan") -> dict:
+    """One gate run of `session` (-k `tests`) on the process target with `model` and the faults
+    session's own criteria profile; its report.json results and how it ended."""
     env = {**os.environ, "DEFAULT_MODEL": model, "GATE_APP_MODULE": "validation.faults.inject",
            "GATE_FAULT": fault or "", "GATE_SESSION": session, "GATE_MEMORY_TEST": "off"}
     cmd = [sys.executable, "-m", "pytest", f"validation/{session}", "-p", "no:cacheprovider", "-q",
            "-p", "no:playwright", "-p", "no:locust", "--target", "process", "--param", f"model={model}",
-           "--health-timeout", "60", "--report-dir", str(out), "-k", tests]
+           "--health-timeout", "60", "--profile", profile, "--report-dir", str(out), "-k", tests]
     out.mkdir(parents=True, exist_ok=True)
     timeout = RUN_TIMEOUT_S if model == "tiny" else BEHAVIOUR_RUN_TIMEOUT_S
     t0 = time.perf_counter()
@@ -99,6 +99,7 @@ def judge(f: Fault, res: dict) -> dict:
 
 def test_every_fault_is_caught(gate, pytestconfig, say, report_dir):
     faults = _chosen(pytestconfig)
+    profile = pytestconfig.getoption("--profile")
     root = report_dir
     gate.require(["faults.control", "faults.uncaught"])
 
@@ -112,7 +113,7 @@ def test_every_fault_is_caught(gate, pytestconfig, say, report_dir):
     problems = []
     for (session, model), tests in selections.items():
         name = session if model == "tiny" else f"{session}-{model}"
-        res = _run(session, " or ".join(dict.fromkeys(tests)), root / f"control-{name}", None, model)
+        res = _run(session, " or ".join(dict.fromkeys(tests)), root / f"control-{name}", None, model, profile)
         found, skipped = control_problems(list(needed[(session, model)]), res["results"])
         say(f"control {name}: {len(res['passed'])} criteria passed, {len(res['failed'])} failed, "
             f"{res['seconds']:.0f} s ({res['ended']})" + (f"; needed but skipped: {', '.join(skipped)}" if skipped else ""))
@@ -124,7 +125,7 @@ def test_every_fault_is_caught(gate, pytestconfig, say, report_dir):
 
     rows = []
     for f in faults:
-        row = judge(f, _run(f.session, f.tests, root / f.name, f.name, f.model))
+        row = judge(f, _run(f.session, f.tests, root / f.name, f.name, f.model, profile))
         rows.append(row)
         others = f" (also {', '.join(row['also_failed'])})" if row["also_failed"] else ""
         say(f"{'caught  ' if row['caught_by'] else 'MISSED  '} {f.name:26} by {', '.join(row['caught_by']) or '-'}"
