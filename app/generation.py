@@ -133,8 +133,8 @@ class Decoder:
         self.background = background
         kind = metrics.priority(background)  # the metrics' children, looked up once
         self._tokens = metrics.GENERATED_TOKENS.labels(priority=kind)
-        self._ttft = metrics.TIME_TO_FIRST_TOKEN.labels(priority=kind)
-        self._tpot = metrics.TIME_PER_OUTPUT_TOKEN.labels(priority=kind)
+        self._ttft = metrics.FIRST_TOKEN_LATENCY.labels(priority=kind)
+        self._tpot = metrics.OUTPUT_TOKEN_LATENCY.labels(priority=kind)
         _register(_DECODERS, self)
 
     @torch.inference_mode()

@@ -45,12 +45,12 @@ BATCH_SIZE = Gauge("cai_generation_batch_size", "Requests being decoded together
 GENERATED_TOKENS = Counter("cai_generated_tokens_total", "Tokens generated", ["priority"])
 # Buckets: a step of SmolLM2-135M on 2 cores is ~0.05-0.2 s (1 to 32 rows); a prefill of a long
 # prompt or a wait behind other work takes seconds.
-TIME_TO_FIRST_TOKEN = Histogram("cai_time_to_first_token_seconds", "Request queued to its first token", ["priority"],
+FIRST_TOKEN_LATENCY = Histogram("cai_time_to_first_token_seconds", "Request queued to its first token", ["priority"],
                                 buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 3, 5, 7.5, 10, 15, 20, 30))
-TIME_PER_OUTPUT_TOKEN = Histogram("cai_time_per_output_token_seconds",
+OUTPUT_TOKEN_LATENCY = Histogram("cai_time_per_output_token_seconds",
                                   "A finished request's mean time per token after its first", ["priority"],
                                   buckets=(0.01, 0.02, 0.03, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.5, 0.75, 1, 2))
-SERVING_METRICS = (QUEUE_DEPTH, BATCH_SIZE, GENERATED_TOKENS, TIME_TO_FIRST_TOKEN, TIME_PER_OUTPUT_TOKEN)
+SERVING_METRICS = (QUEUE_DEPTH, BATCH_SIZE, GENERATED_TOKENS, FIRST_TOKEN_LATENCY, OUTPUT_TOKEN_LATENCY)
 
 
 def family(metric) -> str:
@@ -164,5 +164,5 @@ set_training_state("idle")
 CPU_CORES.set_function(cpu_cores)
 SESSIONS_ACTIVE.set_function(SESSIONS.active)
 declare(TRAINING_RUNS, "state", ("succeeded", "failed", "cancelled"))
-for _metric in (GENERATED_TOKENS, TIME_TO_FIRST_TOKEN, TIME_PER_OUTPUT_TOKEN):
+for _metric in (GENERATED_TOKENS, FIRST_TOKEN_LATENCY, OUTPUT_TOKEN_LATENCY):
     declare(_metric, "priority", PRIORITIES)

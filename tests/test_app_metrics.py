@@ -36,8 +36,8 @@ def user_counts() -> dict[str, float]:
 
 def serving_counts() -> dict[str, float]:
     return {name: value(m, priority=INTERACTIVE) for name, m in (
-        ("tokens", metrics.GENERATED_TOKENS), ("ttft", metrics.TIME_TO_FIRST_TOKEN),
-        ("tpot", metrics.TIME_PER_OUTPUT_TOKEN))}
+        ("tokens", metrics.GENERATED_TOKENS), ("ttft", metrics.FIRST_TOKEN_LATENCY),
+        ("tpot", metrics.OUTPUT_TOKEN_LATENCY))}
 
 
 def moved(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:

@@ -366,3 +366,14 @@ def test_schema_failures_error_when_schemathesis_cannot_run(tmp_path):
 
     with pytest.raises(contract.FuzzError, match="without a verdict"):
         contract.fuzz(f"http://127.0.0.1:{free_port()}", tmp_path / "st", say=lambda *_: None, timeout=120)
+
+
+def test_the_apps_own_source_reads_as_free_of_secrets():
+    """The image scan (security.secrets_found) reads every app file in the image: a constant whose name
+    ends like a credential's (`..._TOKEN = ...`) fails it there, after a full image build. Caught here
+    first, in a second."""
+    root = Path(__file__).resolve().parent.parent / "app"
+    found = [f"{p.relative_to(root.parent)}: {m.group(0)[:60]}" for p in sorted(root.rglob("*.py"))
+             for m in security_checks.SECRET_ASSIGNMENT.finditer(p.read_text())]
+    assert not found, f"key-like assignments the image scan would report: {found}"
+    assert security_checks.SECRET_ASSIGNMENT.search("TIME_PER_OUTPUT_TOKEN = Histogram(")  # what it catches

@@ -54,7 +54,7 @@ def test_a_generation_that_counts_no_tokens_fails_naming_the_serving_metrics():
         journey(http)
         gate = make_gate("plan")
         expect_failure(judged(http, gate, before), criterion="e2e.usage_metrics")
-    serving = (M.GENERATED_TOKENS, M.TIME_TO_FIRST_TOKEN, M.TIME_PER_OUTPUT_TOKEN)
+    serving = (M.GENERATED_TOKENS, M.FIRST_TOKEN_LATENCY, M.OUTPUT_TOKEN_LATENCY)
     assert short_of(gate) == {str(checks.Rise(m, INTERACTIVE)) for m in serving}
 
 

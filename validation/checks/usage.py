@@ -47,8 +47,8 @@ def journey_rises(evaluations: dict[str, int], preset: str) -> list[Rise]:
         Rise(M.TRAINING_STARTED, (("preset", preset),)),
         Rise(M.GENERATIONS),
         Rise(M.GENERATED_TOKENS, INTERACTIVE),
-        Rise(M.TIME_TO_FIRST_TOKEN, INTERACTIVE),
-        Rise(M.TIME_PER_OUTPUT_TOKEN, INTERACTIVE),
+        Rise(M.FIRST_TOKEN_LATENCY, INTERACTIVE),
+        Rise(M.OUTPUT_TOKEN_LATENCY, INTERACTIVE),
     ]
 
 

@@ -168,8 +168,8 @@ class StubApp(LoopbackServer):
         if "tokens_not_counted" not in self.faults:
             interactive = M.priority(background=False)
             self.count(M.GENERATED_TOKENS, 3 * rows, priority=interactive)
-            self.count(M.TIME_TO_FIRST_TOKEN, rows, priority=interactive)
-            self.count(M.TIME_PER_OUTPUT_TOKEN, rows, priority=interactive)
+            self.count(M.FIRST_TOKEN_LATENCY, rows, priority=interactive)
+            self.count(M.OUTPUT_TOKEN_LATENCY, rows, priority=interactive)
 
     # -- routes
     def route(self, method: str, path: str, payload: dict | None) -> tuple[int, Any, str]:
