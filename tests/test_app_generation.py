@@ -108,11 +108,12 @@ def test_packed_linears_answer_bit_identically_and_copy_back_to_plain_layers():
     assert packing.pack(torch.nn.Linear(4, 4), "cpu", "none") == "as stored"  # float32 stays as it is
 
 
-def test_int8_linears_answer_close_to_bf16_and_copy_back_to_the_loaded_weights():
+def test_int8_linears_answer_close_to_bf16_and_copy_back_to_the_loaded_weights(monkeypatch):
     from app import packing
 
     if not packing.int8_supported():
         pytest.skip("no x86/fbgemm quantized kernels on this CPU: models are served in bf16")
+    monkeypatch.setattr(packing, "supported", lambda: True)  # no layer here would be packed: bf16 stays
     torch.manual_seed(0)
     embed = torch.nn.Embedding(32, 64)
     head = torch.nn.Linear(64, 32, bias=False)
@@ -143,6 +144,26 @@ def test_int8_keeps_the_mlp_output_projection_in_bf16():
     mlp.up_proj, mlp.down_proj = torch.nn.Linear(8, 16).bfloat16(), torch.nn.Linear(16, 8).bfloat16()
     assert packing.pack(mlp, "cpu", "int8") == "int8"
     assert (type(mlp.up_proj), type(mlp.down_proj)) == (packing.Int8Linear, packing.PackedLinear)
+
+
+def test_without_native_bf16_a_model_is_served_in_float32(monkeypatch):
+    from app import packing
+
+    monkeypatch.setattr(packing, "supported", lambda: False)
+    torch.manual_seed(0)
+    mlp = torch.nn.Module()
+    mlp.up_proj, mlp.down_proj = torch.nn.Linear(8, 16).bfloat16(), torch.nn.Linear(16, 8).bfloat16()
+    x = torch.randn(3, 8)
+    expected = mlp.down_proj(mlp.up_proj(x.bfloat16())).float()
+    assert packing.pack(mlp, "cpu", "none") == "float32"
+    assert all(p.dtype == torch.float32 for p in mlp.parameters())
+    assert (type(mlp.up_proj), type(mlp.down_proj)) == (torch.nn.Linear, torch.nn.Linear)
+    assert torch.allclose(mlp.down_proj(mlp.up_proj(x)), expected, atol=0.05)
+    if packing.int8_supported():
+        mlp.up_proj, mlp.down_proj = torch.nn.Linear(8, 16).bfloat16(), torch.nn.Linear(16, 8).bfloat16()
+        assert packing.pack(mlp, "cpu", "int8") == "int8"
+        assert (type(mlp.up_proj), type(mlp.down_proj)) == (packing.Int8Linear, torch.nn.Linear)
+        assert mlp.down_proj(mlp.up_proj(x)).dtype == torch.float32
 
 
 def test_the_engine_runs_handed_in_steps_on_its_thread_and_passes_errors_back():
