@@ -157,23 +157,21 @@ class Trainer:
         with self._lock:
             if job.state in {"queued", "running"}:
                 job.cancel_event.set()
+                self.store.update(job.run_id, state="cancelling")
                 job.state = "cancelling"
                 metrics.set_training_state("cancelling")
-                self.store.update(job.run_id, state="cancelling")
         return job
-
-    def _set(self, job: Job, **changes) -> None:
-        for k, v in changes.items():
-            setattr(job, k, v)
-        if "state" in changes:
-            metrics.set_training_state(changes["state"])
-            self.store.update(job.run_id, state=changes["state"])
 
     def _run(self, job: Job, base: LoadedModel, preset: Preset) -> None:
         stop = job.cancel_event.is_set
         t0 = time.perf_counter()
         try:
-            self._set(job, state="running", phase="generating")
+            with self._lock:  # a cancel that came first keeps its "cancelling"
+                if job.state == "queued":
+                    self.store.update(job.run_id, state="running")
+                    job.state = "running"
+                    metrics.set_training_state("running")
+                job.phase = "generating"
             items = constitution.training_prompts(preset.prompts)
 
             def advance(n: int) -> None:
@@ -242,12 +240,12 @@ class Trainer:
 
     def _finish(self, job: Job, state: str, error: str | None = None) -> None:
         with self._lock:
-            job.state, job.phase, job.error = state, "done", error
-            if state != "failed":
+            if state != "failed":  # the record first: a client that sees the job end reads the record next
                 try:
                     self.store.update(job.run_id, state=state)
                 except OSError:
                     pass
+            job.state, job.phase, job.error = state, "done", error
             metrics.set_training_state(state)
             metrics.TRAINING_RUNS.labels(state=state).inc()
             self.active, self.last = None, job
