@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from validation.gate import CLOCK
 from validation.targets.base import REPO, Say, Target, TargetError, _make_data_dirs, _noop, free_port, wait_http
 from validation.targets.resources import DiskUsage, dir_bytes, rss_bytes
 
@@ -74,6 +75,10 @@ class ProcessTarget(Target):
         self.pid = self.popen.pid
 
     def _terminate(self, timeout: float) -> None:
+        with CLOCK.spent("app"):  # the app's own shutdown, not the gate's time
+            self._stop_process(timeout)
+
+    def _stop_process(self, timeout: float) -> None:
         if self.popen.poll() is None:
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(self.pid, signal.SIGTERM)
