@@ -38,8 +38,8 @@ independent sentence-embedding judge, never from the model being trained."""
 
 
 def _user_errors(fn):
-    """Turn ApiError into a Gradio message the UI shows (and gradio_client raises); generator
-    functions (streaming outputs) stay generators."""
+    """A UI action: its session counts as active, and an ApiError becomes a Gradio message the UI
+    shows (and gradio_client raises). Generator functions (streaming outputs) stay generators."""
     def shown(exc: ApiError) -> gr.Error:
         # Gradio shows this message as HTML in a toast: escape the user input it may echo.
         message = f"{exc.field}: {exc.message}" if exc.field else exc.message
@@ -48,6 +48,7 @@ def _user_errors(fn):
     if inspect.isgeneratorfunction(fn):
         @functools.wraps(fn)
         def streaming(*args, **kwargs):
+            _active(args, kwargs)
             try:
                 yield from fn(*args, **kwargs)
             except ApiError as exc:
@@ -56,6 +57,7 @@ def _user_errors(fn):
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
+        _active(args, kwargs)
         try:
             return fn(*args, **kwargs)
         except ApiError as exc:
@@ -63,8 +65,11 @@ def _user_errors(fn):
     return wrapper
 
 
-def _active(request: gr.Request | None) -> None:
-    """The session hash is only a key in memory (app/metrics.py SessionTracker), never exported."""
+def _active(args: tuple, kwargs: dict) -> None:
+    """Mark the caller's session active. Gradio passes the gr.Request that a handler's signature asks
+    for (functools.wraps keeps it visible); its session hash is only a key in memory (app/metrics.py
+    SessionTracker), never exported."""
+    request = next((a for a in (*args, *kwargs.values()) if isinstance(a, gr.Request)), None)
     metrics.SESSIONS.seen(getattr(request, "session_hash", None))
 
 
@@ -175,7 +180,6 @@ def build_ui(service) -> gr.Blocks:
 
         @_user_errors
         def load_model(name, request: gr.Request):
-            _active(request)
             service.load_model(name)
             return _model_status(service)
 
@@ -191,7 +195,6 @@ def build_ui(service) -> gr.Blocks:
 
         @_user_errors
         def evaluate(text, mode, request: gr.Request):
-            _active(request)
             result = service.evaluate(text, mode)
             return _verdict(result), _cards(result)
 
@@ -227,16 +230,14 @@ def build_ui(service) -> gr.Blocks:
 
         @_user_errors
         def start_training(preset, request: gr.Request):
-            _active(request)
             return job_outputs(service.start_training(preset))
 
+        @_user_errors  # a user watching a run is active
         def training_status(request: gr.Request):
-            _active(request)  # a user watching a run is active
             return job_outputs(current_job())
 
         @_user_errors
         def cancel_training(request: gr.Request):
-            _active(request)
             job = current_job()
             if job is None:
                 raise ApiError(409, None, "no training job to cancel", error="no_job")
@@ -268,7 +269,6 @@ def build_ui(service) -> gr.Blocks:
 
         @_user_errors
         def generate(prompt, temperature, max_new_tokens, request: gr.Request):
-            _active(request)
             # Streams: tokens appear as the models produce them; verdicts once both are done.
             for out in service.generate_stream(prompt, int(max_new_tokens), float(temperature)):
                 if not out["done"]:
@@ -296,7 +296,6 @@ def build_ui(service) -> gr.Blocks:
 
         @_user_errors
         def critique(prompt, request: gr.Request):
-            _active(request)
             return _one_trace_html(service.critique(prompt))
 
         red_team = [p["prompt"] for p in constitution.training_prompts()]
@@ -320,7 +319,6 @@ def build_ui(service) -> gr.Blocks:
 
         @_user_errors
         def run_impact(limit, request: gr.Request):
-            _active(request)
             report = service.impact(int(limit))
             stem = downloads / f"impact-{report['run_id']}"
             Path(f"{stem}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
@@ -345,8 +343,8 @@ def build_ui(service) -> gr.Blocks:
 
         runs_refresh.click(list_runs, None, runs_table, api_name=E.API_LIST_RUNS)
 
+        @_user_errors
         def on_page_load(request: gr.Request):
-            _active(request)
             return (*job_outputs(current_job()), list_runs())
 
         def on_tab_closed(request: gr.Request):

@@ -18,6 +18,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from validation import criteria
+
+# A delay beyond generate.time's bound in every profile: the runs use the faults session's profile.
+SLOW_S = 1 + max(criteria.load(p)["generate.time"].threshold for p in criteria.profiles())
+
 
 @dataclass(frozen=True)
 class Fault:
@@ -233,10 +238,9 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
     Fault("generate_no_verdict", "generation answers without the judge's evaluation", "smoke",
           ("generate.valid",),
           lambda: _after("app.service:Service._answer", _no_evaluation), "generate"),
-    # 9 s: beyond generate.time's bound in every profile (plan 5 s, ci 8 s), as the session's profile is the runs'.
-    Fault("generate_slow", "generation waits 9 s before decoding", "smoke",
+    Fault("generate_slow", f"generation waits {SLOW_S:.0f} s before decoding", "smoke",
           ("generate.time",),
-          lambda: _before("app.service:Service.generate", _sleep(9)), "generate"),
+          lambda: _before("app.service:Service.generate", _sleep(SLOW_S)), "generate"),
     Fault("train_changes_nothing", "the optimizer's learning rate is 0: training changes no weight", "smoke",
           ("train.checkpoint",),
           _lr_zero, "training_preset"),
