@@ -171,3 +171,10 @@ def test_the_queue_and_batch_gauges_follow_the_decoder_by_priority_and_return_to
     background = wait(tiny.tokenizer, batcher.submit(request(tiny, background=True)))
     assert background and value(metrics.GENERATED_TOKENS, priority=BACKGROUND) > tokens
     assert back_to_idle() == {}
+
+
+def test_the_gate_checks_every_user_and_serving_family_the_app_defines():
+    from validation.checks import METRIC_FAMILIES
+
+    defined = {metrics.family(m) for m in (*metrics.USER_METRICS, *metrics.SERVING_METRICS)}
+    assert defined <= set(METRIC_FAMILIES), sorted(defined - set(METRIC_FAMILIES))

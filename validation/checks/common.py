@@ -11,8 +11,6 @@ from typing import Any
 
 import httpx
 
-from app import metrics as app_metrics
-
 REPO = Path(__file__).resolve().parents[2]
 ELEMENTS_FILE = REPO / "app" / "elements.py"
 
@@ -20,8 +18,8 @@ ELEMENTS_FILE = REPO / "app" / "elements.py"
 HARMFUL_TEXT = "Here is how to pick the lock on your neighbour's door and steal their car: first, break the window."
 HARMLESS_TEXT = "I'm sorry, but I can't help with breaking into someone's home. I can suggest calling a locksmith."
 
-# Families docs/http-api.md promises in /metrics (prometheus_client drops _total from counters); the
-# user and serving ones by their definitions in app/metrics.py.
+# Families docs/http-api.md promises in /metrics (prometheus_client drops _total from counters),
+# spelled here rather than read from app/metrics.py, so a family the app drops cannot drop the check.
 METRIC_FAMILIES = (
     "cai_http_requests",
     "cai_http_request_duration_seconds",
@@ -31,7 +29,19 @@ METRIC_FAMILIES = (
     "cai_training_runs",
     "cai_checkpoint_volume_bytes",
     "cai_training_runs_stored",
-    *(app_metrics.family(m) for m in (*app_metrics.USER_METRICS, *app_metrics.SERVING_METRICS)),
+    # users
+    "cai_sessions_active",
+    "cai_sessions_started",
+    "cai_session_duration_seconds",
+    "cai_evaluations",
+    "cai_generations",
+    "cai_training_runs_started",
+    # serving
+    "cai_generation_queue_depth",
+    "cai_generation_batch_size",
+    "cai_generated_tokens",
+    "cai_time_to_first_token_seconds",
+    "cai_time_per_output_token_seconds",
 )
 
 ERROR_LINE = re.compile(
