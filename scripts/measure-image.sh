@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Measure the image against issue 3's targets; prints one "name: value" line per measurement.
+# Measure the image against the team's image targets; prints one "name: value" line per measurement.
 #   image size (<= 1.5 GB), code-only rebuild (<= 60 s), docker run -> /health 200 (<= 10 s),
 #   idle memory with the default model loaded (<= 600 MB), stop after SIGTERM (<= 10 s).
 # Cold build time: run with COLD=1 (docker build --no-cache; takes minutes).

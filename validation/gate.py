@@ -73,7 +73,7 @@ class Result:
 class Clock:
     """Where the session's wall time went: build, engine (docker), app (requests, polls), ...
 
-    The rest of the wall time is the harness's own overhead (issue 4: <= 10 s).
+    The rest of the wall time is the harness's own overhead (the team's target: <= 10 s).
     """
 
     def __init__(self) -> None:

@@ -1,4 +1,4 @@
-"""HTTPS on a live URL (issue 14): the certificate's remaining days, plain http redirecting to https, HSTS.
+"""HTTPS on a live URL: the certificate's remaining days, plain http redirecting to https, HSTS.
 
 Plain functions of (an https URL, a gate), like the other checks. Trust: the system's CA store, or the
 file in SSL_CERT_FILE (as httpx and OpenSSL read it); a certificate that does not verify fails

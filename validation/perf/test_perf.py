@@ -1,4 +1,4 @@
-"""The performance gate (issue 6): the plan's load test with training running, memory and CPU sampled
+"""The performance gate: the plan's load test with training running, memory and CPU sampled
 from outside, every perf criterion of validation/criteria.toml measured. `nox -s perf` runs this file;
 `nox -s perf -- --base-url https://...` runs it against a live deployment (nothing started, no Docker).
 """

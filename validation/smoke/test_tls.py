@@ -1,4 +1,4 @@
-"""HTTPS on a live URL (issue 14): certificate valid >= 14 days, http:// redirects to https://, HSTS.
+"""HTTPS on a live URL: certificate valid >= 14 days, http:// redirects to https://, HSTS.
 
     nox -s smoke -- --base-url https://cai-demo.fly.dev
     nox -s smoke -- --base-url https://host:8443 --http-url http://host:8080/   # redirect not on port 80

@@ -1,4 +1,4 @@
-"""The uptime watch (issue 14): a bounded synthetic probe of a running app.
+"""The uptime watch: a bounded synthetic probe of a running app.
 
     nox -s watch -- --base-url https://cai-demo.fly.dev --minutes 5
     nox -s watch -- --target container --minutes 1 --interval 2 --restart-at 20

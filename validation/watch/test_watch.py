@@ -1,4 +1,4 @@
-"""The uptime watch (issue 14): GET /health, GET /ready and one evaluation every --interval seconds for
+"""The uptime watch: GET /health, GET /ready and one evaluation every --interval seconds for
 --minutes, then availability (watch.uptime), latency (watch.probe_p95) and, with --restart-at, whether
 the watch recorded the injected restart right (watch.restart_incident).
 
