@@ -28,7 +28,7 @@ def run_all(stub: StubApp, gate) -> None:
     checks.model_load(http, gate, "tiny")
     checks.evaluate(http, gate)
     checks.generate(http, gate)
-    checks.training(http, gate, "smoke", interval=0.05)
+    checks.training(http, gate, "smoke", interval=0.05, summary=True)
     checks.log_errors(gate, stub.logs())
 
 
@@ -113,6 +113,27 @@ def test_a_cancel_the_app_ignores():
     with StubApp({"cancel_ignored"}) as stub:
         e = expect_failure(_cancel, stub.base_url, criterion="train.cancel")
     assert "job ended 'succeeded'" in str(e)
+
+
+def test_a_summary_that_disagrees_with_its_trace():
+    with StubApp({"summary_disagrees"}) as stub:
+        e = expect_failure(checks.training, client(stub.base_url), make_gate(), "smoke", interval=0.05, summary=True,
+                           criterion="train.summary_consistent")
+    assert "revisions_better 2, the trace gives 1" in str(e)
+
+
+def test_summary_problems_name_each_disagreement():
+    job = {"state": "succeeded", "preset": "smoke", "trace": [{"judge": {"verdict": "same"}}],
+           "losses": [[1, 2.0], [2, 1.0]],
+           "metrics": {"revisions": 1, "revisions_better": 0, "revisions_same": 1, "revisions_worse": 0,
+                       "revisions_flagged": 0, "examples": 4, "loss_per_epoch": [1.5]}}
+    record = {"state": "succeeded", "preset": "smoke", "metrics": job["metrics"], "trained": "trained",
+              "preset_config": {"epochs": 1, "batch_size": 2}}
+    assert checks.summary_problems(job, record, dict(record)) == []
+    wrong = checks.summary_problems({**job, "losses": [[1, 2.0], [2, 2.0]]}, {**record, "state": "running"},
+                                    {**record, "trained": None})
+    assert [p.split(" ")[0] for p in wrong] == ["loss_per_epoch", "run", "GET", "GET"], wrong
+    assert checks.summary_problems(job, record, None)[-1] == "the run is not in GET /api/runs"
 
 
 def test_slow_model_load():

@@ -15,8 +15,10 @@ from validation.checks.actions import (  # noqa: F401
     generate,
     gradio_evaluate,
     model_load,
+    summary_problems,
     train_cancel,
     training,
+    training_summary,
     ui_verdict,
 )
 from validation.checks.common import (  # noqa: F401

@@ -112,6 +112,11 @@ def _lr_zero():
     _patch("app.training:Trainer._fine_tune", make)
 
 
+def _last_loss_per_epoch(result, self, job, *a, **k):
+    model, per_epoch = result
+    return model, [job.losses[-1][1]] * len(per_epoch)  # the last step's loss, not the epoch's mean
+
+
 def _checkpoint_not_written():
     def save_adapter(self, run_id, kind, peft_model, *, base_model):
         dest = self.path(run_id) / kind
@@ -250,6 +255,9 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
     Fault("checkpoint_truncated", "the adapter's weights file is cut in half", "smoke",
           ("train.checkpoint",),
           lambda: _after("app.runs:RunStore.save_adapter", _truncate_weights), "training_preset"),
+    Fault("epoch_loss_is_last_step", "each epoch's reported loss is its last step's, not its mean", "smoke",
+          ("train.summary_consistent",),
+          lambda: _after("app.training:Trainer._fine_tune", _last_loss_per_epoch), "training_preset"),
     Fault("train_fails", "fine-tuning raises", "smoke",
           ("train.state", "train.checkpoint"),
           lambda: _before("app.training:Trainer._fine_tune", _raise(RuntimeError("CUDA error"))), "training_preset"),

@@ -132,7 +132,7 @@ def test_training_cancel(gate, http, require_ready):
 
 def test_training_preset(gate, http, require_ready):
     preset = gate.param("train_preset", "smoke")
-    checks.training(http, gate, preset)
+    checks.training(http, gate, preset, summary=True)
 
 
 # --- last: the log after everything above ran --------------------------------------------------

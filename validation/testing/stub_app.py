@@ -18,6 +18,7 @@ with no model: healthy by default, broken on request. Each fault breaks one thin
     train_fails       training ends in state failed, no checkpoint
     train_hangs       training stays running forever
     cancel_ignored    POST /api/train/{id}/cancel answers 202 cancelling, and the run goes on to succeed
+    summary_disagrees a succeeded job's metrics count more better revisions than its trace holds
     slow=<seconds>    every /api/* answer is delayed (and /health when slow_health is set)
     error_log         the "log" (StubApp.logs()) has a Traceback in it
     down              every route answers 503 (add and remove it while the stub runs: an outage)
@@ -77,6 +78,16 @@ GOOD_METRICS = "\n".join(
     ]
 )
 Usage = dict[str, dict[tuple[tuple[str, str], ...], float]]  # family -> labels -> count
+
+
+# A succeeded job's details and the summary they give (one epoch of two examples, batch 2).
+STUB_RESULT = {
+    "trace": [{"judge": {"verdict": "better", "revision_flagged": False}},
+              {"judge": {"verdict": "worse", "revision_flagged": True}}],
+    "losses": [[1, 1.5]],
+    "metrics": {"revisions": 2, "revisions_better": 1, "revisions_same": 0, "revisions_worse": 1,
+                "revisions_flagged": 1, "examples": 2, "loss_per_epoch": [1.5]},
+}
 
 
 def usage_text(usage: Usage) -> str:
@@ -295,8 +306,13 @@ class StubApp(LoopbackServer):
                     loss=1.5,
                     checkpoint=f"runs/{job['run_id']}/trained" if ok else None,
                     error=None if ok else "stub failure",
+                    **(STUB_RESULT if ok else {}),
                 )
-                self.runs.insert(0, {"run_id": job["run_id"], "state": job["state"], "trained": "trained" if ok else None})
+                if ok and "summary_disagrees" in f:
+                    job["metrics"] = {**job["metrics"], "revisions_better": 2}
+                self.runs.insert(0, {"run_id": job["run_id"], "state": job["state"], "trained": "trained" if ok else None,
+                                     "preset": job["preset"], "metrics": job.get("metrics"),
+                                     "preset_config": {"epochs": 1, "batch_size": 2}})
                 if ok:
                     self.trained_run = job["run_id"]
             else:
