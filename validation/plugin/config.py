@@ -24,6 +24,7 @@ import pytest
 from validation import criteria as criteria_mod
 from validation import targets as targets_mod
 from validation.gate import Gate, Recorder
+from validation.targets.base import HEALTH_TIMEOUT_S
 
 TARGETS = ("auto", "container", "process", "url")
 
@@ -155,8 +156,8 @@ def pytest_addoption(parser: pytest.Parser, pluginmanager: pytest.PytestPluginMa
     g.addoption(
         "--health-timeout",
         type=float,
-        default=float(_env("GATE_HEALTH_TIMEOUT", "180")),
-        help="seconds to wait for the started target's /health (default 180)",
+        default=float(_env("GATE_HEALTH_TIMEOUT", str(HEALTH_TIMEOUT_S))),
+        help=f"seconds to wait for the started target's /health (default {HEALTH_TIMEOUT_S:.0f})",
     )
     g.addoption(
         "--expect-build",

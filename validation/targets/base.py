@@ -23,6 +23,7 @@ CONTAINER_CHECKPOINTS = "/app/demo/checkpoints"
 CONTAINER_LOGS = "/app/demo/logs"
 LOCAL_BASE_IMAGE = "cai-base:bookworm-slim"  # scripts/make-base-image.sh's tag
 LABEL = "cai-gate"  # label key on every container we start: value = owner pid
+HEALTH_TIMEOUT_S = 180.0  # how long a started target may take to answer GET /health (--health-timeout)
 
 Say = Callable[[str], None]
 

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from validation.gate import CLOCK
-from validation.targets.base import REPO, Say, Target, TargetError, _make_data_dirs, _noop, free_port, wait_http
+from validation.targets.base import HEALTH_TIMEOUT_S, REPO, Say, Target, TargetError, _make_data_dirs, _noop, free_port, wait_http
 from validation.targets.resources import DiskUsage, dir_bytes, rss_bytes
 
 
@@ -27,7 +27,7 @@ class ProcessTarget(Target):
         cwd: Path = REPO,
         port: int | None = None,
         env: dict[str, str] | None = None,
-        health_timeout: float = 120,
+        health_timeout: float = HEALTH_TIMEOUT_S,
         log_path: Path | None = None,
         say: Say = _noop,
     ) -> None:

@@ -7,14 +7,15 @@ from typing import Any
 import httpx
 
 from validation import api
-from validation.targets.base import Say, Target, TargetError, _noop, wait_http
+from validation.targets.base import HEALTH_TIMEOUT_S, Say, Target, TargetError, _noop, wait_http
 from validation.targets.resources import RSS_METRIC, VOLUME_METRIC, DiskUsage, metrics_values, metrics_volume_used
 
 
 class UrlTarget(Target):
     kind = "url"
 
-    def __init__(self, base_url: str, auth: tuple[str, str] | None = None, health_timeout: float = 120, say: Say = _noop) -> None:
+    def __init__(self, base_url: str, auth: tuple[str, str] | None = None,
+                 health_timeout: float = HEALTH_TIMEOUT_S, say: Say = _noop) -> None:
         super().__init__()
         self.base_url = base_url.rstrip("/")
         self.auth = auth
