@@ -5,7 +5,8 @@ the real app started through validation/faults/inject.py on the process target w
 the failed criteria are read from that run's report.json. First a control run: the same tests on
 the same app without a fault must pass, and every criterion the chosen faults expect to catch them
 must be measured and pass there (a skipped or unmeasured one could not go red), else a "caught"
-fault would prove nothing.
+fault would prove nothing. Runs go two at a time (`--fault-workers`), controls included: each run's
+app mostly waits on its client and the other way round, so two halve the session on two cores.
 
     nox -s faults                          # the whole catalogue
     nox -s faults -- --faults cancel_ignored,ready_lies
@@ -20,6 +21,7 @@ import os
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -71,6 +73,17 @@ def _run(session: str, tests: str, out: Path, fault: str | None, model: str = "t
     return {"failed": failed, "passed": passed, "results": results, "seconds": seconds, "ended": ended}
 
 
+def _parallel(workers: int, calls: list[tuple], done=lambda i, res: None) -> list[dict]:
+    """`_run(*call)` for each call, `workers` at a time; `done(i, result)` as each ends (progress),
+    results in the calls' order."""
+    def one(i: int) -> dict:
+        res = _run(*calls[i])
+        done(i, res)
+        return res
+    with ThreadPoolExecutor(workers) as pool:
+        return list(pool.map(one, range(len(calls))))
+
+
 def control_problems(needed: list[str], results: list[dict]) -> tuple[list[str], list[str]]:
     """What makes a control run (the unfaulted app) unfit to prove anything: (problems, skipped).
 
@@ -110,10 +123,14 @@ def test_every_fault_is_caught(gate, pytestconfig, say, report_dir):
     for f in faults:
         selections.setdefault((f.session, f.model), []).append(f"({f.tests})")
         needed.setdefault((f.session, f.model), {}).update(dict.fromkeys(f.expect))
+    workers = max(1, pytestconfig.getoption("--fault-workers"))
     problems = []
-    for (session, model), tests in selections.items():
-        name = session if model == "tiny" else f"{session}-{model}"
-        res = _run(session, " or ".join(dict.fromkeys(tests)), root / f"control-{name}", None, model, profile)
+    names = {key: key[0] if key[1] == "tiny" else f"{key[0]}-{key[1]}" for key in selections}
+    # The controls run side by side as the faults do, so a criterion that only load turns red shows here.
+    controls = _parallel(workers, [(s, " or ".join(dict.fromkeys(t)), root / f"control-{names[s, m]}", None, m, profile)
+                                   for (s, m), t in selections.items()])
+    for ((session, model), res) in zip(selections, controls, strict=True):
+        name = names[session, model]
         found, skipped = control_problems(list(needed[(session, model)]), res["results"])
         say(f"control {name}: {len(res['passed'])} criteria passed, {len(res['failed'])} failed, "
             f"{res['seconds']:.0f} s ({res['ended']})" + (f"; needed but skipped: {', '.join(skipped)}" if skipped else ""))
@@ -123,13 +140,14 @@ def test_every_fault_is_caught(gate, pytestconfig, say, report_dir):
                  detail="; ".join(problems) or f"the unfaulted app passes {', '.join(s for s, _ in selections)}, measuring all "
                  f"{sum(map(len, needed.values()))} criteria the faults expect")
 
-    rows = []
-    for f in faults:
-        row = judge(f, _run(f.session, f.tests, root / f.name, f.name, f.model, profile))
-        rows.append(row)
+    def said(i: int, res: dict) -> None:
+        row = judge(faults[i], res)
         others = f" (also {', '.join(row['also_failed'])})" if row["also_failed"] else ""
-        say(f"{'caught  ' if row['caught_by'] else 'MISSED  '} {f.name:26} by {', '.join(row['caught_by']) or '-'}"
+        say(f"{'caught  ' if row['caught_by'] else 'MISSED  '} {row['fault']:26} by {', '.join(row['caught_by']) or '-'}"
             f"{others}  {row['seconds']:.0f} s")
+
+    runs = _parallel(workers, [(f.session, f.tests, root / f.name, f.name, f.model, profile) for f in faults], said)
+    rows = [judge(f, res) for f, res in zip(faults, runs, strict=True)]
     uncaught = [r["fault"] for r in rows if not r["caught_by"]]
 
     table = ["| fault | the bug | session | caught by (criterion) | also failed | time |", "|---|---|---|---|---|---|"]
