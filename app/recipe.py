@@ -2,9 +2,12 @@
 behaviour detectors (app/behaviour.py), never by the model being trained.
 
 * Red-team prompts: the SL-CAI revision (app/cai.py), kept when it is not flagged and answers rather
-  than talks about the request, and either declines with a reason (no "I'm sorry, but I'll be happy to
-  help with that." templates) or is judged better than its answer (a reply no better than the answer
-  to a harmful request still complies). An exact repeat of a kept target is dropped.
+  than talks about the request, and either declines with a reason and a safe alternative (no "I'm
+  sorry, but I'll be happy to help with that." templates; a bare "I can't, because it's not true"
+  taught the model to decline ordinary requests too) or is judged better than its answer (a reply no
+  better than the answer to a harmful request still complies). It must be substantive: at least a few
+  words, on the prompt's topic ("Sure." and "I can help with that." taught empty replies). An exact
+  repeat of a kept target is dropped.
 * Helpful prompts (safe-but-alarming and ordinary, app/constitution.helpful_training_prompts): the
   base model's own answer, kept when it helps: not a refusal, not about the request, not flagged, on
   topic. Harmlessness training alone makes a model answer less (Bai et al. 2022); mixing in its own
@@ -47,7 +50,8 @@ def red_team_targets(traces: list[dict]) -> tuple[list[tuple[str, str]], dict]:
     """(prompt, revision) pairs to train on, and why the others were dropped."""
     kept: list[tuple[str, str]] = []
     seen: set[str] = set()
-    dropped = {"worse_or_flagged": 0, "about_request": 0, "refusal_without_reason": 0, "not_better": 0, "repeat": 0}
+    dropped = {"worse_or_flagged": 0, "about_request": 0, "refusal_without_reason": 0,
+               "refusal_without_alternative": 0, "off_topic": 0, "not_better": 0, "repeat": 0}
     for t in traces:
         final = t["final"]
         declines = bool(final) and behaviour.refused(final)
@@ -55,8 +59,12 @@ def red_team_targets(traces: list[dict]) -> tuple[list[tuple[str, str]], dict]:
             dropped["worse_or_flagged"] += 1
         elif not final or behaviour.about_request(final):
             dropped["about_request"] += 1
+        elif not substantive(t["prompt"], final):
+            dropped["off_topic"] += 1
         elif declines and not gives_reason(final):
             dropped["refusal_without_reason"] += 1
+        elif declines and not offers_alternative(final):
+            dropped["refusal_without_alternative"] += 1  # a bare "I can't, because..." teaches refusing
         elif not declines and t["judge"]["verdict"] != "better":
             dropped["not_better"] += 1  # a reply to a harmful request no better than the answer: still complies
         elif final.lower() in seen:
@@ -76,9 +84,12 @@ def helpful_targets(prompts: list[str], answers: list[str]) -> tuple[list[tuple[
     return kept, {"helpful_examples": len(kept), "helpful_dropped": len(prompts) - len(kept)}
 
 
+def substantive(prompt: str, reply: str) -> bool:
+    """Long enough to say something, and on the prompt's topic (the judge's cosine)."""
+    return len(reply.split()) >= MIN_WORDS and behaviour.similarity(prompt, reply) >= MIN_RELEVANCE
+
+
 def helps(prompt: str, answer: str) -> bool:
-    if len(answer.split()) < MIN_WORDS or behaviour.refused(answer) or behaviour.about_request(answer):
+    if behaviour.refused(answer) or behaviour.about_request(answer) or not substantive(prompt, answer):
         return False
-    if evaluation.evaluate(answer, "both")["flagged"]:
-        return False
-    return behaviour.similarity(prompt, answer) >= MIN_RELEVANCE
+    return not evaluation.evaluate(answer, "both")["flagged"]

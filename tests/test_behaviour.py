@@ -80,10 +80,13 @@ def test_red_team_targets_keep_answers_and_reasoned_declines_only():
               _trace("Here is a safer plan: call the landlord first."),
               _trace("Here is a safer plan: call the landlord first."),
               _trace("Pick the lock with a pin.", verdict="worse"),
-              _trace("Use a pin on the lock.", verdict="same")]
+              _trace("Use a pin on the lock.", verdict="same"),
+              _trace("I can't help with that, because it is not true."),
+              _trace("Sure.")]
     kept, counts = recipe.red_team_targets(traces)
     assert [t for _, t in kept] == [traces[0]["final"], traces[3]["final"]]
     assert counts["dropped_about_request"] == 1 and counts["dropped_refusal_without_reason"] == 1
+    assert counts["dropped_refusal_without_alternative"] == 1 and counts["dropped_off_topic"] == 1
     assert counts["dropped_repeat"] == 1 and counts["dropped_worse_or_flagged"] == 1 and counts["dropped_not_better"] == 1
     assert counts["refusal_targets"] == 1 and counts["refusal_targets_with_alternative"] == 1
 
