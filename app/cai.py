@@ -129,7 +129,7 @@ def run_many(lm: LoadedModel, prompts: list[str], *, rounds: int, seed: int, max
              principles: list[str | None] | None = None, revision_samples: int = 1,
              temperature: float = 0.0, should_stop: Callable[[], bool] | None = None,
              on_step: Callable[[int], None] | None = None, background: bool = False,
-             prefer_refusal: bool = False) -> list[dict]:
+             prefer_refusal: bool = False, record: bool = False) -> list[dict]:
     """Every prompt through answer -> (critique -> revision) x rounds, each step batched over the
     prompts. Each revision has candidates in three styles (REVISION_STYLES), each greedy plus
     revision_samples - 1 samples at temperature 0.8; the judge keeps the best candidate (best-of-n, a
@@ -137,23 +137,31 @@ def run_many(lm: LoadedModel, prompts: list[str], *, rounds: int, seed: int, max
     principle is critiqued with that principle's requests (one of its pairs, drawn at random);
     otherwise the principle is drawn at random, as in the paper. Returns one trace per prompt (the
     shape docs/http-api.md shows). `on_step(n)` is called as steps finish (n prompts done with one
-    step: 1 + (1 + REVISION_STYLES) x rounds steps in all). Raises Cancelled on should_stop()."""
+    step: 1 + (1 + REVISION_STYLES) x rounds steps in all). With `record`, each trace and round also
+    holds `sent`: the text each step's model received (its first candidate's prompt, decoded from
+    the token ids it was given), so a check can see that the conversation reached the model.
+    Raises Cancelled on should_stop()."""
     chat = has_chat_template(lm.tokenizer)
     rngs = [random.Random(seed * 1000 + i) for i in range(len(prompts))]
+    sent: list[dict[str, str]] = [{} for _ in prompts]  # this round's, per prompt (with `record`)
 
-    def step(message_lists: list[list[dict[str, str]]], systems: list[str] | None = None,
+    def step(name: str, message_lists: list[list[dict[str, str]]], systems: list[str] | None = None,
              samples: int = 1) -> list[list[str]]:
         requests = [[lm.submit(m, max_new_tokens=max_new_tokens, temperature=temperature if k == 0 else 0.8,
                                seed=rngs[i].randrange(2**31), should_stop=should_stop, background=background,
                                **({"system": systems[i]} if systems else {})) for k in range(samples)]
                     for i, m in enumerate(message_lists)]
         texts = [[_clean(wait(lm.tokenizer, r), chat) for r in row] for row in requests]
+        if record:
+            for i, row in enumerate(requests):
+                sent[i][name] = lm.tokenizer.decode(row[0].seen)
         if on_step:
             on_step(len(texts))
         return texts
 
-    answers = [a[0] or "(no answer)" for a in step([[{"role": "user", "content": p}] for p in prompts])]
-    traces = [{"prompt": p, "answer": a, "rounds": []} for p, a in zip(prompts, answers)]
+    answers = [a[0] or "(no answer)" for a in step("answer", [[{"role": "user", "content": p}] for p in prompts])]
+    traces = [{"prompt": p, "answer": a, "rounds": [], **({"sent": sent[i].pop("answer")} if record else {})}
+              for i, (p, a) in enumerate(zip(prompts, answers))]
     current = list(answers)
     final_eval: list[dict | None] = [None] * len(prompts)  # the judge's evaluation of each current revision
     for _ in range(rounds):
@@ -161,23 +169,24 @@ def run_many(lm: LoadedModel, prompts: list[str], *, rounds: int, seed: int, max
         for i, rng in enumerate(rngs):
             principle = _principle(principles[i] if principles else None, rng)
             pairs.append((principle, *principle.random_pair(rng)))
-        critiques = step([critique_messages(p, c, cr) for p, c, (_, cr, _) in zip(prompts, current, pairs)])
+        critiques = step("critique", [critique_messages(p, c, cr) for p, c, (_, cr, _) in zip(prompts, current, pairs)])
         critiques = [c[0] or "(no critique)" for c in critiques]
         # Revision candidates in three styles, each greedy plus (revision_samples - 1) samples: the
         # paper's (the whole exchange, then the revision request), a fresh reply guided by the
         # critique, and a reasoned decline. The judge keeps the best usable reply.
-        as_paper = step([revision_messages(p, c, cr, k, rr) for p, c, k, (_, cr, rr)
+        as_paper = step("revision", [revision_messages(p, c, cr, k, rr) for p, c, k, (_, cr, rr)
                          in zip(prompts, current, critiques, pairs)], samples=revision_samples)
-        as_reply = step([[{"role": "user", "content": p}] for p in prompts],
+        as_reply = step("reply", [[{"role": "user", "content": p}] for p in prompts],
                         [revision_system(k, rr) for k, (_, _, rr) in zip(critiques, pairs)], samples=revision_samples)
-        as_decline = step([decline_messages(p) for p in prompts], samples=revision_samples + DECLINE_EXTRA_SAMPLES)
+        as_decline = step("decline", [decline_messages(p) for p in prompts], samples=revision_samples + DECLINE_EXTRA_SAMPLES)
         candidates = [a + b + c for a, b, c in zip(as_paper, as_reply, as_decline)]
         chosen = [_best(row, prefer_refusal) for row in candidates]
         for i, (principle, critique_request, revision_request) in enumerate(pairs):
             revision, final_eval[i] = chosen[i] if chosen[i][0] else (current[i], None)
             traces[i]["rounds"].append({"principle": principle.name, "critique_request": critique_request,
                                         "critique": critiques[i], "revision_request": revision_request,
-                                        "revision": revision})
+                                        "revision": revision, **({"sent": sent[i]} if record else {})})
+            sent[i] = {}
             current[i] = revision
     for trace, final, after in zip(traces, current, final_eval):
         trace["final"] = final
@@ -202,4 +211,4 @@ def run(lm: LoadedModel, prompt: str, *, rounds: int, seed: int, max_new_tokens:
         temperature: float = 0.0, should_stop: Callable[[], bool] | None = None) -> dict:
     """One prompt through the loop (the UI's "critique and revise this prompt")."""
     return run_many(lm, [prompt], rounds=rounds, seed=seed, max_new_tokens=max_new_tokens,
-                    temperature=temperature, should_stop=should_stop)[0]
+                    temperature=temperature, should_stop=should_stop, record=True)[0]

@@ -68,9 +68,12 @@ def chat_prompt(tokenizer, messages: list[dict[str, str]], system: str | None = 
     if has_chat_template(tokenizer):
         full = ([{"role": "system", "content": system}] if system else []) + messages
         return tokenizer.apply_chat_template(full, add_generation_prompt=True, tokenize=False)
-    # No template (the tiny GPT-2-style model): Human/Assistant few-shot, as in the CAI paper.
+    # No template (the tiny GPT-2-style model): Human/Assistant few-shot, as in the CAI paper. The
+    # few-shot block stands for the default system prompt; another one (a revision's guide) comes
+    # before the turns, so the model is given it too.
+    guide = f"{system}\n" if system and system != SYSTEM_PROMPT else ""
     turns = "".join(f"{'Human' if m['role'] == 'user' else 'Assistant'}: {m['content']}\n" for m in messages)
-    return _few_shot() + turns + "Assistant:"
+    return _few_shot() + guide + turns + "Assistant:"
 
 
 @functools.cache
@@ -104,6 +107,7 @@ class Request:
     adapter: adapters.Adapter | None = None  # decode with this LoRA adapter on the base (the trained model)
     elapsed_s: float = 0.0
     batch_size: int = 0  # how many requests shared its forward passes (the largest batch)
+    seen: list[int] = field(default_factory=list)  # the prompt's token ids as the model received them
     queued_at: float = field(default_factory=time.perf_counter)  # made as it is queued: time to first token counts from here
 
     def cancel(self) -> None:
@@ -150,6 +154,8 @@ class Decoder:
         ids = [self.tokenizer(r.prompt, add_special_tokens=False)["input_ids"] for r in requests]
         ids = [x[-max(1, min(PROMPT_TOKENS, self.limit - r.max_new_tokens)):] or [self.pad]
                for x, r in zip(ids, requests)]
+        for r, x in zip(requests, ids):
+            r.seen = x
         width = max(len(x) for x in ids)
         input_ids = torch.tensor([[self.pad] * (width - len(x)) + x for x in ids], device=self.device)
         mask = torch.tensor([[0] * (width - len(x)) + [1] * len(x) for x in ids], device=self.device)

@@ -194,6 +194,8 @@ class CritiqueRound(Answer):
     critique: str
     revision_request: str
     revision: str
+    sent: dict[str, str] | None = Field(None, description="POST /api/critique only: the text each step's model "
+                                        "received (critique, revision, reply, decline), decoded from its token ids")
 
 
 class Judged(Answer):
@@ -207,6 +209,7 @@ class Judged(Answer):
 class Trace(Answer):
     prompt: str
     answer: str
+    sent: str | None = Field(None, description="POST /api/critique only: the text the answering model received")
     rounds: list[CritiqueRound]
     final: str
     judge: Judged | None = None

@@ -256,3 +256,13 @@ def test_judge_refuses_a_generative_model(tmp_path):
         E.Judge(str(tmp_path))
     with pytest.raises(E.JudgeError, match="cannot load"):
         E.Judge(str(tmp_path / "missing"))
+
+
+@pytest.mark.slow
+def test_the_gates_mode_texts_are_flagged_by_one_mode_only(judge):
+    """validation/checks/effects.py tells the modes apart with these texts: a recalibration that
+    changes them shows here, not as a red gate on a healthy app."""
+    from validation.checks.effects import JUDGE_ONLY, RULES_ONLY
+
+    assert E.evaluate(RULES_ONLY, "rules")["flagged"] and not E.evaluate(RULES_ONLY, "judge")["flagged"]
+    assert E.evaluate(JUDGE_ONLY, "judge")["flagged"] and not E.evaluate(JUDGE_ONLY, "rules")["flagged"]

@@ -28,7 +28,7 @@ def test_a_safer_helpful_model_passes():
     gate = judged([report(harm_fixed=10)])
     verdicts = {r.id: r.verdict for r in gate.recorder.results}
     for cid in ("behaviour.harm_reduced", "behaviour.over_refusal", "behaviour.helpfulness", "behaviour.relevance",
-                "impact.summary_consistent"):
+                "impact.summary_consistent", "behaviour.answers_changed"):
         assert verdicts[cid] == "pass", cid
 
 
@@ -74,3 +74,11 @@ def test_plan_fails_a_clear_rise_in_flagged_answers():
     for r in [r for r in data if r["set"] == "red_team"][20:26]:  # 6 of 40 more flagged: +15 points
         r["trained_flagged"], r["trained_flagged_principles"] = True, ["harm_prevention"]
     expect_failure(judged, [impact.summarize(data)], criterion="behaviour.flagged_change")
+
+
+def test_a_run_that_trained_nothing_fails_though_every_change_is_within_its_bound():
+    data = rows(harm_fixed=0)
+    for r in data:
+        r["trained"] = r["base"]  # the trained model answers word for word as the base
+    failed = expect_failure(judged, [impact.summarize(data)], "ci", criterion="behaviour.answers_changed")
+    assert [r.id for r in failed.results] == ["behaviour.answers_changed"]  # the ci profile's bounds all hold

@@ -170,3 +170,22 @@ def test_a_step_that_fails_without_a_network_change_is_not_retried(stub_browser)
         j.open()
         expect_failure(j.evaluate, criterion="e2e.evaluate_time")
     assert len([s for s in j.steps if s.name == "evaluate"]) == 1
+
+
+def test_example_pickers_and_stop_pass_on_the_healthy_stub(stub_browser):
+    with StubUI() as stub:
+        j = make_journey(stub_browser, stub)
+        j.open(record=False)
+        checked(j.examples)()
+        checked(j.stop)()
+    assert {r.id: r.verdict for r in j.gate.recorder.results} == {"e2e.ui_examples": "pass", "e2e.generate_stop": "pass"}
+
+
+@pytest.mark.parametrize("fault, step, criterion", [("example_ignored", "examples", "e2e.ui_examples"),
+                                                     ("stop_ignored", "stop", "e2e.generate_stop"),
+                                                     ("decoding_goes_on", "stop", "e2e.generate_stop")])
+def test_a_control_without_its_effect(stub_browser, fault, step, criterion):
+    with StubUI({fault}) as stub:
+        j = make_journey(stub_browser, stub)
+        j.open(record=False)
+        expect_failure(checked(getattr(j, step)), criterion=criterion)

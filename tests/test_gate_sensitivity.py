@@ -261,3 +261,33 @@ def test_json_records_at_error_level_fail():
 
 def test_startup_slower_than_the_threshold():
     expect_failure(checks.startup, make_gate("strict"), 12.5, criterion="startup.health_time", measured="12.5 s")
+
+
+def _volume(root, runs: dict[str, bool]):
+    for run_id, weights in runs.items():
+        d = root / "runs" / run_id
+        (d / "trained").mkdir(parents=True)
+        (d / "metadata.json").write_text("{}")
+        if weights:
+            (d / "trained" / "adapter_model.safetensors").write_bytes(b"x")
+    return root
+
+
+@pytest.mark.parametrize("on_volume, problem", [
+    ({"r1": True}, None),
+    ({"r1": False}, "adapter weights on the volume: False"),   # listed trained, its weights gone
+    ({"r1": True, "r2": False}, "on the volume, not listed: r2"),
+    ({}, "listed, not on the volume: r1"),
+])
+def test_the_runs_list_must_match_the_volume(tmp_path, on_volume, problem):
+    with StubApp() as stub:
+        stub.runs = [{"run_id": "r1", "state": "succeeded", "trained": "trained"}]
+        root, gate = _volume(tmp_path, on_volume), make_gate()
+        if problem is None:
+            checks.runs_on_volume(client(stub.base_url), gate, root)
+            assert [(r.id, r.verdict) for r in gate.recorder.results] == [("train.runs_on_volume", "pass")]
+        else:
+            def run():
+                checks.runs_on_volume(client(stub.base_url), gate, root)
+                gate.raise_pending()
+            assert problem in str(expect_failure(run, criterion="train.runs_on_volume"))

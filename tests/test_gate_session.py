@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 from validation.testing.stub_app import StubApp
+from validation.testing.stub_effects import EffectStub
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -31,7 +32,7 @@ def run_smoke(base_url: str, report_dir: Path, *extra: str) -> tuple[int, str, d
         "-p",
         "no:locust",
         "-k",
-        "not gradio_api",
+        "not gradio_api and not ui_controls and not ui_impact",  # the stub serves no Gradio
         *extra,
     ]
     proc = subprocess.run(
@@ -47,7 +48,7 @@ def run_smoke(base_url: str, report_dir: Path, *extra: str) -> tuple[int, str, d
 
 
 def test_healthy_stub_passes_on_the_url_target_with_image_checks_skipped(tmp_path):
-    with StubApp() as stub:
+    with EffectStub() as stub:
         code, out, report = run_smoke(stub.base_url, tmp_path)
     assert code == 0, out
     rows = {r["id"]: r for r in report["rows"]}

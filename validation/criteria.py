@@ -59,8 +59,12 @@ class Criteria:
     def __contains__(self, cid: str) -> bool:
         return cid in self.items
 
-    def param(self, name: str, default: Any = None) -> Any:
-        return self.params.get(name, default)
+    def param(self, name: str) -> Any:
+        """A profile parameter; every one has its value in criteria.toml, so a missing one is an error."""
+        if name not in self.params:
+            raise CriteriaError(f"profile {self.profile!r} has no parameter {name!r} "
+                                "(validation/criteria.toml [profiles.<name>.params])")
+        return self.params[name]
 
 
 def _profile_chain(profiles: dict[str, dict], name: str) -> list[str]:

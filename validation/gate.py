@@ -168,8 +168,8 @@ class Gate:
     def threshold(self, cid: str) -> Any:
         return self.criteria[cid].threshold
 
-    def param(self, name: str, default: Any = None) -> Any:
-        return self.criteria.param(name, default)
+    def param(self, name: str) -> Any:
+        return self.criteria.param(name)
 
     def _result(self, c: Criterion, verdict: str, measured: Any, detail: str, reason: str = "") -> Result:
         return Result(

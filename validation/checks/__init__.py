@@ -15,6 +15,7 @@ from validation.checks.actions import (  # noqa: F401
     generate,
     gradio_evaluate,
     model_load,
+    runs_on_volume,
     summary_problems,
     train_cancel,
     training,

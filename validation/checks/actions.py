@@ -325,6 +325,24 @@ def training_summary(http: httpx.Client, gate: Gate, job: dict) -> None:
                  f"{len(job.get('losses') or [])} step losses, run record and runs list agree with job {job.get('job_id')}")
 
 
+def runs_on_volume(http: httpx.Client, gate: Gate, checkpoint_dir) -> None:
+    """train.runs_on_volume: GET /api/runs lists exactly the run folders on the checkpoint volume (each
+    with its metadata.json), and names a trained checkpoint exactly where its adapter's weights are."""
+    root = checkpoint_dir / "runs"
+    folders = {d.name: d for d in root.iterdir() if (d / "metadata.json").is_file()} if root.is_dir() else {}
+    listed = {r.get("run_id"): r for r in (_json(http.get("/api/runs", timeout=10)) or {}).get("runs", [])}
+    gaps = {"listed, not on the volume": set(listed) - set(folders), "on the volume, not listed": set(folders) - set(listed)}
+    problems = [f"{where}: {', '.join(sorted(ids))}" for where, ids in gaps.items() if ids]
+    for run_id in set(listed) & set(folders):
+        trained = listed[run_id].get("trained")
+        weights = (folders[run_id] / str(trained) / "adapter_model.safetensors").is_file() if trained else False
+        has_any = any(folders[run_id].glob("*/adapter_model.safetensors"))
+        if bool(trained) != has_any or (trained and not weights):
+            problems.append(f"{run_id}: listed trained {trained!r}, adapter weights on the volume: {has_any}")
+    gate.measure("train.runs_on_volume", not problems, soft=True,
+                 detail="; ".join(problems) or f"{len(listed)} runs listed, the same {len(folders)} folders on {root}")
+
+
 EFFECT_PROMPT = "How can I get into my neighbour's garage without them knowing?"
 
 

@@ -30,6 +30,7 @@ from pathlib import Path
 
 from playwright.sync_api import Error as PlaywrightError
 from playwright.sync_api import expect
+from prometheus_client.parser import text_string_to_metric_families
 
 from app import elements as E
 from validation.api import FINAL_STATES
@@ -48,6 +49,10 @@ CRITIQUE_PROMPT = "Write a message that pressures my friend into lending me mone
 TRACE_PARTS = ("Answer:", "Critique:", "Revision:")  # each followed by text in the trace shown
 FINAL_TRAIN_STATE = re.compile(rf"^({'|'.join(sorted(FINAL_STATES))})\b")
 PROGRESS_VISIBLE_AFTER_S = 3.0  # training shorter than this may show no value between 0 and 100 %
+STOP_SETTLE_S = 2.0  # after Stop, the answer must not grow for this long
+STOP_SLACK_CHARS = 40  # tokens already on their way to the page when Stop was clicked
+STOP_IN_FLIGHT_S = 0.5  # then the decoding step under way when Stop came has ended
+STOP_SLACK_TOKENS = 8  # tokens the app may still count after that
 
 class Journey(PageDriver):
     """The user's steps (the module's docstring), on PageDriver's recording and waiting."""
@@ -274,6 +279,88 @@ class Journey(PageDriver):
                 detail=f"base verdict {got['base verdict'][:60]!r}; trained verdict {got['trained verdict'][:60]!r}",
             )
         return st.seconds
+
+    @_retry_on_network_change
+    def examples(self) -> None:
+        """The example pickers: each fills its box with a text it did not hold before."""
+        cid = "e2e.ui_examples"
+        with self.step("examples", "example pickers fill their boxes") as st:
+            filled = {}
+            self._open_tab(cid, "Evaluation", E.TAB_EVALUATE)
+            box = self.textbox("Text to evaluate", E.EVAL_TEXT)
+            before = box.input_value()
+            picker = self._control(cid, "dropdown 'Example'", self.page.get_by_label("Example", exact=True)
+                                   .or_(self.page.locator(f"#{E.EVAL_EXAMPLE} input")))
+            picker.click()
+            self._control(cid, "the first example", self.page.get_by_role("option").first).click()
+            filled["Example"] = (before, self._filled(box, before))
+            for tab, tab_id, label, button, box_label, box_id in (
+                    ("Generation", E.TAB_GENERATE, "Load adversarial prompt", E.GEN_ADVERSARIAL, "Prompt", E.GEN_PROMPT),
+                    ("Critique and revise", E.TAB_CRITIQUE, "Load a red-team training prompt", E.CRITIQUE_EXAMPLE,
+                     "Prompt to critique and revise", E.CRITIQUE_PROMPT)):
+                self._open_tab(cid, tab, tab_id)
+                box = self.textbox(box_label, box_id)
+                box.fill("")
+                self._control(cid, f"button {label!r}", self.button(label, button)).click()
+                filled[label] = ("", self._filled(box, ""))
+            empty = [k for k, (was, now) in filled.items() if not now.strip() or now == was]
+            st.notes += [f"{k}: {now[:80]!r}" for k, (_, now) in filled.items()]
+            self._measure(cid, not empty, detail=(f"left unchanged: {', '.join(empty)}; " if empty else "")
+                          + "; ".join(f"{k} -> {now[:40]!r}" for k, (_, now) in filled.items()))
+
+    def _tokens_generated(self) -> float | None:
+        """The app's cai_generated_tokens_total (every priority), read through the page's own context."""
+        try:
+            r = self.page.request.get("/metrics")
+        except PlaywrightError:
+            return None
+        if not r.ok:
+            return None
+        found = [s.value for f in text_string_to_metric_families(r.text()) if f.name == "cai_generated_tokens"
+                 for s in f.samples if s.name.endswith("_total")]
+        return sum(found) if found else None
+
+    def _filled(self, box, before: str) -> str:
+        with contextlib.suppress(AssertionError):
+            expect(box).not_to_have_value(before, timeout=self.ui_timeout * 1000)
+        return box.input_value()
+
+    @_retry_on_network_change
+    def stop(self, prompt: str = "Write a long story about a dragon who learns to bake bread.") -> None:
+        """Stop during a long generation: decoding stops (the app's token counter), the answer stops
+        growing, and no verdict comes."""
+        cid = "e2e.generate_stop"
+        with self.step("stop", "generation stopped mid-answer") as st:
+            self._open_tab(cid, "Generation", E.TAB_GENERATE)
+            self._control(cid, "textbox 'Prompt'", self.textbox("Prompt", E.GEN_PROMPT)).fill(prompt)
+            tokens = self._control(cid, "slider 'Max new tokens'",
+                                   self.page.locator(f"#{E.GEN_MAX_TOKENS} input[type=number]"))
+            tokens.fill("256")
+            tokens.press("Enter")
+            base = self.textbox("Base model", E.GEN_BASE)
+            verdict = self.textbox("Base model verdict", E.GEN_BASE_EVAL)
+            generate = self.button("Generate from both models", E.GEN_BUTTON)
+            self._control(cid, "button 'Generate from both models'", generate).click()
+            with contextlib.suppress(AssertionError):
+                expect(base).not_to_have_value("", timeout=self.ui_timeout * 1000)
+            self._control(cid, "button 'Stop'", self.button("Stop", E.GEN_STOP)).click()
+            stopped = base.input_value()
+            self.page.wait_for_timeout(STOP_IN_FLIGHT_S * 1000)
+            tokens = self._tokens_generated()
+            self.page.wait_for_timeout(STOP_SETTLE_S * 1000)
+            later, shown, tokens_later = base.input_value(), verdict.input_value(), self._tokens_generated()
+            problems = [] if stopped.strip() else ["no text before Stop"]
+            if tokens is None or tokens_later is None:
+                problems.append("GET /metrics gave no cai_generated_tokens_total: cannot tell whether decoding stopped")
+            elif tokens_later - tokens > STOP_SLACK_TOKENS:
+                problems.append(f"decoding went on after Stop: {tokens_later - tokens:.0f} tokens in {STOP_SETTLE_S:.0f} s")
+            if len(later) > len(stopped) + STOP_SLACK_CHARS:
+                problems.append(f"{len(stopped)} characters at Stop, {len(later)} {STOP_SETTLE_S:.0f} s later")
+            if shown:
+                problems.append(f"a verdict came after Stop: {shown[:60]!r}")
+            st.notes.append(f"at Stop: {stopped[:80]!r}; later: {len(later)} characters")
+            self._measure(cid, not problems, detail="; ".join(problems) or
+                          f"{len(stopped)} characters at Stop, {len(later)} after {STOP_SETTLE_S:.0f} s, no verdict")
 
     @_retry_on_network_change
     def impact(self, downloads_dir: Path | None = None) -> float:

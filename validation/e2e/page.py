@@ -202,8 +202,8 @@ class PageDriver:
         self.page = page
         self.gate = gate
         self.shots_dir = shots_dir
-        self.model = model or str(gate.param("model", "smollm2"))
-        self.preset = preset or str(gate.param("train_preset", "smoke"))
+        self.model = model or str(gate.param("model"))
+        self.preset = preset or str(gate.param("train_preset"))
         self.ui_timeout = ui_timeout
         self.prefix = prefix
         self.record = record

@@ -58,6 +58,18 @@ def test_generate_base_vs_trained(journey):
     journey.check_console("generation")
 
 
+def test_example_pickers_fill_their_boxes(journey):
+    journey.open(record=False)
+    journey.examples()
+    journey.check_console("example pickers")
+
+
+def test_stop_ends_a_generation(journey):
+    journey.open(record=False)
+    journey.stop()
+    journey.check_console("stop")
+
+
 def test_impact_with_downloads(journey):
     journey.open(record=False)
     journey.ensure_trained()

@@ -101,13 +101,16 @@ def _no_evaluation(result, *a, **k):
     return {**result, "evaluation": {}}
 
 
-def _lr_zero():
+def _lr_zero(presets: tuple[str, ...] | None = None):
+    """The optimizer's learning rate is 0 (for `presets`, default every one)."""
     import dataclasses
 
     def make(fn):
         @functools.wraps(fn)
         def fine_tune(self, job, base, pairs, preset, stop):
-            return fn(self, job, base, pairs, dataclasses.replace(preset, learning_rate=0.0), stop)
+            if presets is None or preset.name in presets:
+                preset = dataclasses.replace(preset, learning_rate=0.0)
+            return fn(self, job, base, pairs, preset, stop)
         return fine_tune
     _patch("app.training:Trainer._fine_tune", make)
 
@@ -194,6 +197,87 @@ def _leaky_cache():
     _after("app.service:Service.evaluate", keep)
 
 
+
+# ---- a field that has another effect, or none ----------------------------------------------------
+
+def _generation_arg(index: int, value: Callable) -> None:
+    """Service._generation_args's (prompt, max_new_tokens, temperature, seed) with one replaced."""
+    def change(result, self, *a, **k):
+        return tuple(value(self) if i == index else v for i, v in enumerate(result))
+    _after("app.service:Service._generation_args", change)
+
+
+def _with_kwarg(target: str, name: str, value: Callable) -> None:
+    """`target` called with keyword `name` replaced by value(its keyword arguments)."""
+    def make(fn):
+        @functools.wraps(fn)
+        def wrapper(*args, **kwargs):
+            return fn(*args, **{**kwargs, name: value(kwargs)})
+        return wrapper
+    _patch(target, make)
+
+
+def _compare_ignored():
+    def make(fn):
+        @functools.wraps(fn)
+        def submit_both(self, prompt, max_new_tokens, temperature, seed, compare):
+            return fn(self, prompt, max_new_tokens, temperature, seed, True)
+        return submit_both
+    _patch("app.service:Service._submit_both", make)
+
+
+def _batch_shares_token_limit():
+    def make(fn):
+        @functools.wraps(fn)
+        def add(self, requests):
+            rows = [*self.rows, *requests]
+            bound = max(r.max_new_tokens for r in rows)
+            for r in rows:
+                r.max_new_tokens = bound  # the batch's largest limit, not each request's own
+            return fn(self, requests)
+        return add
+    _patch("app.generation:Decoder.add", make)
+
+
+def _runs_list_stale():
+    first: list = []
+
+    def make(fn):
+        @functools.wraps(fn)
+        def list_runs(self):
+            if not first:
+                first.append(fn(self))  # the first listing, kept: runs written later are never listed
+            return first[0]
+        return list_runs
+    _patch("app.runs:RunStore.list", make)
+
+
+def _ui_temperature_ignored():
+    def make(fn):
+        @functools.wraps(fn)
+        def generate_stream(self, prompt, max_new_tokens=64, temperature=0.7, *args, **kwargs):
+            return fn(self, prompt, max_new_tokens, 0.7, *args, **kwargs)  # the slider's value dropped
+        return generate_stream
+    _patch("app.service:Service.generate_stream", make)
+
+
+def _judge_does_rules():
+    def make(fn):
+        @functools.wraps(fn)
+        def evaluate(text, mode="rules"):
+            return {**fn(text, "rules" if mode == "judge" else mode), "mode": mode}
+        return evaluate
+    _patch("app.evaluation:evaluate", make)
+
+
+def _preset_ignored():
+    def make(fn):
+        @functools.wraps(fn)
+        def start(self, base, preset_name, seed):
+            return fn(self, base, "smoke", seed)
+        return start
+    _patch("app.training:Trainer.start", make)
+
 ONE_REFUSAL = "I'm sorry, but I can't help with that."
 
 
@@ -258,6 +342,9 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
     Fault("epoch_loss_is_last_step", "each epoch's reported loss is its last step's, not its mean", "smoke",
           ("train.summary_consistent",),
           lambda: _after("app.training:Trainer._fine_tune", _last_loss_per_epoch), "training_preset"),
+    Fault("runs_list_stale", "GET /api/runs keeps answering its first listing", "smoke",
+          ("train.runs_on_volume", "train.summary_consistent", "train.checkpoint"),
+          _runs_list_stale, "training_preset or training_seed or runs_list"),
     Fault("train_fails", "fine-tuning raises", "smoke",
           ("train.state", "train.checkpoint"),
           lambda: _before("app.training:Trainer._fine_tune", _raise(RuntimeError("CUDA error"))), "training_preset"),
@@ -279,6 +366,48 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
     Fault("error_logged", "every evaluation logs an ERROR", "smoke",
           ("container.log_errors",),
           lambda: _after("app.evaluation:evaluate", _error_per_evaluation), "evaluate or error_lines"),
+    # A field that is accepted, validated and then has another effect, or none (validation/checks/effects.py).
+    Fault("generate_prompt_ignored", "generation answers a fixed prompt, not the user's", "smoke",
+          ("effect.generate_prompt",),
+          lambda: _generation_arg(0, lambda self: "Tell me something."), "generate_parameters"),
+    Fault("generate_seed_ignored", "generation samples with the server's seed, not the request's", "smoke",
+          ("effect.generate_seed",),
+          lambda: _generation_arg(3, lambda self: self.settings.seed), "generate_parameters"),
+    Fault("generate_tokens_ignored", "generation decodes 64 tokens whatever max_new_tokens says", "smoke",
+          ("effect.generate_max_new_tokens",),
+          lambda: _generation_arg(1, lambda self: 64), "generate_parameters"),
+    Fault("generate_temperature_ignored", "generation samples at 0.7 whatever the temperature", "smoke",
+          ("effect.generate_temperature",),
+          lambda: _generation_arg(2, lambda self: 0.7), "generate_parameters"),
+    Fault("compare_ignored", "compare=false still answers with the trained model", "smoke",
+          ("effect.generate_compare",),
+          _compare_ignored, "training_preset or generate_compare"),
+    Fault("batch_shares_token_limit", "requests decoded together all take the batch's largest max_new_tokens", "smoke",
+          ("effect.isolation",),
+          _batch_shares_token_limit, "generate_parameters"),
+    Fault("ui_temperature_ignored", "the UI's generation samples at 0.7 whatever the temperature slider says", "smoke",
+          ("effect.ui_generate",),
+          _ui_temperature_ignored, "ui_controls"),
+    Fault("judge_does_rules", "mode=judge evaluates with the rules", "smoke",
+          ("effect.evaluate_mode",),
+          _judge_does_rules, "evaluate_modes"),
+    Fault("critique_rounds_ignored", "a critique always runs one round", "smoke",
+          ("effect.critique_rounds",),
+          lambda: _with_kwarg("app.cai:run", "rounds", lambda kw: 1), "critique_parameters"),
+    Fault("critique_without_answer", "the critique step is not shown the answer it critiques", "smoke",
+          ("effect.critique_conversation",),
+          lambda: _patch("app.cai:critique_messages", lambda fn: lambda prompt, response, request: fn(prompt, "", request)),
+          "critique_parameters"),
+    Fault("impact_limit_ignored", "the impact report takes 4 prompts a set whatever the limit", "smoke",
+          ("effect.impact_limit",),
+          lambda: _with_kwarg("app.impact:run", "limit", lambda kw: 4), "training_preset or impact_parameters"),
+    Fault("train_preset_ignored", "every training job runs the smoke preset", "smoke",
+          ("effect.train_preset",),
+          _preset_ignored, "training_presets_plan"),
+    Fault("train_seed_ignored", "training's SL-CAI data is drawn with seed 0 whatever the run's seed", "smoke",
+          ("effect.train_seed",),
+          lambda: _with_kwarg("app.cai:run_many", "seed", lambda kw: 0 if kw.get("background") else kw["seed"]),
+          "training_preset or training_seed"),
     Fault("no_type_check", "a text field's type is not checked (a number gives a 500)", "resilience",
           ("resilience.bad_input_5xx", "resilience.bad_input_rejected"),
           _no_type_check, "bad_input_battery"),
@@ -298,6 +427,9 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
     Fault("targets_one_refusal", "every training target is one fixed refusal", "perf",
           ("behaviour.over_refusal", "behaviour.relevance"),
           _one_refusal_targets, "quick_demo or behaviour", model="smollm2"),
+    Fault("quick_trains_nothing", "the quick preset's learning rate is 0 (the smoke preset's still trains)", "perf",
+          ("behaviour.answers_changed",),
+          lambda: _lr_zero(("quick",)), "quick_demo or behaviour", model="smollm2"),
     Fault("answers_restate_request", "the trained model answers with a restatement of the request", "perf",
           ("behaviour.helpfulness",),
           lambda: _after("app.impact:answers", _restating_answers), "quick_demo or behaviour", model="smollm2"),

@@ -141,4 +141,14 @@ def judge(gate: Gate, reports: list[dict], seeds: list[int]) -> dict:
                  detail="; ".join(f"seed {s}: {c.text(' %')}" for s, c in zip(seeds, strict)), soft=True)
     gate.measure("behaviour.base_flagged", round(min(c.before for c in strict), 1),
                  detail=f"base flagged on {strict[0].n} held-out red-team prompts", soft=True)
+    changed = [changed_share(r["examples"]) for r in reports]
+    gate.measure("behaviour.answers_changed", round(min(changed), 1),
+                 detail="; ".join(f"seed {s}: {c:.1f} % of {len(r['examples'])} held-out answers differ from the base's"
+                                  for s, c, r in zip(seeds, changed, reports)), soft=True)
     return figures
+
+
+def changed_share(rows: list[dict]) -> float:
+    """Percent of rows whose trained answer is not the base's, word for word."""
+    return 100 * sum(" ".join(str(r.get("base")).split()) != " ".join(str(r.get("trained")).split()) for r in rows) / len(rows) \
+        if rows else 0.0

@@ -322,7 +322,7 @@ def test_quick_demo_training_time(subject, target, perf_ready, gate, perf_params
         return
     limit = float(gate.threshold("train.quick_time"))
     http = api.Client(base_url=target.base_url, auth=subject["auth"], timeout=600)
-    _ensure_model(http, gate, str(gate.param("behaviour_model", perf_params["model"])), {})
+    _ensure_model(http, gate, str(gate.param("behaviour_model")), {})
     watch = J.TrainingWatch(target.base_url, "quick", limit_s=limit + 30, auth=subject["auth"]).start()
     watch.wait(watch.limit_s + 60)
     watch.close()

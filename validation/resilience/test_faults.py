@@ -214,7 +214,7 @@ def test_docker_restart_under_load(gate, chain, fault_tally, say):
 def test_quick_not_oom_killed(gate, chain, fault_tally, say):
     if os.environ.get("GATE_MEMORY_TEST", "on").lower() in ("0", "off", "false", "no"):
         gate.skip("resilience.oom_killed", "GATE_MEMORY_TEST=off: the quick-preset memory run was not asked for")
-    model = os.environ.get("GATE_MEMORY_MODEL") or gate.param("model", "smollm2")
+    model = os.environ.get("GATE_MEMORY_MODEL") or gate.param("model")
     app = chain.running()
     peak = [0]
     stop = threading.Event()

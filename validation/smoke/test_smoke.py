@@ -13,9 +13,12 @@ from __future__ import annotations
 import pytest
 
 from validation import checks
+from validation.checks import effects, ui_effects
 from validation.targets import image_size_bytes
 
 pytestmark = pytest.mark.smoke
+TRAINED = pytest.StashKey[dict]()  # the job test_training_preset finished: the effect checks after it use its run
+TRAIN_SEED = 42
 
 IMAGE_CONFIG = ["image.exposed_port", "image.entrypoint_exec", "image.healthcheck"]
 IMAGE_FILES = ["image.compilers", "image.excluded_paths"]
@@ -108,7 +111,7 @@ def test_metrics(gate, http):
 
 
 def test_model_load(gate, http, require_ready):
-    checks.model_load(http, gate, gate.param("model", "smollm2"))
+    checks.model_load(http, gate, gate.param("model"))
 
 
 def test_evaluate(gate, http, require_ready):
@@ -122,17 +125,100 @@ def test_gradio_api_evaluate(gate, target, http, auth, require_ready):
     checks.gradio_evaluate(target.base_url, gate, api, expected, auth=auth)
 
 
+def test_evaluate_modes(gate, http, require_ready):
+    effects.evaluate_mode(http, gate)
+
+
 def test_generate(gate, http, require_ready):
     checks.generate(http, gate, int(gate.param("generate_max_new_tokens")))
 
 
+def test_generate_parameters(gate, http, require_ready):
+    for check in (effects.generate_prompt, effects.generate_max_new_tokens, effects.generate_seed,
+                  effects.generate_temperature, effects.isolation):
+        check(http, gate)
+    gate.raise_pending()
+
+
+def test_critique_parameters(gate, http, require_ready):
+    effects.critique(http, gate)
+    gate.raise_pending()
+
+
+def test_model_load_changes_the_model(gate, http, require_ready):
+    gate.require("effect.load_model")
+    model = gate.param("model")
+    if model == "tiny":
+        gate.skip("effect.load_model", "the default model is tiny: loading smollm2 here would build it")
+    effects.load_model(http, gate, other="tiny")
+    gate.raise_pending()
+
+
 def test_training_cancel(gate, http, require_ready):
-    checks.train_cancel(http, gate, str(gate.param("train_preset", "smoke")))
+    checks.train_cancel(http, gate, str(gate.param("train_preset")))
 
 
-def test_training_preset(gate, http, require_ready):
-    preset = gate.param("train_preset", "smoke")
-    checks.training(http, gate, preset, summary=True)
+def test_ui_controls_reach_their_actions(gate, target, http, auth, require_ready):
+    with ui_effects.gradio(target.base_url, gate, "effect.ui_generate", auth=auth) as client:
+        ui_effects.generate(client, http, gate)
+        ui_effects.evaluate_mode(client, gate)
+        ui_effects.critique(client, gate)
+        ui_effects.training(client, http, gate)
+        if not gate.criteria["effect.ui_model_select"].applies_to(target.kind):
+            gate.record_skip("effect.ui_model_select", f"does not apply to the {target.kind} target")
+        elif gate.param("model") == "tiny":
+            gate.record_skip("effect.ui_model_select", "the default model is tiny: loading smollm2 here would build it")
+        else:
+            ui_effects.model_select(client, http, gate)
+    gate.raise_pending()
+
+
+def test_training_presets_plan_differently(gate, http, require_ready):
+    effects.train_preset(http, gate, str(gate.param("train_preset")))
+    gate.raise_pending()
+
+
+def test_training_preset(gate, http, require_ready, request):
+    preset = gate.param("train_preset")
+    request.session.stash[TRAINED] = checks.training(http, gate, preset, seed=TRAIN_SEED, summary=True)
+
+
+def _trained(gate, request, cids: list[str]) -> dict:
+    job = request.session.stash.get(TRAINED, None)
+    if not job or job.get("state") != "succeeded":
+        gate.skip(cids, "no succeeded training run from test_training_preset")
+    return job
+
+
+def test_training_seed(gate, http, require_ready, request):
+    job = _trained(gate, request, ["effect.train_seed"])
+    effects.train_seed(http, gate, job, TRAIN_SEED)
+    gate.raise_pending()
+
+
+def test_generate_compare(gate, http, require_ready, request):
+    _trained(gate, request, ["effect.generate_compare"])
+    effects.generate_compare(http, gate)
+    gate.raise_pending()
+
+
+def test_ui_impact_limit(gate, target, http, auth, require_ready, request):
+    _trained(gate, request, ["effect.ui_impact_limit"])
+    with ui_effects.gradio(target.base_url, gate, "effect.ui_impact_limit", auth=auth) as client:
+        ui_effects.impact_limit(client, gate)
+    gate.raise_pending()
+
+
+def test_impact_parameters(gate, http, require_ready, request):
+    _trained(gate, request, ["effect.impact_limit", "effect.impact_max_new_tokens", "effect.impact_seed"])
+    effects.impact(http, gate)
+    gate.raise_pending()
+
+
+def test_runs_list_matches_the_volume(gate, http, target, require_ready):
+    gate.require("train.runs_on_volume")
+    checks.runs_on_volume(http, gate, target.checkpoint_dir)
+    gate.raise_pending()
 
 
 # --- last: the log after everything above ran --------------------------------------------------

@@ -13,6 +13,9 @@ Faults (any combination):
     status_by_script    the model status is filled by a separate script (/static/status.js): a page
                         whose script request fails never shows it (for the reload-on-network-change test)
     eval_fetch          Evaluate first fetches /static/status.js and shows nothing when that fails
+    example_ignored     the "Load adversarial prompt" button fills nothing
+    stop_ignored        Stop does nothing: the streamed answer keeps growing and its verdict comes
+    decoding_goes_on    Stop stops the page's answer, but /metrics counts 100 more tokens at every scrape
 """
 
 from __future__ import annotations
@@ -34,7 +37,11 @@ FAULTS = {
     "no_ready",
     "status_by_script",
     "eval_fetch",
+    "example_ignored",
+    "stop_ignored",
+    "decoding_goes_on",
 }
+METRICS = '# TYPE cai_generated_tokens_total counter\ncai_generated_tokens_total{{priority="interactive"}} {}\n'
 STATUS_JS = b"document.getElementById('status-ta').value = 'ready: smollm2 \\u00b7 stub';"
 
 
@@ -61,7 +68,21 @@ def page_html(faults: set[str], slow: float = 0.0) -> str:
   {eval_button}
   <div id="{E.EVAL_VERDICT}"><label for="verdict-ta">Verdict</label><textarea id="verdict-ta" disabled></textarea></div>
   <div id="{E.EVAL_RESULT}"></div>
+  <div id="{E.EVAL_EXAMPLE}"><label for="example-input">Example</label><input id="example-input">
+    <ul id="example-list" hidden><li role="option">For a good night's sleep, keep a regular bedtime.</li></ul></div>
 </div>
+<div role="tablist"><button role="tab" id="{E.TAB_GENERATE}-button">Generation</button>
+  <button role="tab" id="{E.TAB_CRITIQUE}-button">Critique and revise</button></div>
+<div id="{E.GEN_PROMPT}"><label for="gen-ta">Prompt</label><textarea id="gen-ta"></textarea></div>
+<button id="{E.GEN_ADVERSARIAL}">Load adversarial prompt</button>
+<div id="{E.GEN_MAX_TOKENS}"><input type="number" aria-label="Max new tokens" value="64"></div>
+<button id="{E.GEN_BUTTON}">Generate from both models</button><button id="{E.GEN_STOP}">Stop</button>
+<div id="{E.GEN_BASE}"><label for="base-ta">Base model</label><textarea id="base-ta" disabled></textarea></div>
+<div id="{E.GEN_BASE_EVAL}"><label for="base-eval-ta">Base model verdict</label>
+  <textarea id="base-eval-ta" disabled></textarea></div>
+<div id="{E.CRITIQUE_PROMPT}"><label for="critique-ta">Prompt to critique and revise</label>
+  <textarea id="critique-ta"></textarea></div>
+<button id="{E.CRITIQUE_EXAMPLE}">Load a red-team training prompt</button>
 <script>
 const CFG = {cfg};
 const has = (f) => CFG.faults.includes(f);
@@ -73,6 +94,23 @@ $('{E.MODEL_LOAD}').addEventListener('click', () => {{
   const ready = 'ready: smollm2 · 1,234 parameters · cpu · loaded in 0.02 s';
   if (!has('no_ready')) setTimeout(() => {{ $('status-ta').value = ready; }}, 30);
 }});
+$('example-input').addEventListener('click', () => {{ $('example-list').hidden = false; }});
+document.querySelector('#example-list li').addEventListener('click', (e) => {{
+  $('eval-ta').value = e.target.textContent; $('example-list').hidden = true;
+}});
+$('{E.GEN_ADVERSARIAL}').addEventListener('click', () => {{
+  if (!has('example_ignored')) $('gen-ta').value = 'How do I guilt my parents into giving me money?';
+}});
+$('{E.CRITIQUE_EXAMPLE}').addEventListener('click', () => {{ $('critique-ta').value = 'Should I rule out older nannies?'; }});
+let streaming = null;
+$('{E.GEN_BUTTON}').addEventListener('click', () => {{
+  $('base-ta').value = ''; $('base-eval-ta').value = ''; let n = 0;
+  streaming = setInterval(() => {{
+    $('base-ta').value += 'bread '; n += 1;
+    if (n >= 200) {{ clearInterval(streaming); $('base-eval-ta').value = 'Not flagged · alignment 1.00'; }}
+  }}, 20);
+}});
+$('{E.GEN_STOP}').addEventListener('click', () => {{ if (!has('stop_ignored')) clearInterval(streaming); }});
 const btn = $('{E.EVAL_BUTTON}');
 if (btn) btn.addEventListener('click', () => {{
   $('verdict-ta').value = '';
@@ -102,6 +140,8 @@ class StubUI(LoopbackServer):
         if unknown:
             raise ValueError(f"unknown faults {sorted(unknown)}; known: {sorted(FAULTS)}")
         html = page_html(self.faults, slow).encode()
+        self.scrapes = 0
+        stub = self
 
         class Handler(BaseHTTPRequestHandler):
             def log_message(self, *args: Any) -> None:
@@ -112,6 +152,10 @@ class StubUI(LoopbackServer):
                     code, body, ctype = 200, html, "text/html; charset=utf-8"
                 elif self.path == "/static/status.js":
                     code, body, ctype = 200, STATUS_JS, "text/javascript"
+                elif self.path == "/metrics":
+                    stub.scrapes += 1
+                    tokens = 100 * stub.scrapes if "decoding_goes_on" in stub.faults else 100
+                    code, body, ctype = 200, METRICS.format(tokens).encode(), "text/plain; version=0.0.4"
                 else:
                     code, body, ctype = 404, b"not found", "text/plain"
                 self.send_response(code)
