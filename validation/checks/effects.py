@@ -263,24 +263,18 @@ def conversation_problems(trace: dict) -> list[str]:
 
 # ---- POST /api/train ------------------------------------------------------------------------
 
-def _started(http: httpx.Client, gate: Gate, cid: str, preset: str, seed: int) -> dict:
+def _started(http: httpx.Client, preset: str, seed: int) -> dict:
     """A job of `preset` and `seed`, as seen once it has planned its steps, then cancelled."""
-    r = http.post("/api/train", json={"preset": preset, "seed": seed}, timeout=30)
-    if r.status_code != 202:
-        gate.fail(cid, False, f"POST /api/train {preset} -> {r.status_code} {_short(r.text)}")
-    job_id = r.json()["job_id"]
-    try:
-        job = api.poll_job(http, job_id, timeout=60, until=lambda j: (j.get("total_steps") or 0) > 0)
-    finally:
-        http.post(f"/api/train/{job_id}/cancel", timeout=30)
-    api.poll_job(http, job_id, timeout=120)
+    job = api.start_training(http, preset, seed=seed, until=lambda j: (j.get("total_steps") or 0) > 0, timeout=60)
+    http.post(f"/api/train/{job['job_id']}/cancel", timeout=30)
+    api.poll_job(http, job["job_id"], timeout=120)
     return job
 
 
 def train_preset(http: httpx.Client, gate: Gate, preset: str, other: str = "quick") -> None:
     """Two presets plan different work: each job names its preset, and their step counts differ."""
     cid = "effect.train_preset"
-    jobs = {p: _started(http, gate, cid, p, 42) for p in (preset, other)}
+    jobs = {p: _started(http, p, 42) for p in (preset, other)}
     problems = [f"asked {p}, the job says {j.get('preset')!r}" for p, j in jobs.items() if j.get("preset") != p]
     steps = {p: j.get("total_steps") for p, j in jobs.items()}
     if steps[preset] == steps[other]:
