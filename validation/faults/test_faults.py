@@ -17,22 +17,15 @@ reports/faults/faults.md: fault -> caught by (criterion) -> time; each run's own
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-import time
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 
+from validation import session_run
 from validation.faults.catalogue import FAULTS, Fault
 
 pytestmark = pytest.mark.faults
 
-REPO = Path(__file__).resolve().parents[2]
-RUN_TIMEOUT_S = 300
-BEHAVIOUR_RUN_TIMEOUT_S = 1200  # a behaviour fault's run trains `quick` and answers every held-out prompt
 
 
 def _chosen(pytestconfig) -> list[Fault]:
@@ -45,39 +38,11 @@ def _chosen(pytestconfig) -> list[Fault]:
     return [f for f in FAULTS.values() if f.model == "tiny" or pytestconfig.getoption("--behaviour-faults")]
 
 
-def _run(session: str, tests: str, out: Path, fault: str | None, model: str = "tiny", profile: str = "plan") -> dict:
-    """One gate run of `session` (-k `tests`) on the process target with `model` and the faults
-    session's own criteria profile; its report.json results and how it ended."""
-    env = {**os.environ, "DEFAULT_MODEL": model, "GATE_APP_MODULE": "validation.faults.inject",
-           "GATE_FAULT": fault or "", "GATE_SESSION": session, "GATE_MEMORY_TEST": "off"}
-    cmd = [sys.executable, "-m", "pytest", f"validation/{session}", "-p", "no:cacheprovider", "-q",
-           "-p", "no:playwright", "-p", "no:locust", "--target", "process", "--param", f"model={model}",
-           "--health-timeout", "60", "--profile", profile, "--report-dir", str(out), "-k", tests]
-    out.mkdir(parents=True, exist_ok=True)
-    timeout = RUN_TIMEOUT_S if model == "tiny" else BEHAVIOUR_RUN_TIMEOUT_S
-    t0 = time.perf_counter()
-    try:
-        proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
-        ended = f"exit {proc.returncode}"
-        (out / "pytest.log").write_text(proc.stdout + proc.stderr)
-    except subprocess.TimeoutExpired as exc:
-        ended = f"timed out after {timeout} s"
-        (out / "pytest.log").write_text(str(exc.stdout or "") + str(exc.stderr or ""))
-    seconds = time.perf_counter() - t0
-    try:
-        results = json.loads((out / "report.json").read_text())["results"]
-    except (OSError, ValueError, KeyError):
-        results = []
-    failed = {r["id"]: r.get("detail", "") for r in results if r.get("verdict") == "fail"}
-    passed = [r["id"] for r in results if r.get("verdict") == "pass"]
-    return {"failed": failed, "passed": passed, "results": results, "seconds": seconds, "ended": ended}
-
-
 def _parallel(workers: int, calls: list[tuple], done=lambda i, res: None) -> list[dict]:
-    """`_run(*call)` for each call, `workers` at a time; `done(i, result)` as each ends (progress),
+    """`session_run.run(*call)` for each call, `workers` at a time; `done(i, result)` as each ends (progress),
     results in the calls' order."""
     def one(i: int) -> dict:
-        res = _run(*calls[i])
+        res = session_run.run(*calls[i])
         done(i, res)
         return res
     with ThreadPoolExecutor(workers) as pool:
