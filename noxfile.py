@@ -78,13 +78,15 @@ def _env(session_name: str) -> dict[str, str]:
     }
 
 
-def _gate(session: nox.Session, name: str, path: str, default_args: list[str] | None = None) -> None:
+def _gate(session: nox.Session, name: str, path: str, default_args: list[str] | None = None,
+          env: dict[str, str] | None = None) -> None:
     py = harness(session)
     posargs = list(session.posargs)
     if not (ROOT / path).exists():
         session.skip(f"{path} does not exist yet (its engineer adds it): nothing to run")
     session.run(
-        str(py), "-m", "pytest", path, "-p", "no:cacheprovider", *(default_args or []), *posargs, external=True, env=_env(name)
+        str(py), "-m", "pytest", path, "-p", "no:cacheprovider", *(default_args or []), *posargs, external=True,
+        env={**_env(name), **(env or {})}
     )
 
 
@@ -185,6 +187,32 @@ def watch(session: nox.Session) -> None:
 def cost(session: nox.Session) -> None:
     """Monthly cost of fly.toml, railway.toml and cloudrun.yaml at the profile's duty cycle (validation/cost); no app."""
     _gate(session, "cost", "validation/cost", ["-p", "no:playwright", "-p", "no:locust"])
+
+
+MUTANTS_LOCK = ROOT / "requirements" / "mutants.lock"
+MUTANTS_VENV = VENV.parent / "mutants"
+
+
+def mutation_tool(session: nox.Session) -> Path:
+    """The mutation tool's own venv (cosmic-ray from mutants.lock), made when missing or stale."""
+    stamp_file, py = MUTANTS_VENV / ".lock.sha256", MUTANTS_VENV / "bin" / "python"
+    stamp = hashlib.sha256(sys.version.encode() + MUTANTS_LOCK.read_bytes()).hexdigest()
+    if py.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
+        return MUTANTS_VENV / "bin"
+    session.log(f"creating the mutation tool's venv {MUTANTS_VENV} from {MUTANTS_LOCK.name}")
+    session.run(sys.executable, "-m", "venv", "--clear", str(MUTANTS_VENV), external=True)
+    session.run(str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", "-q", "--require-hashes",
+                "-r", str(MUTANTS_LOCK), external=True)
+    stamp_file.write_text(stamp)
+    return MUTANTS_VENV / "bin"
+
+
+@nox.session(python=False)
+def mutants(session: nox.Session) -> None:
+    """Mutation testing (cosmic-ray) of the modules that decide what a user sees; survivors report (validation/mutants)."""
+    tool = mutation_tool(session)
+    _gate(session, "mutants", "validation/mutants", ["-p", "no:playwright", "-p", "no:locust"],
+          env={"GATE_MUTATION_TOOL": str(tool)})
 
 
 @nox.session(python=False)
