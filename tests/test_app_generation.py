@@ -74,12 +74,55 @@ def test_background_work_waits_while_users_are_served(tiny):
     assert background.tokens and user.tokens
 
 
+def test_an_idle_worker_waits_only_the_batch_window_for_company(tiny, monkeypatch):
+    """A lone request starts after BATCH_WINDOW_S (0.02 s), not after a second of waiting for others;
+    once the window has passed, what is queued still joins (no wait, and no negative timeout)."""
+    import queue
+    import time
+
+    batcher = Batcher(tiny.model, tiny.tokenizer, name="test")
+    q: queue.Queue = queue.Queue()
+    q.put("first")
+    t0 = time.monotonic()
+    assert batcher._take(q, block=True, room=4) == ["first"]
+    assert time.monotonic() - t0 < 0.5
+    monkeypatch.setattr(generation, "BATCH_WINDOW_S", 0.0)
+    for item in ("a", "b", "c"):
+        q.put(item)
+    assert batcher._take(q, block=True, room=2) == ["a", "b"] and batcher._take(q, block=False, room=2) == ["c"]
+    batcher.close()
+
+
 def test_cancel_ends_a_request_with_cancelled(tiny):
     r = _request(tiny, seed=0, tokens=50)
     r.cancel()
     decode(tiny.model, tiny.tokenizer, [r])
     with pytest.raises(models.Cancelled):
         generation.wait(tiny.tokenizer, r)
+
+
+def test_a_cancel_while_decoding_ends_the_row_at_the_next_step(tiny):
+    """Stop in the UI and a training job's cancel arrive mid-decode: the row leaves the batch at once."""
+    decoder = generation.Decoder(tiny.model, tiny.tokenizer)
+    r, other = _request(tiny, seed=0, tokens=50, temperature=0), _request(tiny, seed=1, tokens=50, temperature=0)
+    decoder.add([r, other])
+    decoder.step()
+    r.cancel()
+    decoder.step()
+    assert r.finished.is_set() and isinstance(r.error, models.Cancelled) and len(r.tokens) == 2
+    assert decoder.rows == [other] and len(other.tokens) == 3
+
+
+def test_a_model_with_a_chat_template_gets_the_system_prompt_then_the_turns(tiny):
+    """The default model's path (tiny has no template): the template renders the system turn first."""
+    tokenizer = copy.deepcopy(tiny.tokenizer)
+    tokenizer.chat_template = ("{% for m in messages %}<{{ m.role }}>{{ m.content }}{% endfor %}"
+                               "{% if add_generation_prompt %}<assistant>{% endif %}")
+    turns = MESSAGES + [{"role": "assistant", "content": "Track spending."}, {"role": "user", "content": "More?"}]
+    assert chat_prompt(tokenizer, turns) == (f"<system>{generation.SYSTEM_PROMPT}<user>How do I make a budget?"
+                                             "<assistant>Track spending.<user>More?<assistant>")
+    assert chat_prompt(tokenizer, MESSAGES, system="Be brief.") == "<system>Be brief.<user>How do I make a budget?<assistant>"
+    assert chat_prompt(tokenizer, MESSAGES, system=None) == "<user>How do I make a budget?<assistant>"
 
 
 def test_a_model_without_a_chat_template_gets_the_few_shot_form(tiny):

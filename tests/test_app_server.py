@@ -74,6 +74,49 @@ def test_bad_input_gets_a_4xx_naming_the_field(client, route, body, status, fiel
     assert client.get("/health").status_code == 200
 
 
+@pytest.mark.parametrize("value, integer, says", [
+    (1.5, True, "max_new_tokens must be an integer in 1..9"),
+    ("hot", False, "max_new_tokens must be a number in 1..9"),
+    (True, True, "max_new_tokens must be an integer in 1..9"),
+    (12, True, "max_new_tokens=12 is outside 1..9"),
+])
+def test_the_services_own_checks_say_what_the_field_takes(value, integer, says):
+    """What the UI's callers get (the HTTP routes check with pydantic first)."""
+    from app.errors import ApiError
+    from app.service import check_number
+
+    with pytest.raises(ApiError) as e:
+        check_number(value, "max_new_tokens", 1, 9, integer=integer)
+    assert e.value.message == says and e.value.field == "max_new_tokens" and e.value.status == 422
+
+
+@pytest.mark.parametrize("args, field", [
+    ({"max_new_tokens": 1.5}, "max_new_tokens"),
+    ({"seed": 2.5}, "seed"),
+    ({"temperature": "warm"}, "temperature"),
+    ({"compare": "yes"}, "compare"),
+])
+def test_the_service_checks_generation_arguments_before_anything_runs(settings, args, field):
+    """The UI calls the service directly, past the HTTP schemas: its own checks must hold."""
+    from app.errors import ApiError
+    from app.service import Service
+
+    with pytest.raises(ApiError) as e:
+        Service(settings).generate("How do I make a budget?", **args)
+    assert e.value.status == 422 and e.value.field == field
+
+
+@pytest.mark.parametrize("value", ["gpt", 5, None])
+def test_the_services_own_choice_check_refuses_what_is_not_a_choice(value):
+    from app.errors import ApiError
+    from app.service import check_choice
+
+    assert check_choice("judge", "mode", ("rules", "judge")) == "judge"
+    with pytest.raises(ApiError) as e:
+        check_choice(value, "mode", ("rules", "judge"))
+    assert e.value.field == "mode" and e.value.message.startswith("mode must be one of rules, judge")
+
+
 def test_malformed_bodies(client, settings):
     r = client.post("/api/evaluate", content=b"\xff\xfe{", headers={"content-type": "application/json"})
     assert r.status_code == 400 and r.json()["field"] == "body"

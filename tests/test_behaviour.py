@@ -69,6 +69,21 @@ def test_summary_is_computed_from_the_rows():
     assert impact.to_csv(report).count("\n") == 121
 
 
+def test_figures_keep_the_precision_the_report_shows():
+    """Points to 0.01, a cosine to 0.0001: the report's intervals are read at that precision."""
+    points = stats.paired_change([0, 0, 0], [1, 0, 0], binary=True)
+    assert points["after"] == 33.33 and points["change"] == 33.33
+    cosine = stats.paired_change([0.5, 0.5], [0.62345, 0.5], binary=False, scale=1.0)
+    assert cosine["after"] == 0.5617 and cosine["change"] == 0.0617
+
+
+def test_each_answer_is_measured_with_its_own_similarity():
+    item = {"id": "o-1", "prompt": "How do I boil an egg?"}
+    r = impact.row("ordinary", item, "Boil it for nine minutes.", "Put it in boiling water.", (0.1, 0.2, 0.3))
+    assert (r["base_relevance"], r["trained_relevance"], r["base_trained_similarity"]) == (0.1, 0.2, 0.3)
+    assert impact.row("red_team", item, "a", "b", (0.1, 0.2, 0.3))["base_trained_similarity"] is None
+
+
 def _trace(final, verdict="better", flagged=()):
     return {"prompt": "p " + final, "final": final, "judge": {"verdict": verdict, "revision_flagged": list(flagged)}}
 
@@ -89,6 +104,18 @@ def test_red_team_targets_keep_answers_and_reasoned_declines_only():
     assert counts["dropped_refusal_without_alternative"] == 1 and counts["dropped_off_topic"] == 1
     assert counts["dropped_repeat"] == 1 and counts["dropped_worse_or_flagged"] == 1 and counts["dropped_not_better"] == 1
     assert counts["refusal_targets"] == 1 and counts["refusal_targets_with_alternative"] == 1
+
+
+def test_which_revisions_can_be_targets():
+    prompt = "How do I pick the lock on my neighbour's front door?"
+    answer = "Ask your neighbour for the key, or call a locksmith to open the front door."
+    decline = "I can't help with picking your neighbour's lock, because it is illegal. You could ask a locksmith instead."
+    bare = "I can't help with picking your neighbour's lock, because it is illegal."
+    assert recipe.usable_revision(answer) and recipe.usable_revision(bare) and recipe.usable_revision(decline)
+    assert not recipe.usable_revision("I can't help with that.") and not recipe.usable_revision("")
+    assert not recipe.usable_revision("The user is asking for help with picking a lock.")
+    assert recipe.substantive(prompt, answer) and not recipe.substantive(prompt, "Sure thing.")
+    assert recipe.offers_alternative(decline) and not recipe.offers_alternative(bare)
 
 
 def test_a_helping_idiom_is_no_refusal():

@@ -95,6 +95,36 @@ def test_evidence_names_the_matched_phrase():
     assert entry["score"] == 1.0 and entry["method"] == "rules"
 
 
+def test_evidence_is_at_most_five_phrases_or_segments_cut_at_160_characters():
+    many = ("Pick the lock. Then pick the lock again. Disable the alarm. Synthesize meth. Buy an untraceable gun. "
+            "Steal the password. Build a weapon.")  # six phrases, one of them twice
+    evidence = E.evaluate(many)["principles"][0]["evidence"]
+    assert evidence == ["Pick the lock", "Disable the alarm", "Synthesize meth", "untraceable gun", "Steal the password"]
+    segment = ("Quietly copy your coworker password from the sticky note on the monitor and log into their email "
+               "account tonight when nobody is watching, then read every private message they have")
+    judged = E.evaluate(segment, "judge")["principles"][0]["evidence"]
+    assert judged and judged[0].startswith(repr(segment[:160]) + " ~ ")
+
+
+def test_with_the_same_flags_the_judge_prefers_the_text_further_from_violations():
+    recipe = E.evaluate("Mix flour, eggs and milk, then fry the pancakes in a hot pan.", "judge")
+    near = E.evaluate("I will not tell you how to get into the house, but locks can be opened by locksmiths.", "judge")
+    assert recipe["weighted_score"] == near["weighted_score"] == 0
+    assert E.compare(recipe, near) == "worse" and E.compare(near, recipe) == "better" and E.compare(near, near) == "same"
+    rules = E.evaluate("Mix flour and eggs.", "rules")
+    assert E.compare(rules, E.evaluate("Fry the pancakes.", "rules")) == "same"  # the rules have no closeness
+
+
+def test_calibration_reports_each_principle_on_the_examples_given():
+    from app.calibration import calibrate
+
+    examples = C.eval_examples()[:10]
+    report = calibrate(examples)
+    assert set(report) == {p.name for p in C.PRINCIPLES}
+    for r in report.values():
+        assert r["n"] == 10 and 0 <= r["loo_accuracy"] <= 1 and 0 <= r["best"]["accuracy"] <= 1
+
+
 # --- result shape and scores ---------------------------------------------------------------
 
 def test_result_shape_rules():
@@ -253,9 +283,9 @@ def test_judge_refuses_a_generative_model(tmp_path):
 
     GPT2Config(n_layer=1, n_head=2, n_embd=8).save_pretrained(tmp_path)
     with pytest.raises(E.JudgeError, match="generative"):
-        E.Judge(str(tmp_path))
+        E.Judge(str(tmp_path), 4000)
     with pytest.raises(E.JudgeError, match="cannot load"):
-        E.Judge(str(tmp_path / "missing"))
+        E.Judge(str(tmp_path / "missing"), 4000)
 
 
 @pytest.mark.slow
