@@ -38,8 +38,8 @@ SURVIVORS = Path(__file__).with_name("survivors.toml")
 
 
 def copy_tree(dest: Path) -> None:
-    """The tree as git sees it (tracked and new files, not ignored ones), with the built models linked
-    (they are only read)."""
+    """The tree as git sees it (tracked and new files, not ignored ones), with the model caches linked:
+    what the first run builds, the next ones reuse."""
     if dest.exists():
         shutil.rmtree(dest)
     files = subprocess.run(["git", "ls-files", "-z", "-co", "--exclude-standard"], cwd=REPO, check=True,
@@ -48,8 +48,10 @@ def copy_tree(dest: Path) -> None:
         if (REPO / name).is_file():
             (dest / name).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(REPO / name, dest / name)
-    (dest / "demo").mkdir(exist_ok=True)
-    (dest / "demo" / "models").symlink_to(REPO / "demo" / "models")
+    for models in ("demo/models", ".cache/models"):  # the app's and the unit tests' model caches
+        (REPO / models).mkdir(parents=True, exist_ok=True)
+        (dest / models).parent.mkdir(parents=True, exist_ok=True)
+        (dest / models).symlink_to(REPO / models)
 
 
 def config(timeout: float) -> str:
