@@ -22,6 +22,7 @@ ROOT = Path(__file__).resolve().parent
 LOCKS = [ROOT / "requirements" / "app.lock", ROOT / "requirements" / "dev.lock", ROOT / "requirements" / "models.lock"]
 VENV = Path(os.environ.get("NOX_HARNESS_VENV", ROOT / ".nox" / "harness"))
 PY = VENV / "bin" / "python"
+QUIET = ["-p", "no:playwright", "-p", "no:locust"]  # plugins a session without browser or load need not load
 
 nox.options.default_venv_backend = "none"
 nox.options.sessions = ["tests", "smoke"]  # plain `nox`: the unit tests and the smoke gate
@@ -79,9 +80,9 @@ def _env(session_name: str) -> dict[str, str]:
 
 
 def _gate(session: nox.Session, name: str, path: str, default_args: list[str] | None = None,
-          env: dict[str, str] | None = None) -> None:
+          env: dict[str, str] | None = None, posargs: list[str] | None = None) -> None:
     py = harness(session)
-    posargs = list(session.posargs)
+    posargs = list(session.posargs if posargs is None else posargs)
     if not (ROOT / path).exists():
         session.skip(f"{path} does not exist yet (its engineer adds it): nothing to run")
     session.run(
@@ -150,7 +151,7 @@ def image(session: nox.Session) -> None:
 def smoke(session: nox.Session) -> None:
     """Smoke gate: build + run the image (or --target process/url), probes, actions, report."""
     # The browser and load-test plugins are not needed here: not loading them saves a second.
-    _gate(session, "smoke", "validation/smoke", ["-p", "no:playwright", "-p", "no:locust"])
+    _gate(session, "smoke", "validation/smoke", QUIET)
 
 
 @nox.session(python=False)
@@ -165,6 +166,38 @@ def perf(session: nox.Session) -> None:
     _gate(session, "perf", "validation/perf")
 
 
+def _without_target(args: list[str]) -> list[str]:
+    """pytest options without --target and --base-url (both forms: `--target X`, `--target=X`)."""
+    out, skip = [], False
+    for a in args:
+        if skip:
+            skip = False
+        elif a in ("--target", "--base-url"):
+            skip = True
+        elif not a.startswith(("--target=", "--base-url=")):
+            out.append(a)
+    return out
+
+
+@nox.session(python=False)
+def targets(session: nox.Session) -> None:
+    """The other targets the README promises: smoke and perf (without its `quick` run) on the process
+    target, smoke on the url target through HAProxy, as the deploy workflow reaches a platform
+    (validation/targets/proxy.py). The session's own --target and --base-url are replaced."""
+    args = _without_target(session.posargs)
+    out = "reports/targets"
+    _gate(session, "smoke", "validation/smoke", [*QUIET, "--target", "process", "--report-dir", f"{out}/smoke-process"],
+          posargs=args)
+    # `quick` and the behaviour it shows are measured over HTTP, the same on every target: the
+    # container's perf run has them
+    _gate(session, "perf", "validation/perf", ["--target", "process", "-k", "not quick", "--report-dir",
+                                               f"{out}/perf-process"], posargs=args)
+    py = str(harness(session))
+    session.run(py, "-m", "validation.targets.proxy", "--", py, "-m", "pytest", "validation/smoke", "-p", "no:cacheprovider",
+                *QUIET, "--target", "url", "--base-url", "{url}", "--expect-build", "{build}", "--report-dir",
+                f"{out}/smoke-url", *args, external=True, env=_env("smoke"))
+
+
 @nox.session(python=False)
 def resilience(session: nox.Session) -> None:
     """Resilience gate: kills, restarts, full disk, bad input, auth (validation/resilience)."""
@@ -174,19 +207,19 @@ def resilience(session: nox.Session) -> None:
 @nox.session(python=False)
 def faults(session: nox.Session) -> None:
     """Fault catalogue: each fault injected into the real app (process target, tiny), the gate must catch it."""
-    _gate(session, "faults", "validation/faults", ["-p", "no:playwright", "-p", "no:locust"])
+    _gate(session, "faults", "validation/faults", QUIET)
 
 
 @nox.session(python=False)
 def watch(session: nox.Session) -> None:
     """Uptime watch: /health, /ready and one evaluation every --interval s for --minutes (validation/watch)."""
-    _gate(session, "watch", "validation/watch", ["-p", "no:playwright", "-p", "no:locust"])
+    _gate(session, "watch", "validation/watch", QUIET)
 
 
 @nox.session(python=False)
 def cost(session: nox.Session) -> None:
     """Monthly cost of fly.toml, railway.toml and cloudrun.yaml at the profile's duty cycle (validation/cost); no app."""
-    _gate(session, "cost", "validation/cost", ["-p", "no:playwright", "-p", "no:locust"])
+    _gate(session, "cost", "validation/cost", QUIET)
 
 
 MUTANTS_LOCK = ROOT / "requirements" / "mutants.lock"
@@ -211,7 +244,7 @@ def mutation_tool(session: nox.Session) -> Path:
 def mutants(session: nox.Session) -> None:
     """Mutation testing (cosmic-ray) of the modules that decide what a user sees; survivors report (validation/mutants)."""
     tool = mutation_tool(session)
-    _gate(session, "mutants", "validation/mutants", ["-p", "no:playwright", "-p", "no:locust"],
+    _gate(session, "mutants", "validation/mutants", QUIET,
           env={"GATE_MUTATION_TOOL": str(tool)})
 
 

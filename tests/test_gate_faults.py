@@ -84,3 +84,12 @@ def test_the_control_needs_every_expected_criterion_measured_and_passed():
     # a control run that measured nothing at all
     problems, _ = control_problems(needed, [])
     assert problems == ["not measured evaluate.time, memory.growth, train.cancel"]
+
+
+def test_a_verdict_that_changes_between_control_runs_is_named():
+    from validation.faults.test_faults import changed_verdicts
+
+    first = [_result("evaluate.time", "pass"), _result("train.cancel", "pass"), _result("memory.growth", "skip", "why")]
+    assert changed_verdicts(first, list(first)) == []
+    again = [_result("evaluate.time", "fail", detail="6 s"), _result("memory.growth", "skip", "why")]
+    assert changed_verdicts(first, again) == ["evaluate.time pass -> fail", "train.cancel pass -> absent"]

@@ -10,7 +10,15 @@ import time
 import pytest
 
 from validation.perf import judge as J
-from validation.perf.loadrun import LoadResult, LoadSpec, exact_percentile, parse_stats, read_stats_csv, run_load
+from validation.perf.loadrun import (
+    LoadResult,
+    LoadSpec,
+    exact_percentile,
+    parse_stats,
+    quantile_bounds,
+    read_stats_csv,
+    run_load,
+)
 from validation.perf.sampler import MetricsBackend, PsutilBackend, Sample, Sampler, rolling_means
 from validation.testing import expect_failure, make_gate
 from validation.testing.stub_app import StubApp
@@ -44,15 +52,16 @@ def _judged(fn, gate, *args):
 
 def test_a_healthy_stub_passes_and_the_budget_is_exact(tmp_path):
     with PerfStub() as stub:
-        result = _load(stub, tmp_path, budget=30)
+        result = _load(stub, tmp_path, budget=30, generations=60)
         served = len(stub.requests)
-    assert result.sent == 30 and served == 30, (result.sent, served, result.log_tail)
+    assert result.sent == 90 and served == 90, (result.sent, served, result.log_tail)
     assert result.find(J.HEALTH) and result.find(J.RULES) and result.find(J.GENERATE)
+    assert result.find(J.GENERATE)[0].count >= 60  # their own pool, and any they drew from the shared budget before
     gate = make_gate("plan")  # plan thresholds: a busy machine must not make the healthy stub fail
-    J.judge_load(gate, result, 30, soft=False)
+    J.judge_load(gate, result, 30, 60, soft=False)
     verdicts = {r.id: r.verdict for r in gate.recorder.results}
     assert set(verdicts.values()) == {"pass"}, verdicts
-    assert len(result.requests) == 30  # the request log has every request
+    assert len(result.requests) == 90  # the request log has every request
     assert (tmp_path / "load" / "locust.html").exists()
     # the report's percentiles are locust's own, as its CSV has them
     csv_p95 = read_stats_csv(tmp_path / "load" / "locust_stats_final.csv")["Aggregated"]["p95_s"]
@@ -70,14 +79,31 @@ def test_busy_training_is_expected_not_a_failure(tmp_path):
 
 
 def test_slow_generation_fails_the_p95(tmp_path):
-    with PerfStub(slow_generate=0.3) as stub:
-        result = _load(stub, tmp_path, budget=30)
+    with PerfStub(slow_generate=0.1) as stub:
+        result = _load(stub, tmp_path, budget=10, generations=60)
     gen = result.find(J.GENERATE)[0]
-    assert gen.p95_s >= 0.3
+    assert gen.p95_s >= 0.1
     e = expect_failure(
-        J.judge_load, make_gate("strict", perf__response_p95=0.2), result, 30, soft=False, criterion="perf.response_p95"
+        J.judge_load, make_gate("strict", perf__response_p95=0.05), result, 10, 60, soft=False,
+        criterion="perf.response_p95",
     )
-    assert "< 0.2 s" in str(e)
+    assert "< 0.05 s" in str(e)
+
+
+def test_the_p95_fails_without_enough_generations_for_its_upper_bound(tmp_path):
+    with PerfStub() as stub:
+        result = _load(stub, tmp_path, budget=30)  # a few generations, from the shared budget
+    e = expect_failure(J.judge_load, make_gate("plan"), result, 30, soft=False, criterion="perf.response_p95")
+    assert "at least 59" in str(e)
+
+
+def test_quantile_bounds_from_order_statistics():
+    values = [float(i) for i in range(1, 101)]  # 1..100
+    lower, upper = quantile_bounds(values, 0.95)
+    assert (lower, upper) == (91.0, 99.0)  # P(Binomial(100, .95) <= 98) >= .95 > P(<= 97); the lower bound likewise
+    assert quantile_bounds(values[:59], 0.95)[1] == 59.0  # 59: the upper bound is the largest
+    assert quantile_bounds(values[:58], 0.95)[1] is None  # 58 cannot bound a p95 at 95 %
+    assert quantile_bounds([], 0.95) == (None, None)
 
 
 def test_errors_on_a_share_of_requests_fail_error_rate_and_success(tmp_path):

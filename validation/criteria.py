@@ -12,6 +12,8 @@ from pathlib import Path
 from typing import Any
 
 CRITERIA_FILE = Path(__file__).with_name("criteria.toml")
+# The criterion that times a training preset's run, start to succeeded (a preset without one is not timed).
+TRAINING_TIME = {"smoke": "train.smoke_time", "quick": "train.quick_time"}
 DIRECTIONS = ("max", "min", "eq", "ne", "in", "not_in", "contains")
 PASS, FAIL, SKIP, NOT_RUN = "pass", "fail", "skip", "not run"
 

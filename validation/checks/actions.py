@@ -17,6 +17,7 @@ from validation.checks.common import (
     _json,
     _short,
 )
+from validation.criteria import TRAINING_TIME
 from validation.gate import CLOCK, Gate
 
 
@@ -232,7 +233,7 @@ def training(
 ) -> dict:
     """Start `preset`, poll GET /api/train/{id} to a final state, gate time, state and checkpoint
     (and with `summary`, train.summary_consistent)."""
-    cid = time_criterion or f"train.{preset}_time"
+    cid = time_criterion or TRAINING_TIME[preset]
     limit = float(gate.threshold(cid))
     t0 = time.monotonic()
     r = http.post("/api/train", json={"preset": preset, "seed": seed}, timeout=30)

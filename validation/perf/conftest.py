@@ -40,26 +40,26 @@ def _opt(config: pytest.Config, name: str):
 
 @pytest.fixture(scope="session")
 def perf_params(pytestconfig: pytest.Config, criteria) -> dict:
-    """The load profile: criteria.toml params, overridden by the command line."""
-    p = criteria.params
+    """The load profile: criteria.toml's parameters (each has its value there), overridden by the command line."""
 
-    def pick(opt, key, default):
+    def pick(opt: str, key: str):
         v = _opt(pytestconfig, opt)
-        return v if v is not None else p.get(key, default)
+        return v if v is not None else criteria.param(key)
 
-    preset = pick("--perf-train-preset", "perf_train_preset", "smoke")
+    preset = pick("--perf-train-preset", "perf_train_preset")
     return {
         "profile": criteria.profile,
-        "model": p.get("model", "smollm2"),
-        "budget": int(pick("--load-requests", "load_requests", 100)),
-        "users": int(pick("--load-users", "load_users", 10)),
-        "workers": int(pick("--load-workers", "load_workers", 0)),
-        "spawn_rate": float(p.get("load_spawn_rate", 10)),
-        "max_seconds": float(p.get("load_max_seconds", 300)),
-        "think_scale": float(p.get("load_think_scale", 1.0)),
-        "gen_tokens": int(p["generate_max_new_tokens"]),
+        "model": criteria.param("model"),
+        "budget": int(pick("--load-requests", "load_requests")),
+        "generations": int(criteria.param("load_generations")),
+        "users": int(pick("--load-users", "load_users")),
+        "workers": int(pick("--load-workers", "load_workers")),
+        "spawn_rate": float(criteria.param("load_spawn_rate")),
+        "max_seconds": float(criteria.param("load_max_seconds")),
+        "think_scale": float(criteria.param("load_think_scale")),
+        "gen_tokens": int(criteria.param("generate_max_new_tokens")),
         "train_preset": None if preset in ("none", "", None) else preset,
-        "benchmark": bool(p.get("perf_benchmark", False)),
+        "benchmark": bool(criteria.param("perf_benchmark")),
     }
 
 

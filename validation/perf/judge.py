@@ -14,8 +14,9 @@ from typing import Any
 import httpx
 
 from validation import api
+from validation.criteria import TRAINING_TIME
 from validation.gate import CLOCK, Gate
-from validation.perf.loadrun import LoadResult, exact_percentile
+from validation.perf.loadrun import LoadResult, exact_percentile, quantile_bounds
 from validation.perf.sampler import Summary
 from validation.targets.resources import GB as DISK_GB
 from validation.targets.resources import DiskUsage
@@ -118,22 +119,24 @@ class TrainingWatch:
         return self
 
     def _poll(self) -> None:
+        """api.poll_job to a final state, or cancel at `limit_s`; every answer counted and kept."""
         t_cpu = time.thread_time()
+
+        def seen(job: dict) -> bool:
+            self.polls += 1
+            self.job = job
+            return False
+
         try:
-            while self.job.get("state") not in api.FINAL_STATES:
-                if time.time() - self.started_at > self.limit_s:
-                    self.timed_out = True
-                    self._client.post(f"/api/train/{self.job['job_id']}/cancel")
-                    self.polls += 1
-                    break
-                time.sleep(self.interval)
-                try:
-                    r = self._client.get(f"/api/train/{self.job['job_id']}")
-                    self.polls += 1
-                    if r.status_code == 200:
-                        self.job = r.json()
-                except httpx.HTTPError as exc:
-                    self.error = f"{type(exc).__name__}: {exc}"
+            left = self.limit_s - (time.time() - self.started_at)
+            self.job = api.poll_job(self._client, self.job["job_id"], timeout=max(0.0, left), interval=self.interval,
+                                    until=seen)
+            if self.job.get("state") not in api.FINAL_STATES:
+                self.timed_out = True
+                self._client.post(f"/api/train/{self.job['job_id']}/cancel")
+                self.polls += 1
+        except (api.JobPollError, httpx.HTTPError) as exc:
+            self.error = f"{type(exc).__name__}: {exc}"
         finally:
             self.ended_at = time.time()
             self.cpu_seconds = time.thread_time() - t_cpu
@@ -205,13 +208,16 @@ def during(result: LoadResult, prefix: str, t_from: float | None, t_to: float | 
     return [r["ms"] / 1000 for r in result.requests if r["name"].startswith(prefix) and t_from <= r["t"] <= t_to]
 
 
-def judge_load(gate: Gate, result: LoadResult, budget: int, soft: bool = True) -> None:
-    """Requests, successes, errors and the latency percentiles of one load run."""
+def judge_load(gate: Gate, result: LoadResult, budget: int, generations: int = 0, soft: bool = True) -> None:
+    """Requests, successes, errors and the latency percentiles of one load run (`budget` requests of
+    the user mix, plus `generations` in the generators' own pool)."""
     sent, failed = result.sent, result.total.failures
+    what = f"{budget} requests + {generations} generations" if generations else f"{budget} requests"
+    budget += generations
     gate.measure(
         "perf.requests_over_budget",
         max(0, sent - budget),
-        detail=f"sent {sent} of a budget of {budget} ({result.spec.get('users')} users"
+        detail=f"sent {sent} of a budget of {what} ({result.spec.get('users')} users"
         + (f", {result.spec.get('workers')} workers" if result.spec.get("workers") else "")
         + ")",
         soft=soft,
@@ -220,7 +226,7 @@ def judge_load(gate: Gate, result: LoadResult, budget: int, soft: bool = True) -
     gate.measure(
         "perf.load_success",
         round(100.0 * ok / budget, 3) if budget else None,
-        detail=f"{ok} of the budget's {budget} requests succeeded ({sent} sent, {failed} failed)",
+        detail=f"{ok} of the budget's {what} succeeded ({sent} sent, {failed} failed)",
         soft=soft,
     )
     gate.measure(
@@ -229,10 +235,10 @@ def judge_load(gate: Gate, result: LoadResult, budget: int, soft: bool = True) -
         detail=f"{failed} failed of {sent}" + (f"; first: {result.errors[0].get('Error', '')[:120]}" if result.errors else ""),
         soft=soft,
     )
+    judge_generation_p95(gate, result, soft)
     for cid, prefix, what in (
         ("perf.health_p95", HEALTH, "GET /health"),
         ("perf.evaluate_p95", RULES, "rules evaluation"),
-        ("perf.response_p95", GENERATE, "generation"),
     ):
         e = _endpoint(result, prefix)
         if e is None or not e.count:
@@ -245,6 +251,21 @@ def judge_load(gate: Gate, result: LoadResult, budget: int, soft: bool = True) -
             f"{e.failures} failed, {result.spec.get('users')} users",
             soft=soft,
         )
+
+
+def judge_generation_p95(gate: Gate, result: LoadResult, soft: bool = True) -> None:
+    """perf.response_p95 on the 95 % upper confidence bound of the generations' p95, from every
+    generation's latency in the request log: a regression, not one slow request, turns it red."""
+    lat = during(result, GENERATE, float("-inf"), float("inf"))
+    lower, upper = quantile_bounds(lat, 0.95)
+    too_few = "" if upper is not None else " (an upper bound needs at least 59: raise load_generations)"
+    gate.measure(
+        "perf.response_p95",
+        upper,
+        detail=f"{len(lat)} generations{too_few}: p95 {_fmt_ms(exact_percentile(lat, 0.95))}, 95 % bounds "
+        f"{_fmt_ms(lower)} .. {_fmt_ms(upper)}, p50 {_fmt_ms(exact_percentile(lat, 0.5))}, {result.spec.get('users')} users",
+        soft=soft,
+    )
 
 
 def judge_resources(
@@ -273,7 +294,7 @@ def judge_resources(
 
 
 def judge_training(gate: Gate, watch: TrainingWatch, result: LoadResult | None, soft: bool = True) -> None:
-    cid = f"train.{watch.preset}_time"
+    cid = TRAINING_TIME.get(watch.preset)
     state = watch.job.get("state") if not watch.error else f"not started: {watch.error}"
     gate.measure(
         "train.state",
@@ -283,7 +304,7 @@ def judge_training(gate: Gate, watch: TrainingWatch, result: LoadResult | None, 
         + (f", error: {watch.job.get('error')}" if watch.job.get("error") else ""),
         soft=soft,
     )
-    if cid in gate.criteria:
+    if cid:
         gate.measure(
             cid,
             watch.seconds if not watch.error else None,

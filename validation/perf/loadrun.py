@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import csv
 import json
+import math
 import os
 import resource
 import signal
@@ -28,6 +29,7 @@ from typing import Any
 from validation.gate import CLOCK
 
 LOCUSTFILE = Path(__file__).with_name("locustfile.py")
+REPO = LOCUSTFILE.parents[2]
 
 
 @dataclass
@@ -35,6 +37,7 @@ class LoadSpec:
     base_url: str
     out_dir: Path
     budget: int = 100
+    generations: int = 0  # generations in the generators' own pool, beside the budget (0: they share it)
     users: int = 10
     spawn_rate: float = 10
     max_seconds: float = 300  # safety cap (--run-time); the budget normally ends the run first
@@ -54,6 +57,8 @@ class LoadSpec:
             str(LOCUSTFILE),
             "--request-budget",
             str(self.budget),
+            "--generation-budget",
+            str(self.generations),
             "--budget-workers",
             str(max(1, self.workers)),
             "--request-log",
@@ -191,6 +196,21 @@ def exact_percentile(values: list[float], q: float) -> float | None:
     return v[k]
 
 
+def _binomial_cdf(k: int, n: int, p: float) -> float:
+    """P(X <= k) for X ~ Binomial(n, p)."""
+    return sum(math.comb(n, i) * p**i * (1 - p) ** (n - i) for i in range(k + 1))
+
+
+def quantile_bounds(values: list[float], q: float, confidence: float = 0.95) -> tuple[float | None, float | None]:
+    """Distribution-free one-sided `confidence` bounds (lower, upper) on the q-quantile of what `values`
+    sample, from order statistics: the upper bound is the smallest x_(k) with P(Binomial(n, q) < k) >=
+    confidence. None where n is too small (a p95's 95 % upper bound needs n >= 59: then it is the max)."""
+    v, n = sorted(values), len(values)
+    upper = next((v[k - 1] for k in range(1, n + 1) if _binomial_cdf(k - 1, n, q) >= confidence), None)
+    lower = next((v[j - 1] for j in range(n, 0, -1) if _binomial_cdf(j - 1, n, q) <= 1 - confidence), None)
+    return lower, upper
+
+
 def _entry_to_endpoint(e: dict, name: str, percentiles: dict[str, float | None]) -> Endpoint:
     n = int(e.get("num_requests", 0))
     start, last = e.get("start_time") or 0, e.get("last_request_timestamp") or 0
@@ -268,7 +288,9 @@ def run_load(spec: LoadSpec, say=lambda _m: None, timeout_slack: float = 90) -> 
         + (f", master + {spec.workers} workers" if spec.workers else "")
         + f" -> {spec.base_url} (out: {spec.out_dir})"
     )
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    # locust loads the locustfile by path; it imports the gate's API from the repository
+    env = {**os.environ, "PYTHONUNBUFFERED": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     procs, logs = [], []

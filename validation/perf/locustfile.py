@@ -15,9 +15,12 @@ Users (10 users: 1 trainer, then 1 / 2 / 3 / 3 by weight):
                    answer while another run is active (it then watches that run), not a failure
 
 The request budget is exact: every request takes a token first; a user that finds none left stops.
+--generation-budget N gives the generators a pool of their own (N generations beside the budget), so a
+generation latency percentile has enough samples however slow generation is; the cheap requests of
+the other users add little load, so generations after their budget is spent see the same app.
 Alone, the runner quits as soon as every budgeted request has completed. Distributed, worker i of N
-gets budget // N (+1 for the first budget % N workers) and the master quits when its aggregated
-stats hold the whole budget (workers report every 3 s). --run-time stays a safety cap.
+gets budget // N (+1 for the first budget % N workers) of each pool and the master quits when its
+aggregated stats hold both (workers report every 3 s). --run-time stays a safety cap.
 
 --request-log PREFIX writes one JSON line per request (start time, name, ms, ok) to PREFIX.<pid>.jsonl:
 the harness uses it for latency during training and the latency-over-time plot.
@@ -37,7 +40,8 @@ from locust.exception import StopUser
 from locust.runners import LocalRunner, MasterRunner, WorkerRunner
 from locust.stats import PERCENTILES_TO_REPORT, StatsCSV
 
-FINAL_STATES = {"succeeded", "failed", "cancelled"}  # validation/api.py's (locust loads this file by path)
+from validation.api import FINAL_STATES  # the repository is on PYTHONPATH (loadrun.run_load)
+
 PROMPTS = (
     "How do I make friends at a new school?",
     "What is a good way to learn to cook?",
@@ -59,6 +63,8 @@ TEXTS = (
 @events.init_command_line_parser.add_listener
 def _options(parser):
     parser.add_argument("--request-budget", type=int, default=0, help="exact number of requests to send (0: no budget)")
+    parser.add_argument("--generation-budget", type=int, default=0,
+                        help="generations in a pool of their own, beside the budget (0: generators share the budget)")
     parser.add_argument("--budget-workers", type=int, default=1, help="workers sharing the budget (distributed)")
     parser.add_argument("--request-log", default="", help="write one JSON line per request to PREFIX.<pid>.jsonl")
     parser.add_argument("--gen-tokens", type=int, default=64, help="max_new_tokens of each generation")
@@ -84,8 +90,12 @@ class Budget:
         self.taken += 1
         return True
 
+    def spent(self) -> bool:
+        return self.limit is None or self.done >= self.limit
+
 
 BUDGET = Budget()
+GENERATIONS = Budget()  # the generators' own pool when --generation-budget is given
 _log = {"fh": None}
 
 
@@ -100,13 +110,13 @@ def share(budget: int, workers: int, index: int) -> int:
 
 @events.test_start.add_listener
 def _start(environment, **_):
-    budget = _opt(environment, "request_budget", 0) or 0
     runner = environment.runner
-    if budget and isinstance(runner, WorkerRunner):
-        n = max(1, _opt(environment, "budget_workers", 1))
-        BUDGET.limit = share(budget, n, max(0, runner.worker_index))
-    elif budget and isinstance(runner, LocalRunner):
-        BUDGET.limit = budget
+    for pool, option in ((BUDGET, "request_budget"), (GENERATIONS, "generation_budget")):
+        budget = _opt(environment, option, 0) or 0
+        if budget and isinstance(runner, WorkerRunner):
+            pool.limit = share(budget, max(1, _opt(environment, "budget_workers", 1)), max(0, runner.worker_index))
+        elif budget and isinstance(runner, LocalRunner):
+            pool.limit = budget
     prefix = _opt(environment, "request_log", "")
     if prefix and not isinstance(runner, MasterRunner) and _log["fh"] is None:
         _log["fh"] = open(f"{prefix}.{os.getpid()}.jsonl", "a", buffering=1)  # noqa: SIM115 - closed at quit
@@ -114,7 +124,6 @@ def _start(environment, **_):
 
 @events.request.add_listener
 def _request(request_type, name, response_time, exception, start_time=None, response=None, **_):
-    BUDGET.done += 1
     fh = _log["fh"]
     if fh is not None:
         fh.write(
@@ -137,6 +146,7 @@ def _init(environment, **_):
     budget = _opt(environment, "request_budget", 0) or 0
     if not budget:
         return
+    budget += _opt(environment, "generation_budget", 0) or 0
     if isinstance(runner, MasterRunner):
 
         def on_report(client_id, data, **__):
@@ -149,7 +159,7 @@ def _init(environment, **_):
         def watch():
             while True:
                 gevent.sleep(0.05)
-                if BUDGET.limit is not None and BUDGET.done >= BUDGET.limit:
+                if BUDGET.limit is not None and BUDGET.spent() and GENERATIONS.spent():
                     runner.quit()
                     return
 
@@ -174,9 +184,13 @@ def _quitting(environment, **_):
 class CaiUser(HttpUser):
     abstract = True
 
+    def pool(self) -> Budget:
+        return BUDGET
+
     def call(self, method: str, path: str, name: str, check=None, ok_status=(200,), **kwargs):
         """One budgeted request; `check(response)` returns an error text or None."""
-        if not BUDGET.take():
+        pool = self.pool()
+        if not pool.take():
             raise StopUser()
         with self.client.request(method, path, name=name, catch_response=True, **kwargs) as r:
             if r.status_code not in ok_status:
@@ -190,7 +204,8 @@ class CaiUser(HttpUser):
                     r.failure(problem)
                 else:
                     r.success()
-            return r
+        pool.done += 1
+        return r
 
     def think(self, lo: float, hi: float) -> float:
         return random.uniform(lo, hi) * _opt(self.environment, "think_scale", 1.0)
@@ -264,6 +279,9 @@ class GeneratorUser(CaiUser):
 
     def wait_time(self):
         return self.think(0.5, 1.5)
+
+    def pool(self) -> Budget:
+        return BUDGET if GENERATIONS.limit is None else GENERATIONS
 
     @task
     def generate(self):

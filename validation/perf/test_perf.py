@@ -8,15 +8,18 @@ from __future__ import annotations
 import json
 import os
 import time
+from dataclasses import dataclass
+from pathlib import Path
 
 import httpx
 import pytest
 
 from validation import api
+from validation.criteria import TRAINING_TIME
 from validation.gate import CLOCK
 from validation.perf import behaviour as B
 from validation.perf import judge as J
-from validation.perf.loadrun import LoadSpec, exact_percentile, run_load
+from validation.perf.loadrun import LoadResult, LoadSpec, exact_percentile, run_load
 from validation.perf.plot import plot_run
 from validation.perf.sampler import Sampler
 
@@ -67,42 +70,66 @@ def _idle_latency(http: httpx.Client, n: int = 5, tokens: int = 64) -> dict:
     return out
 
 
+@dataclass
+class LoadRun:
+    """One load run with the profile's training under way: what was measured, for the report and verdicts."""
+
+    result: LoadResult
+    sampler: Sampler
+    watch: J.TrainingWatch | None
+    settled: str
+    load_avg: tuple[float, float]  # 1-min load average before and after the load
+
+    def windows(self) -> tuple[tuple[float, float], tuple[float, float] | None]:
+        load = (self.result.started, self.result.ended)
+        return load, ((self.watch.started_at, self.watch.ended_at) if self.watch else None)
+
+
 def test_load_with_training_under_way(subject, target, perf_ready, gate, perf_params, report_dir, app_cpus, recorder):
     """The profile's load (exact request budget, the locustfile's user mix) while the profile's training
     preset runs; latency, errors, memory, CPU, training time and the harness's own CPU gated."""
-    p = perf_params
-    auth = subject["auth"]
-    out = report_dir / "load"
+    p, auth = perf_params, subject["auth"]
     bench: dict = {"target": target.describe(), "health_s": target.health_seconds, "params": p}
     http = api.Client(base_url=target.base_url, auth=auth, timeout=60)
     _ensure_model(http, gate, p["model"], bench)
     if p["benchmark"]:
         bench["idle"] = _idle_latency(http, tokens=p["gen_tokens"])
-
     sampler = Sampler.for_target(target, cores=app_cpus, auth=auth)
     recorder.note(f"resources sampled by {sampler.source}")
+    run = _load_under_training(target, p, auth, sampler, gate, report_dir / "load")
+    recorder.note(f"after the load: {run.settled}")
+    recorder.note(
+        f"machine: {os.cpu_count()} cores, 1-min load average {run.load_avg[0]:.1f} before the load and "
+        f"{run.load_avg[1]:.1f} after it (above the core count means other processes competed with the app and "
+        "the load generator)"
+    )
+    data = _write_load_report(run, target, p, report_dir / "load", perf_ready, gate, recorder)
+    _judge_load_run(run, target, p, gate)
+    if p["benchmark"]:
+        from validation.perf.bench import write_benchmark
+
+        whole, during_load = run.sampler.summary(), run.sampler.summary(*run.windows()[0])
+        bench.update(load=run.result.to_dict(), resources={"whole": whole.to_dict(), "load": during_load.to_dict()},
+                     training=data["training"])
+        for f in write_benchmark(report_dir.parent, bench, gate):
+            gate.attach(f, "benchmark record")
+    gate.raise_pending()
+
+
+def _load_under_training(target, p: dict, auth, sampler: Sampler, gate, out: Path) -> LoadRun:
+    """Sample resources, start the profile's training preset, run the load, wait for the training."""
     watch = None
     sampler.start()
     try:
         CLOCK.sleep(IDLE_SAMPLES_S)
         if p["train_preset"]:
-            limit = (
-                float(gate.threshold(f"train.{p['train_preset']}_time"))
-                if f"train.{p['train_preset']}_time" in gate.criteria
-                else 900.0
-            )
+            timed_by = TRAINING_TIME.get(p["train_preset"])
+            limit = float(gate.threshold(timed_by)) if timed_by else 900.0
             watch = J.TrainingWatch(target.base_url, p["train_preset"], limit_s=limit + 30, auth=auth).start()
         spec = LoadSpec(
-            base_url=target.base_url,
-            out_dir=out,
-            budget=p["budget"],
-            users=p["users"],
-            spawn_rate=p["spawn_rate"],
-            max_seconds=p["max_seconds"],
-            workers=p["workers"],
-            gen_tokens=p["gen_tokens"],
-            think_scale=p["think_scale"],
-            train_preset="smoke",
+            base_url=target.base_url, out_dir=out, budget=p["budget"], generations=p["generations"],
+            users=p["users"], spawn_rate=p["spawn_rate"], max_seconds=p["max_seconds"], workers=p["workers"],
+            gen_tokens=p["gen_tokens"], think_scale=p["think_scale"], train_preset="smoke",
         )
         load_before = os.getloadavg()[0]
         result = run_load(spec, say=print)
@@ -115,73 +142,37 @@ def test_load_with_training_under_way(subject, target, perf_ready, gate, perf_pa
         sampler.stop()
         if watch is not None:
             watch.close()
-    recorder.note(f"after the load: {settled}")
-    recorder.note(
-        f"machine: {os.cpu_count()} cores, 1-min load average {load_before:.1f} before the load and {load_after:.1f} "
-        "after it (above the core count means other processes competed with the app and the load generator)"
-    )
+    return LoadRun(result, sampler, watch, settled, (load_before, load_after))
 
-    # Files: locust's own HTML report, the per-endpoint table, the resource plot, everything as JSON.
-    load_win = (result.started, result.ended)
-    train_win = (watch.started_at, watch.ended_at) if watch else None
+
+def _write_load_report(run: LoadRun, target, p: dict, out: Path, perf_ready: dict, gate, recorder) -> dict:
+    """load.md (per-endpoint table, resources, training), resources.png and perf.json, attached."""
+    result, sampler, watch = run.result, run.sampler, run.watch
+    load_win, train_win = run.windows()
     png = plot_run(
-        out / "resources.png",
-        sampler.samples,
-        result.requests,
-        load_window=load_win,
-        train_window=train_win,
-        memory_limit_gb=float(gate.threshold("perf.memory_peak")),
-        cpu_threshold=float(gate.threshold("perf.cpu")),
+        out / "resources.png", sampler.samples, result.requests, load_window=load_win, train_window=train_win,
+        memory_limit_gb=float(gate.threshold("perf.memory_peak")), cpu_threshold=float(gate.threshold("perf.cpu")),
         title=f"{target.kind} target, profile {p['profile']}, {p['budget']} requests / {p['users']} users"
         + (f", {p['train_preset']} training" if watch else ""),
     )
-    whole = sampler.summary()
-    during_load = sampler.summary(*load_win)
+    whole, during_load = sampler.summary(), sampler.summary(*load_win)
     during_train = sampler.summary(*train_win) if train_win and train_win[1] else None
-    md = [
-        f"# Perf load: {p['budget']} requests, {p['users']} users ({target.kind} target, profile {p['profile']})",
-        "",
-        f"locust: {result.sent} requests in {result.duration_s:.1f} s ({result.total.rps:.2f} RPS), "
-        f"{result.total.failures} failed; exit codes {result.exit_codes}; command in `command.txt`.",
-        "",
-        *J.endpoint_table(result),
-        "",
-        f"Resources ({sampler.source}): peak {whole.memory_peak_bytes and whole.memory_peak_bytes / 2**30:.3f} GB, "
-        f"CPU during the load mean {during_load.cpu_mean} %, 10 s rolling p90 {during_load.cpu_p90_10s} %, "
-        f"peak sample {during_load.cpu_peak} %.",
-        "",
-        J.network_line(whole, target.kind),
-    ]
-    if watch:
-        md.append(
-            f"Training `{watch.preset}` under load: {watch.seconds} s, state {watch.job.get('state')}; peak memory "
-            f"during it {during_train and during_train.memory_peak_bytes and during_train.memory_peak_bytes / 2**30:.3f} GB."
-        )
-        lat = J.during(result, J.RULES, watch.started_at, watch.ended_at)
-        if lat:
-            md.append(
-                f"Rules evaluation while training: {len(lat)} requests, p50 {exact_percentile(lat, 0.5) * 1000:.0f} ms, "
-                f"p95 {exact_percentile(lat, 0.95) * 1000:.0f} ms."
-            )
-    md += ["", "![memory, CPU and latency over time](resources.png)", "", "[locust's HTML report](locust.html)"]
-    (out / "load.md").write_text("\n".join(md) + "\n")
+    (out / "load.md").write_text("\n".join(_load_md(run, target, p, whole, during_load, during_train)) + "\n")
+    harness_requests = {
+        "identify": 2,
+        "ready_polls": perf_ready.get("requests"),
+        "training_polls": watch.polls if watch else 0,
+        "metrics_samples": getattr(sampler.backend, "requests", 0),
+    }
     data = {
         "load": result.to_dict(),
-        "resources": {
-            "whole": whole.to_dict(),
-            "load": during_load.to_dict(),
-            "training": during_train and during_train.to_dict(),
-        },
+        "resources": {"whole": whole.to_dict(), "load": during_load.to_dict(),
+                      "training": during_train and during_train.to_dict()},
         "samples": [s.__dict__ for s in sampler.samples],
         "training": watch
         and {k: getattr(watch, k) for k in ("preset", "seconds", "started_at", "ended_at", "timed_out", "error", "polls")}
         | {"state": watch.job.get("state"), "job": {k: watch.job.get(k) for k in ("job_id", "run_id", "total_steps", "loss")}},
-        "harness_requests": {
-            "identify": 2,
-            "ready_polls": perf_ready.get("requests"),
-            "training_polls": watch.polls if watch else 0,
-            "metrics_samples": getattr(sampler.backend, "requests", 0),
-        },
+        "harness_requests": harness_requests,
     }
     (out / "perf.json").write_text(json.dumps(data, indent=1, default=str) + "\n")
     for path, title in (
@@ -199,37 +190,59 @@ def test_load_with_training_under_way(subject, target, perf_ready, gate, perf_pa
             f"p99 {J._fmt_ms(e.p99_s)}, {e.rps:.2f} RPS"
         )
     if target.kind == "url":
+        ready, polls, samples = perf_ready.get("requests", 1), watch.polls if watch else 0, harness_requests["metrics_samples"]
         recorder.note(
-            f"url target: the load sent {result.sent} requests (budget {p['budget']}); the harness itself sent "
-            f"{2 + perf_ready.get('requests', 1) + (watch.polls if watch else 0) + getattr(sampler.backend, 'requests', 0)}"
-            f" more (2 identity GETs, {perf_ready.get('requests', 1)} GET /ready while waiting, training start + "
-            f"{watch.polls - 1 if watch else 0} polls, {getattr(sampler.backend, 'requests', 0)} /metrics samples), "
-            "and the distributed test its own small budget"
+            f"url target: the load sent {result.sent} requests (budget {p['budget']} + {p['generations']} generations); "
+            f"the harness itself sent {2 + ready + polls + samples} more (2 identity GETs, {ready} GET /ready while "
+            f"waiting, training start + {max(0, polls - 1)} polls, {samples} /metrics samples), and the distributed "
+            "test its own small budget"
         )
+    return data
 
-    # Verdicts (soft: every criterion is recorded, the test fails at the end with all failures listed).
-    J.judge_load(gate, result, p["budget"])
+
+def _load_md(run: LoadRun, target, p: dict, whole, during_load, during_train) -> list[str]:
+    result, watch = run.result, run.watch
+    md = [
+        f"# Perf load: {p['budget']} requests + {p['generations']} generations, {p['users']} users ({target.kind} "
+        f"target, profile {p['profile']})",
+        "",
+        f"locust: {result.sent} requests in {result.duration_s:.1f} s ({result.total.rps:.2f} RPS), "
+        f"{result.total.failures} failed; exit codes {result.exit_codes}; command in `command.txt`.",
+        "",
+        *J.endpoint_table(result),
+        "",
+        f"Resources ({run.sampler.source}): peak {whole.memory_peak_bytes and whole.memory_peak_bytes / 2**30:.3f} GB, "
+        f"CPU during the load mean {during_load.cpu_mean} %, 10 s rolling p90 {during_load.cpu_p90_10s} %, "
+        f"peak sample {during_load.cpu_peak} %.",
+        "",
+        J.network_line(whole, target.kind),
+    ]
+    if watch:
+        md.append(
+            f"Training `{watch.preset}` under load: {watch.seconds} s, state {watch.job.get('state')}; peak memory "
+            f"during it {during_train and during_train.memory_peak_bytes and during_train.memory_peak_bytes / 2**30:.3f} GB."
+        )
+        lat = J.during(result, J.RULES, watch.started_at, watch.ended_at)
+        if lat:
+            md.append(
+                f"Rules evaluation while training: {len(lat)} requests, p50 {exact_percentile(lat, 0.5) * 1000:.0f} ms, "
+                f"p95 {exact_percentile(lat, 0.95) * 1000:.0f} ms."
+            )
+    return [*md, "", "![memory, CPU and latency over time](resources.png)", "", "[locust's HTML report](locust.html)"]
+
+
+def _judge_load_run(run: LoadRun, target, p: dict, gate) -> None:
+    """The verdicts, soft: every criterion is recorded, the test fails at its end with all failures listed."""
+    whole, during_load = run.sampler.summary(), run.sampler.summary(*run.windows()[0])
+    J.judge_load(gate, run.result, p["budget"], p["generations"])
     J.judge_resources(gate, whole, during_load)
     J.judge_network(gate, whole, target.kind)
-    if watch:
-        J.judge_training(gate, watch, result)
-    helpers = [("sampler", sampler.cpu_seconds, sampler.wall_s)]
-    if watch and watch.seconds:
-        helpers.append(("training poller", watch.cpu_seconds, watch.seconds))
-    J.judge_overhead(gate, result, helpers)
-
-    if p["benchmark"]:
-        from validation.perf.bench import write_benchmark
-
-        bench.update(
-            load=result.to_dict(),
-            resources={"whole": whole.to_dict(), "load": during_load.to_dict()},
-            training=data["training"],
-        )
-        files = write_benchmark(report_dir.parent, bench, gate)
-        for f in files:
-            gate.attach(f, "benchmark record")
-    gate.raise_pending()
+    if run.watch:
+        J.judge_training(gate, run.watch, run.result)
+    helpers = [("sampler", run.sampler.cpu_seconds, run.sampler.wall_s)]
+    if run.watch and run.watch.seconds:
+        helpers.append(("training poller", run.watch.cpu_seconds, run.watch.seconds))
+    J.judge_overhead(gate, run.result, helpers)
 
 
 def test_distributed_load_keeps_the_exact_budget(subject, target, perf_ready, gate, perf_params, report_dir):
