@@ -1,10 +1,10 @@
 """The HTTP contract as pydantic models: request bodies (strict types, ranges, enums), answers, and
 the error shape. FastAPI validates requests with them and builds /api/openapi.json from them.
 
-Request models are made per app (`request_models(settings)`): their limits (text length, tokens)
-are the settings', so the schema a client reads is the one the server enforces. The UI calls the
-service directly; its checks (app/service.py check_text, check_number) accept the same values
-(tests/test_app_schemas.py compares them).
+Request models are made per app (`request_models(settings)`, kept as `Service.requests`): their
+limits (text length, tokens) are the settings', so the schema a client reads is the one the server
+enforces. The UI builds the same models from its controls; `invalid()` turns a validation error into
+the ApiError both show.
 """
 
 from __future__ import annotations
@@ -16,11 +16,12 @@ from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstr
 
 from app import constitution
 from app.config import SEED_MAX, Settings
+from app.errors import ApiError
 from app.evaluation import MODES
 from app.runs import ACTIVE
 from app.training import FINAL_STATES, PRESETS
 
-# Characters check_text refuses: control (Cc, but tab and line breaks) and private use (Co). It refuses
+# Characters a text field refuses: control (Cc, but tab and line breaks) and private use (Co). It refuses
 # lone surrogates too (Cs), which no UTF-8 body carries and no Rust or ECMA pattern can name.
 _REFUSED = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ue000-\uf8ff\U000f0000-\U000ffffd\U00100000-\U0010fffd"
 # Whitespace that is not refused (Cc whitespace is: \x0b \x0c \x1c-\x1f \x85), then one visible
@@ -102,6 +103,29 @@ def request_models(settings: Settings) -> SimpleNamespace:
 
     return SimpleNamespace(**{cls.__name__: cls for cls in (
         LoadModelRequest, EvaluateRequest, GenerateRequest, CritiqueRequest, TrainRequest, ImpactRequest)})
+
+
+def invalid(errors) -> ApiError:
+    """The first of pydantic's errors as our error: the field it names, a message a user can act on."""
+    first = errors[0] if errors else {}
+    kind = first.get("type", "")
+    if kind == "json_invalid":
+        return ApiError(400, "body", f"request body is not valid UTF-8 JSON: {first.get('ctx', {}).get('error', '')}"[:160])
+    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
+    field = loc[-1] if loc else "body"
+    if kind == "missing":
+        message = f"{field} is required"
+    elif kind == "string_pattern_mismatch":
+        message = f"{field} {TEXT_RULE}"
+    elif kind == "extra_forbidden":
+        message = f"{field} is not a field of this request"
+    elif field == "body" and isinstance(first.get("input"), bytes):  # FastAPI parses JSON only when declared
+        message = "request body must be JSON, sent with Content-Type: application/json"
+    elif field == "body":
+        message = f"request body must be a JSON object of this route's fields ({first.get('msg', 'invalid')})"
+    else:
+        message = f"{field}: {first.get('msg', 'invalid input')}"
+    return ApiError(422, field, message)
 
 
 # ---- answers ----------------------------------------------------------------------------------

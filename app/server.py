@@ -160,29 +160,6 @@ def _route_label(scope) -> str:
     return "/gradio_api" if path.startswith("/gradio_api") else "ui"
 
 
-def _invalid(errors) -> ApiError:
-    """The first of pydantic's errors as our error: the field it names, a message a user can act on."""
-    first = errors[0] if errors else {}
-    kind = first.get("type", "")
-    if kind == "json_invalid":
-        return ApiError(400, "body", f"request body is not valid UTF-8 JSON: {first.get('ctx', {}).get('error', '')}"[:160])
-    loc = [str(p) for p in first.get("loc", ()) if p not in ("body", "query", "path")]
-    field = loc[-1] if loc else "body"
-    if kind == "missing":
-        message = f"{field} is required"
-    elif kind == "string_pattern_mismatch":
-        message = f"{field} {schemas.TEXT_RULE}"
-    elif kind == "extra_forbidden":
-        message = f"{field} is not a field of this request"
-    elif field == "body" and isinstance(first.get("input"), bytes):  # FastAPI parses JSON only when declared
-        message = "request body must be JSON, sent with Content-Type: application/json"
-    elif field == "body":
-        message = f"request body must be a JSON object of this route's fields ({first.get('msg', 'invalid')})"
-    else:
-        message = f"{field}: {first.get('msg', 'invalid input')}"
-    return ApiError(422, field, message)
-
-
 async def _or_default(request: Request, body, model):
     """An optional body: none means every default; JSON null (which FastAPI also hands over as None)
     is not an object of the route's fields."""
@@ -213,13 +190,33 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
                   redoc_url=None)
     app.state.service = service
 
+    _error_handlers(app)
+    errors, R = schemas.error_responses, service.requests
+    _probe_routes(app, service, errors)
+    _action_routes(app, service, errors, R)
+    _job_routes(app, service, errors, R)
+    _method_fallbacks(app)
+    app.openapi = lambda: _openapi(app)
+    if with_ui:
+        import gradio as gr
+
+        from app.ui import build_ui
+        blocks = build_ui(service)
+        blocks.queue(default_concurrency_limit=settings.queue_concurrency, max_size=settings.queue_max_size)
+        app = gr.mount_gradio_app(app, blocks, path="/", show_error=False)
+    app.add_middleware(Guard, settings=settings)
+    return app
+
+
+def _error_handlers(app: FastAPI) -> None:
+    """Every error as the one JSON shape: ApiError, pydantic's, Starlette's."""
     @app.exception_handler(ApiError)
     async def api_error(_request, exc: ApiError):
         return _json_error(exc)
 
     @app.exception_handler(RequestValidationError)
     async def validation_error(_request, exc: RequestValidationError):
-        return _json_error(_invalid(exc.errors()))
+        return _json_error(schemas.invalid(exc.errors()))
 
     @app.exception_handler(StarletteHTTPException)
     async def http_error(_request, exc: StarletteHTTPException):
@@ -228,19 +225,21 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
         return _json_error(ApiError(exc.status_code, None, str(exc.detail),
                                     error="not_found" if exc.status_code == 404 else "http_error"))
 
-    async def call(fn, *args):
-        try:
-            return await run_in_threadpool(fn, *args)
-        except OSError as exc:
-            if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
-                raise
-            log.error("checkpoint volume full", extra={"error": str(exc)})
-            raise ApiError(507, None, "no space left on the checkpoint volume; delete old runs or grow the volume",
-                           error="insufficient_storage") from None
 
-    R = schemas.request_models(settings)
-    errors = schemas.error_responses
+async def _call(fn, *args):
+    """A blocking service call off the event loop; a full checkpoint volume is a 507."""
+    try:
+        return await run_in_threadpool(fn, *args)
+    except OSError as exc:
+        if exc.errno not in (errno.ENOSPC, errno.EDQUOT):
+            raise
+        log.error("checkpoint volume full", extra={"error": str(exc)})
+        raise ApiError(507, None, "no space left on the checkpoint volume; delete old runs or grow the volume",
+                       error="insufficient_storage") from None
 
+
+def _probe_routes(app: FastAPI, service: Service, errors) -> None:
+    """The platform's probes and Prometheus."""
     @app.get("/health", response_model=schemas.Health, summary="Liveness: 200 while the process serves")
     async def health():
         return service.health()
@@ -257,6 +256,9 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
     async def prometheus():
         return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
 
+
+def _action_routes(app: FastAPI, service: Service, errors, R) -> None:
+    """Models, evaluation, generation and critique."""
     @app.get("/api/models", response_model=schemas.Models, responses=errors(*GUARDED))
     async def list_models():
         return service.models()
@@ -264,26 +266,28 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
     @app.post("/api/models/load", response_model=schemas.Loaded,
               responses=errors(*GUARDED, *WITH_BODY, 403, 404, 409))
     async def load_model(body: R.LoadModelRequest):
-        return await call(service.load_model, body.model)
+        return await _call(service.load_model, body)
 
     @app.post("/api/evaluate", response_model=schemas.Evaluation, responses=errors(*GUARDED, *WITH_BODY))
     async def evaluate(body: R.EvaluateRequest):
-        return await call(service.evaluate, body.text, body.mode)
+        return await _call(service.evaluate, body)
 
     @app.post("/api/generate", response_model=schemas.Generation, responses=errors(*GUARDED, *WITH_BODY, 409))
     async def generate(body: R.GenerateRequest):
-        return await call(service.generate, body.prompt, body.max_new_tokens, body.temperature, body.seed,
-                          body.compare)
+        return await _call(service.generate, body)
 
     @app.post("/api/critique", response_model=schemas.Trace, responses=errors(*GUARDED, *WITH_BODY, 409))
     async def critique(body: R.CritiqueRequest):
-        return await call(service.critique, body.prompt, body.rounds, body.max_new_tokens, body.seed)
+        return await _call(service.critique, body)
 
+
+def _job_routes(app: FastAPI, service: Service, errors, R) -> None:
+    """Training jobs, runs and impact reports."""
     @app.post("/api/train", status_code=202, response_model=schemas.Job,
               responses=errors(*GUARDED, *WITH_BODY, 409, 507))
     async def train(request: Request, body: R.TrainRequest = Body(None)):
         body = await _or_default(request, body, R.TrainRequest)
-        return await call(service.start_training, body.preset, body.seed)
+        return await _call(service.start_training, body)
 
     @app.get("/api/train", response_model=schemas.Jobs, responses=errors(*GUARDED))
     async def jobs():
@@ -300,18 +304,18 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
 
     @app.get("/api/runs", response_model=schemas.Runs, responses=errors(*GUARDED))
     async def runs():
-        return await call(service.runs)
+        return await _call(service.runs)
 
     @app.get("/api/runs/{run_id}", response_model=schemas.Run, responses=errors(*GUARDED, 404))
     async def run(run_id: str):
-        return await call(service.run, run_id)
+        return await _call(service.run, run_id)
 
     @app.get("/api/runs/{run_id}/impact.{kind}", summary="The run's last impact report, as a download",
              responses={200: {"content": {"application/json": {"schema": {"type": "object"}},
                                           "text/csv": {"schema": {"type": "string"}}}},
                         **errors(*GUARDED, 404, 422)})
     async def impact_file(run_id: str, kind: Literal["json", "csv"]):
-        text = await call(service.impact_file, run_id, kind)
+        text = await _call(service.impact_file, run_id, kind)
         media = "application/json" if kind == "json" else "text/csv"
         return PlainTextResponse(text, media_type=media,
                                  headers={"Content-Disposition": f'attachment; filename="impact-{run_id}.{kind}"'})
@@ -319,8 +323,11 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
     @app.post("/api/impact", response_model=schemas.Impact, responses=errors(*GUARDED, *WITH_BODY, 409, 507))
     async def impact(request: Request, body: R.ImpactRequest = Body(None)):
         body = await _or_default(request, body, R.ImpactRequest)
-        return await call(service.impact, body.limit, body.max_new_tokens, body.seed)
+        return await _call(service.impact, body)
 
+
+def _method_fallbacks(app: FastAPI) -> None:
+    """405 with Allow on a known path; a JSON 404 on any other /api path."""
     # A known path asked with a method it does not declare: 405 with Allow. Any other /api path: a
     # JSON 404 (not the UI's HTML page: the UI is mounted at /). Neither is an operation of the API.
     declared: dict[str, set[str]] = {}
@@ -338,14 +345,3 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
     @app.api_route("/api/{rest:path}", methods=list(HTTP_METHODS), include_in_schema=False)
     async def unknown(rest: str):
         raise ApiError(404, None, f"no route /api/{rest}", error="not_found")
-
-    app.openapi = lambda: _openapi(app)
-    if with_ui:
-        import gradio as gr
-
-        from app.ui import build_ui
-        blocks = build_ui(service)
-        blocks.queue(default_concurrency_limit=settings.queue_concurrency, max_size=settings.queue_max_size)
-        app = gr.mount_gradio_app(app, blocks, path="/", show_error=False)
-    app.add_middleware(Guard, settings=settings)
-    return app

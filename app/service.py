@@ -1,5 +1,6 @@
-"""The app's actions, shared by the JSON routes and the Gradio UI: input checks (ApiError naming
-the field), model state, evaluation, generation, training jobs, runs and impact reports."""
+"""The app's actions, shared by the JSON routes and the Gradio UI. Each takes its typed request
+(app/schemas.py request_models, `Service.requests`), validated by whoever built it: FastAPI for a
+route, the UI for a control. Model state, evaluation, generation, training jobs, runs, impact."""
 
 from __future__ import annotations
 
@@ -7,15 +8,14 @@ import json
 import logging
 import threading
 import time
-import unicodedata
 from pathlib import Path
 
-from app import constitution, evaluation, generation, impact, metrics, models
-from app.config import SEED_MAX, Settings, build_id
+from app import evaluation, generation, impact, metrics, models
+from app.config import Settings, build_id
 from app.errors import ApiError
 from app.models import LoadedModel
 from app.runs import RunStore
-from app.schemas import MODEL_NAME_MAX
+from app.schemas import request_models
 from app.training import PRESETS, Trainer
 
 log = logging.getLogger(__name__)
@@ -23,41 +23,10 @@ metrics.declare(metrics.EVALUATIONS, "mode", evaluation.MODES)
 metrics.declare(metrics.TRAINING_STARTED, "preset", PRESETS)
 
 
-# ---- input checks ---------------------------------------------------------------------------
-
-def check_text(value, field: str, max_chars: int) -> str:
-    if value is None:
-        raise ApiError(422, field, f"{field} is required")
-    if not isinstance(value, str):
-        raise ApiError(422, field, f"{field} must be a string")
-    if not value.strip():
-        raise ApiError(422, field, f"{field} must not be empty")
-    if len(value) > max_chars:
-        raise ApiError(422, field, f"{field} is {len(value)} characters; the limit is {max_chars}")
-    bad = next((c for c in value if unicodedata.category(c) in {"Cc", "Cs", "Co"} and c not in "\n\r\t"), None)
-    if bad is not None:
-        raise ApiError(422, field, f"{field} contains a control character (U+{ord(bad):04X})")
-    return value
-
-
-def check_number(value, field: str, lo: float, hi: float, *, integer: bool) -> int | float:
-    ok_type = isinstance(value, int) if integer else isinstance(value, (int, float))
-    if isinstance(value, bool) or not ok_type or (not integer and value != value):
-        raise ApiError(422, field, f"{field} must be {'an integer' if integer else 'a number'} in {lo}..{hi}")
-    if not lo <= value <= hi:
-        raise ApiError(422, field, f"{field}={value} is outside {lo}..{hi}")
-    return value
-
-
-def check_choice(value, field: str, choices) -> str:
-    if not isinstance(value, str) or value not in choices:
-        raise ApiError(422, field, f"{field} must be one of {', '.join(choices)} (got {str(value)[:40]!r})")
-    return value
-
-
 class Service:
     def __init__(self, settings: Settings):
         self.settings = settings
+        self.requests = request_models(settings)  # the request models, with this app's limits
         self.store = RunStore(settings.checkpoint_dir)
         self.trainer = Trainer(self.store, settings.compute_threads)
         self.trainer.on_success = self._trained
@@ -83,7 +52,7 @@ class Service:
         """Load the default model and the judge in the background; /health answers meanwhile."""
         def work():
             try:
-                self.load_model(self.settings.default_model)
+                self.load_model(self.requests.LoadModelRequest(model=self.settings.default_model))
             except Exception as exc:  # recorded in model_state/model_error, shown by /ready
                 log.error("default model failed to load", extra={"model": self.settings.default_model,
                                                                  "error": getattr(exc, "message", str(exc))})
@@ -116,8 +85,8 @@ class Service:
                 "current": self.base.info() if self.base else None, "state": self.model_state,
                 "trained_run": self.trained_run}
 
-    def load_model(self, name) -> dict:
-        name = check_text(name, "model", MODEL_NAME_MAX).strip()
+    def load_model(self, req) -> dict:
+        name = req.model.strip()
         if self.trainer.active is not None:
             raise ApiError(409, "model", "a training job is running; load another model after it ends", error="busy")
         with self._load_lock:
@@ -155,50 +124,40 @@ class Service:
             self.trained, self.trained_run = student, job.run_id
 
     # ---- evaluation and generation ----
-    def evaluate(self, text, mode="rules") -> dict:
-        text = check_text(text, "text", self.settings.max_text_chars)
-        mode = check_choice(mode, "mode", evaluation.MODES)
-        metrics.EVALUATIONS.labels(mode=mode).inc()
-        return evaluation.evaluate(text, mode)
+    def _seed(self, seed: int | None) -> int:
+        return self.settings.seed if seed is None else seed
 
-    def _generation_args(self, prompt, max_new_tokens, temperature, seed) -> tuple[str, int, float, int]:
-        prompt = check_text(prompt, "prompt", self.settings.max_text_chars)
-        max_new_tokens = check_number(max_new_tokens, "max_new_tokens", 1, self.settings.max_new_tokens_limit, integer=True)
-        temperature = check_number(temperature, "temperature", 0.0, 2.0, integer=False)
-        seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, SEED_MAX, integer=True)
-        return prompt, max_new_tokens, temperature, seed
+    def evaluate(self, req) -> dict:
+        metrics.EVALUATIONS.labels(mode=req.mode).inc()
+        return evaluation.evaluate(req.text, req.mode)
 
-    def _submit_both(self, prompt, max_new_tokens, temperature, seed, compare) -> dict:
+    def _submit_both(self, req) -> dict:
         """Queue the prompt on the base model and (when compare) the trained one: they decode side by
         side, each batched with other users' requests (app/generation.py)."""
-        if not isinstance(compare, bool):
-            raise ApiError(422, "compare", "compare must be true or false")
         base = self._require_model()
-        models_ = {"base": base, "trained": self.trained if compare else None}
+        models_ = {"base": base, "trained": self.trained if req.compare else None}
         metrics.GENERATIONS.inc()  # one a request, whether one model answers or two
-        return {kind: (lm, lm.submit([{"role": "user", "content": prompt}], max_new_tokens=max_new_tokens,
-                                     temperature=temperature, seed=seed)) if lm else None
+        return {kind: (lm, lm.submit([{"role": "user", "content": req.prompt}], max_new_tokens=req.max_new_tokens,
+                                     temperature=req.temperature, seed=self._seed(req.seed))) if lm else None
                 for kind, lm in models_.items()}
 
-    def generate(self, prompt, max_new_tokens=64, temperature=0.7, seed=None, compare=True) -> dict:
-        prompt, max_new_tokens, temperature, seed = self._generation_args(prompt, max_new_tokens, temperature, seed)
-        jobs = self._submit_both(prompt, max_new_tokens, temperature, seed, compare)
-        out = {"prompt": prompt, "base": self._answer(*jobs["base"]),
+    def generate(self, req) -> dict:
+        jobs = self._submit_both(req)
+        out = {"prompt": req.prompt, "base": self._answer(*jobs["base"]),
                "trained": self._answer(*jobs["trained"]) if jobs["trained"] else None,
                "run_id": self.trained_run if jobs["trained"] else None}
         return out
 
-    def generate_stream(self, prompt, max_new_tokens=64, temperature=0.7, seed=None, compare=True):
+    def generate_stream(self, req):
         """Like generate, yielding {"base": text so far, "trained": ..., "done": bool} as tokens come;
         closing the generator (the UI's Stop) cancels both requests."""
-        prompt, max_new_tokens, temperature, seed = self._generation_args(prompt, max_new_tokens, temperature, seed)
-        jobs = self._submit_both(prompt, max_new_tokens, temperature, seed, compare)
+        jobs = self._submit_both(req)
         kinds = [k for k in ("base", "trained") if jobs[k]]
         requests = [jobs[k][1] for k in kinds]
         try:
             for texts in generation.stream(jobs["base"][0].tokenizer, requests):
                 yield {**dict(zip(kinds, texts)), "done": False}
-            yield {"prompt": prompt, "done": True,
+            yield {"prompt": req.prompt, "done": True,
                    **{k: self._answer(*jobs[k]) for k in kinds}}
         finally:
             for r in requests:
@@ -211,22 +170,17 @@ class Service:
                 "elapsed_s": round(request.elapsed_s, 3), "tokens": len(request.tokens),
                 "batch_size": request.batch_size}
 
-    def critique(self, prompt, rounds=1, max_new_tokens=64, seed=None) -> dict:
+    def critique(self, req) -> dict:
         """One SL-CAI trace on demand (answer, critique, revision, judged), no training."""
-        prompt = check_text(prompt, "prompt", self.settings.max_text_chars)
-        rounds = check_number(rounds, "rounds", 1, 3, integer=True)
-        max_new_tokens = check_number(max_new_tokens, "max_new_tokens", 1, self.settings.max_new_tokens_limit, integer=True)
-        seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, SEED_MAX, integer=True)
         from app import cai
-        return cai.run(self._require_model(), prompt, rounds=rounds, seed=seed, max_new_tokens=max_new_tokens)
+        return cai.run(self._require_model(), req.prompt, rounds=req.rounds, seed=self._seed(req.seed),
+                       max_new_tokens=req.max_new_tokens)
 
     # ---- training ----
-    def start_training(self, preset="smoke", seed=None) -> dict:
-        preset = check_choice(preset, "preset", tuple(PRESETS))
-        seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, SEED_MAX, integer=True)
+    def start_training(self, req) -> dict:
         base = self._require_model()
-        job = self.trainer.start(base, preset, seed)
-        metrics.TRAINING_STARTED.labels(preset=preset).inc()
+        job = self.trainer.start(base, req.preset, self._seed(req.seed))
+        metrics.TRAINING_STARTED.labels(preset=req.preset).inc()
         return job.snapshot()
 
     def job(self, job_id: str) -> dict:
@@ -246,15 +200,12 @@ class Service:
     def run(self, run_id: str) -> dict:
         return self.store.get(run_id)
 
-    def impact(self, limit=None, max_new_tokens=64, seed=None) -> dict:
-        largest = constitution.largest_eval_set()
-        limit = None if limit is None else check_number(limit, "limit", 1, largest, integer=True)
-        max_new_tokens = check_number(max_new_tokens, "max_new_tokens", 1, self.settings.max_new_tokens_limit, integer=True)
-        seed = self.settings.seed if seed is None else check_number(seed, "seed", 0, SEED_MAX, integer=True)
+    def impact(self, req) -> dict:
         base = self._require_model()
         if self.trained is None:
             raise ApiError(409, None, "no trained model yet: run a training job first", error="no_trained_model")
-        report = impact.run(base, self.trained, self.trained_run, limit=limit, max_new_tokens=max_new_tokens, seed=seed)
+        report = impact.run(base, self.trained, self.trained_run, limit=req.limit, max_new_tokens=req.max_new_tokens,
+                            seed=self._seed(req.seed))
         self.store.write_file(self.trained_run, "impact.json", json.dumps(report, indent=2))
         self.store.write_file(self.trained_run, "impact.csv", impact.to_csv(report))
         return report

@@ -1,4 +1,4 @@
-"""The HTTP contract: the OpenAPI document, docs/http-api.md and the UI's input checks agree."""
+"""The HTTP contract: the OpenAPI document, docs/http-api.md and the request models agree."""
 
 import re
 from pathlib import Path
@@ -10,10 +10,10 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from app import schemas
-from app.errors import ApiError
+from app.config import Settings
 from app.server import create_app
-from app.service import check_text
 
+SETTINGS = Settings()
 DOC = (Path(__file__).resolve().parents[1] / "docs" / "http-api.md").read_text(encoding="utf-8")
 
 
@@ -103,12 +103,14 @@ TEXT = st.text(alphabet=st.characters(codec="utf-8", categories=("L", "N", "P", 
 
 @hsettings(max_examples=400, deadline=None)
 @given(TEXT)
-def test_the_schema_accepts_exactly_what_the_ui_accepts(settings_text):
-    """The API (pydantic, the published pattern) and the UI (check_text) agree on every text."""
+def test_the_published_pattern_is_the_one_the_request_models_enforce(settings_text):
+    """A client reading the OpenAPI pattern and the server (and the UI, which builds the same models)
+    agree on every text."""
+    R = schemas.request_models(SETTINGS)
     try:
-        check_text(settings_text, "text", 4000)
-        ui = True
-    except ApiError:
-        ui = False
-    api = re.fullmatch(schemas.TEXT_PATTERN, settings_text) is not None and len(settings_text) >= 1
-    assert api == ui, repr(settings_text)
+        R.EvaluateRequest(text=settings_text)
+        enforced = True
+    except ValidationError:
+        enforced = False
+    published = re.fullmatch(schemas.TEXT_PATTERN, settings_text) is not None and len(settings_text) >= 1
+    assert published == enforced, repr(settings_text)

@@ -5,8 +5,9 @@ import time
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from pydantic import ValidationError
 
-from app import elements
+from app import elements, schemas
 from app.service import Service
 
 
@@ -74,47 +75,36 @@ def test_bad_input_gets_a_4xx_naming_the_field(client, route, body, status, fiel
     assert client.get("/health").status_code == 200
 
 
-@pytest.mark.parametrize("value, integer, says", [
-    (1.5, True, "max_new_tokens must be an integer in 1..9"),
-    ("hot", False, "max_new_tokens must be a number in 1..9"),
-    (True, True, "max_new_tokens must be an integer in 1..9"),
-    (12, True, "max_new_tokens=12 is outside 1..9"),
+@pytest.mark.parametrize("fields, field, says", [
+    ({"prompt": "hi", "max_new_tokens": 1.5}, "max_new_tokens", "max_new_tokens: Input should be a valid integer"),
+    ({"prompt": "hi", "temperature": "hot"}, "temperature", "temperature: Input should be a valid number"),
+    ({"prompt": "hi", "max_new_tokens": True}, "max_new_tokens", "max_new_tokens: Input should be a valid integer"),
+    ({"prompt": "hi", "seed": 2.5}, "seed", "seed: Input should be a valid integer"),
+    ({"prompt": "hi", "compare": "yes"}, "compare", "compare: Input should be a valid boolean"),
+    ({"prompt": 5}, "prompt", "prompt: Input should be a valid string"),
+    ({"prompt": " "}, "prompt", "prompt must contain a visible character and no control characters"),
 ])
-def test_the_services_own_checks_say_what_the_field_takes(value, integer, says):
-    """What the UI's callers get (the HTTP routes check with pydantic first)."""
-    from app.errors import ApiError
-    from app.service import check_number
-
-    with pytest.raises(ApiError) as e:
-        check_number(value, "max_new_tokens", 1, 9, integer=integer)
-    assert e.value.message == says and e.value.field == "max_new_tokens" and e.value.status == 422
-
-
-@pytest.mark.parametrize("args, field", [
-    ({"max_new_tokens": 1.5}, "max_new_tokens"),
-    ({"seed": 2.5}, "seed"),
-    ({"temperature": "warm"}, "temperature"),
-    ({"compare": "yes"}, "compare"),
-])
-def test_the_service_checks_generation_arguments_before_anything_runs(settings, args, field):
-    """The UI calls the service directly, past the HTTP schemas: its own checks must hold."""
-    from app.errors import ApiError
+def test_the_uis_requests_say_what_the_field_takes(settings, fields, field, says):
+    """What a UI control (and gradio_client) gets: the route's request model, its error turned into
+    the same ApiError as the route's."""
     from app.service import Service
 
-    with pytest.raises(ApiError) as e:
-        Service(settings).generate("How do I make a budget?", **args)
-    assert e.value.status == 422 and e.value.field == field
+    with pytest.raises(ValidationError) as e:
+        Service(settings).requests.GenerateRequest.model_validate(fields)
+    err = schemas.invalid(e.value.errors())
+    assert (err.status, err.field) == (422, field) and err.message.startswith(says), err.message
 
 
 @pytest.mark.parametrize("value", ["gpt", 5, None])
-def test_the_services_own_choice_check_refuses_what_is_not_a_choice(value):
-    from app.errors import ApiError
-    from app.service import check_choice
+def test_a_mode_that_is_not_one_is_refused_naming_the_choices(settings, value):
+    from app.service import Service
 
-    assert check_choice("judge", "mode", ("rules", "judge")) == "judge"
-    with pytest.raises(ApiError) as e:
-        check_choice(value, "mode", ("rules", "judge"))
-    assert e.value.field == "mode" and e.value.message.startswith("mode must be one of rules, judge")
+    R = Service(settings).requests
+    assert R.EvaluateRequest(text="hi", mode="judge").mode == "judge"
+    with pytest.raises(ValidationError) as e:
+        R.EvaluateRequest.model_validate({"text": "hi", "mode": value})
+    err = schemas.invalid(e.value.errors())
+    assert err.field == "mode" and "rules" in err.message and "judge" in err.message
 
 
 def test_malformed_bodies(client, settings):

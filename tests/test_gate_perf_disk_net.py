@@ -129,12 +129,12 @@ def test_process_target_counts_its_data_folders_and_model_cache(tmp_path):
 
 def test_url_target_reads_the_volume_from_metrics_or_is_skipped():
     with PerfStub(volume_used_gb=12) as full:
-        u = UrlTarget(full.base_url).disk_usage()
+        u = UrlTarget(full.base_url).start().disk_usage()
     assert u.parts == {"checkpoint volume's file system, used": 12_000_000_000}
     e = expect_failure(J.judge_disk, make_gate("plan"), u, criterion="perf.disk_used", measured="12 GB")
     assert "file system" in str(e)
     with PerfStub() as older:  # no cai_checkpoint_volume_bytes{kind="used"}
-        u = UrlTarget(older.base_url).disk_usage()
+        u = UrlTarget(older.base_url).start().disk_usage()
     assert u.total is None and "has no cai_checkpoint_volume_bytes" in u.skipped
 
 

@@ -24,6 +24,9 @@ from validation import criteria
 SLOW_S = 1 + max(criteria.load(p)["generate.time"].threshold for p in criteria.profiles())
 
 
+BEHAVIOUR_MODEL = criteria.load().param("behaviour_model")  # the real model the behaviour criteria are judged on
+
+
 @dataclass(frozen=True)
 class Fault:
     name: str
@@ -145,7 +148,7 @@ def _cancel_ignored():
 
 def _ready_lies():
     _before("app.models:load", _raise(RuntimeError("weights missing")))
-    _replace("app.service:Service.ready", lambda self: (True, {"status": "ready", "model": "smollm2", "judge": "ready"}))
+    _replace("app.service:Service.ready", lambda self: (True, {"status": "ready", "model": "a-model", "judge": "ready"}))
 
 
 def _error_per_evaluation(result, *a, **k):
@@ -172,13 +175,8 @@ def _element_renamed():
 
 
 def _no_type_check():
-    from app.errors import ApiError
-
-    def check_text(value, field, max_chars):  # only "required" is left of the checks
-        if value is None:
-            raise ApiError(422, field, f"{field} is required")
-        return value
-    _replace("app.service:check_text", check_text)
+    # the UI builds its requests without validating them: a number reaches the service as the text
+    _replace("app.ui:_request", lambda model, **fields: model.model_construct(**fields))
 
 
 def _html_unescaped():
@@ -197,14 +195,17 @@ def _leaky_cache():
     _after("app.service:Service.evaluate", keep)
 
 
-
 # ---- a field that has another effect, or none ----------------------------------------------------
 
-def _generation_arg(index: int, value: Callable) -> None:
-    """Service._generation_args's (prompt, max_new_tokens, temperature, seed) with one replaced."""
-    def change(result, self, *a, **k):
-        return tuple(value(self) if i == index else v for i, v in enumerate(result))
-    _after("app.service:Service._generation_args", change)
+def _generation_field(name: str, value: Callable, target: str = "app.service:Service._submit_both") -> None:
+    """`target` (the service's step that queues a generation) given the request with field `name`
+    replaced by value(service)."""
+    def make(fn):
+        @functools.wraps(fn)
+        def changed(self, req):
+            return fn(self, req.model_copy(update={name: value(self)}))
+        return changed
+    _patch(target, make)
 
 
 def _with_kwarg(target: str, name: str, value: Callable) -> None:
@@ -215,15 +216,6 @@ def _with_kwarg(target: str, name: str, value: Callable) -> None:
             return fn(*args, **{**kwargs, name: value(kwargs)})
         return wrapper
     _patch(target, make)
-
-
-def _compare_ignored():
-    def make(fn):
-        @functools.wraps(fn)
-        def submit_both(self, prompt, max_new_tokens, temperature, seed, compare):
-            return fn(self, prompt, max_new_tokens, temperature, seed, True)
-        return submit_both
-    _patch("app.service:Service._submit_both", make)
 
 
 def _batch_shares_token_limit():
@@ -250,15 +242,6 @@ def _runs_list_stale():
             return first[0]
         return list_runs
     _patch("app.runs:RunStore.list", make)
-
-
-def _ui_temperature_ignored():
-    def make(fn):
-        @functools.wraps(fn)
-        def generate_stream(self, prompt, max_new_tokens=64, temperature=0.7, *args, **kwargs):
-            return fn(self, prompt, max_new_tokens, 0.7, *args, **kwargs)  # the slider's value dropped
-        return generate_stream
-    _patch("app.service:Service.generate_stream", make)
 
 
 def _judge_does_rules():
@@ -369,25 +352,25 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
     # A field that is accepted, validated and then has another effect, or none (validation/checks/effects.py).
     Fault("generate_prompt_ignored", "generation answers a fixed prompt, not the user's", "smoke",
           ("effect.generate_prompt",),
-          lambda: _generation_arg(0, lambda self: "Tell me something."), "generate_parameters"),
+          lambda: _generation_field("prompt", lambda self: "Tell me something."), "generate_parameters"),
     Fault("generate_seed_ignored", "generation samples with the server's seed, not the request's", "smoke",
           ("effect.generate_seed",),
-          lambda: _generation_arg(3, lambda self: self.settings.seed), "generate_parameters"),
+          lambda: _generation_field("seed", lambda self: self.settings.seed), "generate_parameters"),
     Fault("generate_tokens_ignored", "generation decodes 64 tokens whatever max_new_tokens says", "smoke",
           ("effect.generate_max_new_tokens",),
-          lambda: _generation_arg(1, lambda self: 64), "generate_parameters"),
+          lambda: _generation_field("max_new_tokens", lambda self: 64), "generate_parameters"),
     Fault("generate_temperature_ignored", "generation samples at 0.7 whatever the temperature", "smoke",
           ("effect.generate_temperature",),
-          lambda: _generation_arg(2, lambda self: 0.7), "generate_parameters"),
+          lambda: _generation_field("temperature", lambda self: 0.7), "generate_parameters"),
     Fault("compare_ignored", "compare=false still answers with the trained model", "smoke",
           ("effect.generate_compare",),
-          _compare_ignored, "training_preset or generate_compare"),
+          lambda: _generation_field("compare", lambda self: True), "training_preset or generate_compare"),
     Fault("batch_shares_token_limit", "requests decoded together all take the batch's largest max_new_tokens", "smoke",
           ("effect.isolation",),
           _batch_shares_token_limit, "generate_parameters"),
     Fault("ui_temperature_ignored", "the UI's generation samples at 0.7 whatever the temperature slider says", "smoke",
           ("effect.ui_generate",),
-          _ui_temperature_ignored, "ui_controls"),
+          lambda: _generation_field("temperature", lambda self: 0.7, "app.service:Service.generate_stream"), "ui_controls"),
     Fault("judge_does_rules", "mode=judge evaluates with the rules", "smoke",
           ("effect.evaluate_mode",),
           _judge_does_rules, "evaluate_modes"),
@@ -426,11 +409,11 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
     # Behaviour: only the behaviour criteria see these (the model still answers, fast and flagged less).
     Fault("targets_one_refusal", "every training target is one fixed refusal", "perf",
           ("behaviour.over_refusal", "behaviour.relevance"),
-          _one_refusal_targets, "quick_demo or behaviour", model="smollm2"),
+          _one_refusal_targets, "quick_demo or behaviour", model=BEHAVIOUR_MODEL),
     Fault("quick_trains_nothing", "the quick preset's learning rate is 0 (the smoke preset's still trains)", "perf",
           ("behaviour.answers_changed",),
-          lambda: _lr_zero(("quick",)), "quick_demo or behaviour", model="smollm2"),
+          lambda: _lr_zero(("quick",)), "quick_demo or behaviour", model=BEHAVIOUR_MODEL),
     Fault("answers_restate_request", "the trained model answers with a restatement of the request", "perf",
           ("behaviour.helpfulness",),
-          lambda: _after("app.impact:answers", _restating_answers), "quick_demo or behaviour", model="smollm2"),
+          lambda: _after("app.impact:answers", _restating_answers), "quick_demo or behaviour", model=BEHAVIOUR_MODEL),
 ]}

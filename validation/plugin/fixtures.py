@@ -149,43 +149,50 @@ def expected_build(gate_config: GateConfig, target_kind: str, request: pytest.Fi
 def target(request: pytest.FixtureRequest, pytestconfig: pytest.Config, target_kind: str, recorder: Recorder):
     st = state(pytestconfig)
     cfg = st.config
+    app = targets_mod.start_target(
+        target_kind,
+        base_url=cfg.base_url,
+        auth=cfg.auth,
+        image=request.getfixturevalue("image")["tag"] if target_kind == "container" else None,
+        env=cfg.app_env,
+        health_timeout=cfg.health_timeout,
+        mem_limit=str(recorder.criteria.param("memory_limit")),
+        log_path=st.report_dir / "target.log",
+        say=st.say,
+    )
     try:
-        t = targets_mod.start_target(
-            target_kind,
-            base_url=cfg.base_url,
-            auth=cfg.auth,
-            image=request.getfixturevalue("image")["tag"] if target_kind == "container" else None,
-            env=cfg.app_env,
-            health_timeout=cfg.health_timeout,
-            mem_limit=str(recorder.criteria.param("memory_limit")),
-            log_path=st.report_dir / "target.log",
-            say=st.say,
-        )
+        with app as t:
+            st.target = t
+            st.target_info.update(t.describe())
+            try:
+                yield t
+            finally:
+                _keep_log(t, st.report_dir, recorder)
     except targets_mod.TargetError as exc:
-        failure = exc
-    else:
-        failure = None
-    if failure is not None:
-        log_path = st.report_dir / "target.log"
-        if failure.log:
-            log_path.write_text(failure.log + "\n")
-            recorder.attach(log_path, f"{target_kind} log (start failed)")
-        with contextlib.suppress(CriterionFailed):
-            cid = "health.status" if target_kind == "url" else "startup.health_time"
-            recorder.gate("fixture:target").fail(cid, None, str(failure))
-        targets_mod.cleanup_all()
-        tail = f"\n--- {target_kind} log, last lines ---\n{failure.log}" if failure.log else " (no log)"
-        pytest.fail(f"{target_kind} target failed to start: {failure}{tail}", pytrace=False)
-    st.target = t
-    st.target_info.update(t.describe())
-    try:
-        yield t
-    finally:
-        if t.kind != "url":
-            path = t.save_log(st.report_dir / "target.log")
-            if path:
-                recorder.attach(path, f"{t.kind} log")
-        t.stop()
+        if st.target is not None:  # raised by a test's own target use, not by starting this one
+            raise
+        _start_failed(exc, target_kind, st.report_dir, recorder)
+
+
+def _keep_log(t: targets_mod.Target, report_dir: Path, recorder: Recorder) -> None:
+    if t.kind != "url":
+        path = t.save_log(report_dir / "target.log")
+        if path:
+            recorder.attach(path, f"{t.kind} log")
+
+
+def _start_failed(failure: targets_mod.TargetError, target_kind: str, report_dir: Path, recorder: Recorder) -> None:
+    """The target did not come up: its start-up criterion fails with the reason, the log attached."""
+    log_path = report_dir / "target.log"
+    if failure.log:
+        log_path.write_text(failure.log + "\n")
+        recorder.attach(log_path, f"{target_kind} log (start failed)")
+    with contextlib.suppress(CriterionFailed):
+        cid = "health.status" if target_kind == "url" else "startup.health_time"
+        recorder.gate("fixture:target").fail(cid, None, str(failure))
+    targets_mod.cleanup_all()
+    tail = f"\n--- {target_kind} log, last lines ---\n{failure.log}" if failure.log else " (no log)"
+    pytest.fail(f"{target_kind} target failed to start: {failure}{tail}", pytrace=False)
 
 
 @pytest.fixture(scope="session")

@@ -66,13 +66,13 @@ class AppFactory:
                               data_dirs=(data.checkpoints, data.logs) if data else None, volumes=bool(data),
                               host_port=T.free_port(), tmpfs=tmpfs, say=self.say)
         self.started.append(c)
-        return c
+        return c.start()
 
     def process(self, env: dict[str, str] | None = None) -> T.ProcessTarget:
         """`python -m app` with extra env (its own tmp checkpoint and log folders)."""
         p = T.ProcessTarget(env=env, say=self.say, health_timeout=self.health_timeout)
         self.started.append(p)
-        return p
+        return p.start()
 
     def app(self, env: dict[str, str] | None = None) -> T.Target:
         if self.kind == "container":

@@ -149,7 +149,7 @@ def test_model_load_changes_the_model(gate, http, require_ready):
     gate.require("effect.load_model")
     model = gate.param("model")
     if model == "tiny":
-        gate.skip("effect.load_model", "the default model is tiny: loading smollm2 here would build it")
+        gate.skip("effect.load_model", "the default model is tiny: loading the real model here would build it")
     effects.load_model(http, gate, other="tiny")
     gate.raise_pending()
 
@@ -167,7 +167,7 @@ def test_ui_controls_reach_their_actions(gate, target, http, auth, require_ready
         if not gate.criteria["effect.ui_model_select"].applies_to(target.kind):
             gate.record_skip("effect.ui_model_select", f"does not apply to the {target.kind} target")
         elif gate.param("model") == "tiny":
-            gate.record_skip("effect.ui_model_select", "the default model is tiny: loading smollm2 here would build it")
+            gate.record_skip("effect.ui_model_select", "the default model is tiny: loading the real model here would build it")
         else:
             ui_effects.model_select(client, http, gate)
     gate.raise_pending()

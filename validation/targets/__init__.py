@@ -1,7 +1,8 @@
 """Where the app under test runs: `container` | `process` | `url`.
 
-    target = start_target(kind, base_url=..., image=..., env=..., ...)   # the plugin's `target` fixture
-    target = ContainerTarget(tag, ...) | ProcessTarget(...) | UrlTarget(url, ...)   # the same, by hand
+    with start_target(kind, base_url=..., image=..., env=..., ...) as target:   # the plugin's `target` fixture
+    with ContainerTarget(tag, ...) | ProcessTarget(...) | UrlTarget(url, ...) as target:   # the same, by hand
+    target = ProcessTarget(...).start(); ...; target.stop()                # without `with`
     target.kind, target.base_url, target.logs(), target.log_tail(60), target.stop()
     target.started_at                      # time.monotonic() when the start was issued (None: url)
     target.health_seconds                  # start -> first /health 200 (None: url)
@@ -82,9 +83,9 @@ def start_target(
     log_path: Path | None = None,
     say: Say = _noop,
 ) -> Target:
-    """Start (or, for `url`, reach) the app under test; raises TargetError with the app's log when it
-    does not come up healthy. `base_url` and `auth` are for url, `image` and `mem_limit` for container,
-    `log_path` for process."""
+    """The app under test, to start (or, for `url`, reach) with `with` or .start(), which raise
+    TargetError with the app's log when it does not come up healthy. `base_url` and `auth` are for url,
+    `image` and `mem_limit` for container, `log_path` for process."""
     if kind == "url":
         if not base_url:
             raise TargetError("url target needs a base URL (--base-url)")

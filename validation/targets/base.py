@@ -105,6 +105,16 @@ class Target:
         self.log_dir: Path | None = None
         self._stopped = False
 
+    def start(self) -> Target:
+        """Start (or reach) the app; returns once it answers. The constructor only stores options."""
+        return self
+
+    def __enter__(self) -> Target:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def _register(self) -> None:
         with _REG_LOCK:
             _REGISTRY.append(self)

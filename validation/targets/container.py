@@ -78,43 +78,30 @@ class ContainerTarget(Target):
     ) -> None:
         """data_dirs: host folders for the checkpoint and log volumes (default: new tmp ones; volumes=False:
         none). host_port: a fixed loopback port (kept across `docker restart`; default: any free one).
-        tmpfs: {container path: mount options}."""
-        from testcontainers.core.container import DockerContainer
-
-        _loopback_host()
-
+        tmpfs: {container path: mount options}. Nothing starts until start() (or `with`)."""
         super().__init__()
-        self.image = image
-        self.docker = docker_client()
-        self._container = None
-        self.image_attrs: dict[str, Any] = self.docker.images.get(image).attrs
-        self._data_root = None
-        if data_dirs:
-            self.checkpoint_dir, self.log_dir = data_dirs
-        elif volumes:
-            self._data_root, self.checkpoint_dir, self.log_dir = _make_data_dirs("cai-gate-ctr-")
+        self.image, self.env, self.mem_limit, self.health_timeout = image, env or {}, mem_limit, health_timeout
         self.name = name or f"cai-gate-{os.getpid()}-{int(time.time() * 1000) % 10**8}"
-        self.mem_limit = mem_limit
-        wait = _AliveHttpWait.make(APP_PORT, "/health", health_timeout)
-        self.tc = (
-            DockerContainer(image, env=env or {})
-            .with_name(self.name)
-            .with_exposed_ports(APP_PORT)
-            .with_kwargs(mem_limit=mem_limit, labels={LABEL: str(os.getpid())})
-            .waiting_for(wait)
-        )
-        if host_port:  # on loopback only (docker-py takes (address, port); with_bind_ports binds 0.0.0.0)
-            self.tc.ports[str(APP_PORT)] = ("127.0.0.1", host_port)
-        if self.checkpoint_dir and self.log_dir:
-            self.tc.with_volume_mapping(str(self.checkpoint_dir), CONTAINER_CHECKPOINTS, "rw")
-            self.tc.with_volume_mapping(str(self.log_dir), CONTAINER_LOGS, "rw")
-        for path, options in (tmpfs or {}).items():
-            self.tc.with_tmpfs_mount(path, options)
+        self._data_dirs, self._volumes, self._host_port, self._tmpfs, self._say = data_dirs, volumes, host_port, tmpfs, say
+        self._container = self.tc = None
+        self._data_root = None
+        self.image_attrs: dict[str, Any] = {}
+
+    def start(self) -> ContainerTarget:
+        """docker run the image with its volumes and limit; returns once GET /health answers 200."""
+        _loopback_host()
+        self.docker = docker_client()
+        self.image_attrs = self.docker.images.get(self.image).attrs
+        if self._data_dirs:
+            self.checkpoint_dir, self.log_dir = self._data_dirs
+        elif self._volumes:
+            self._data_root, self.checkpoint_dir, self.log_dir = _make_data_dirs("cai-gate-ctr-")
+        self.tc = self._container_spec()
         mounts = ([f"{self.checkpoint_dir}:{CONTAINER_CHECKPOINTS}", f"{self.log_dir}:{CONTAINER_LOGS}"]
                   if self.checkpoint_dir else [])
-        mounts += [f"tmpfs {path}" for path in tmpfs or {}]
-        say(f"container target: docker run {image} (name {self.name}, mem {mem_limit}, "
-            f"volumes {', '.join(mounts) or 'none'})")
+        mounts += [f"tmpfs {path}" for path in self._tmpfs or {}]
+        self._say(f"container target: docker run {self.image} (name {self.name}, mem {self.mem_limit}, "
+                  f"volumes {', '.join(mounts) or 'none'})")
         self._register()
         self.started_at = time.monotonic()
         try:
@@ -123,7 +110,8 @@ class ContainerTarget(Target):
         except Exception as exc:  # noqa: BLE001 - any start failure: report with the log
             log = self.log_tail()
             if isinstance(exc, TimeoutError):
-                raise TargetError(f"container did not answer GET /health 200 within {health_timeout:.0f} s", log) from None
+                raise TargetError(f"container did not answer GET /health 200 within {self.health_timeout:.0f} s",
+                                  log) from None
             if isinstance(exc, TargetError):
                 raise TargetError(f"container did not become healthy: {exc}", log) from None
             raise TargetError(f"container could not be started: {type(exc).__name__}: {exc}", log) from None
@@ -131,7 +119,28 @@ class ContainerTarget(Target):
         host = self.tc.get_container_host_ip()
         self.host_port = int(self.tc.get_exposed_port(APP_PORT))
         self.base_url = f"http://{'127.0.0.1' if host in ('localhost', '') else host}:{self.host_port}"
-        say(f"container healthy after {self.health_seconds:.1f} s at {self.base_url} ({self.container_id[:12]})")
+        self._say(f"container healthy after {self.health_seconds:.1f} s at {self.base_url} ({self.container_id[:12]})")
+        return self
+
+    def _container_spec(self):
+        """testcontainers' DockerContainer for this target: name, port, limit, label, volumes, tmpfs, wait."""
+        from testcontainers.core.container import DockerContainer
+
+        tc = (
+            DockerContainer(self.image, env=self.env)
+            .with_name(self.name)
+            .with_exposed_ports(APP_PORT)
+            .with_kwargs(mem_limit=self.mem_limit, labels={LABEL: str(os.getpid())})
+            .waiting_for(_AliveHttpWait.make(APP_PORT, "/health", self.health_timeout))
+        )
+        if self._host_port:  # on loopback only (docker-py takes (address, port); with_bind_ports binds 0.0.0.0)
+            tc.ports[str(APP_PORT)] = ("127.0.0.1", self._host_port)
+        if self.checkpoint_dir and self.log_dir:
+            tc.with_volume_mapping(str(self.checkpoint_dir), CONTAINER_CHECKPOINTS, "rw")
+            tc.with_volume_mapping(str(self.log_dir), CONTAINER_LOGS, "rw")
+        for path, options in (self._tmpfs or {}).items():
+            tc.with_tmpfs_mount(path, options)
+        return tc
 
     @property
     def container(self):
@@ -247,10 +256,11 @@ class ContainerTarget(Target):
         if self._stopped:
             return
         super().stop()
-        with contextlib.suppress(Exception):  # tc.stop(), with its `docker rm -f -v` through the timed client
-            self.container.remove(force=True, v=True)
-        with contextlib.suppress(Exception):
-            self.tc.get_docker_client().client.close()
+        if self.tc is not None:
+            with contextlib.suppress(Exception):  # tc.stop(), with its `docker rm -f -v` through the timed client
+                self.container.remove(force=True, v=True)
+            with contextlib.suppress(Exception):
+                self.tc.get_docker_client().client.close()
         if self._data_root:
             shutil.rmtree(self._data_root, ignore_errors=True)
 

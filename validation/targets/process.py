@@ -34,10 +34,18 @@ class ProcessTarget(Target):
         super().__init__()
         self.port = port or free_port()
         self.base_url = f"http://127.0.0.1:{self.port}"
+        self._cwd, self._env, self.log_path, self._full_env = cwd, env or {}, log_path, {}
+        self.health_timeout, self._say = health_timeout, say
+        self._data_root = self._log_fh = self.popen = None
+        # GATE_APP_MODULE: the faults session's wrapper (validation/faults/inject.py) instead of the app
+        self.cmd = [python, "-m", os.environ.get("GATE_APP_MODULE") or "app"]
+
+    def start(self) -> ProcessTarget:
+        """Spawn the app with its own data folders; returns once GET /health answers 200."""
         self._data_root, self.checkpoint_dir, self.log_dir = _make_data_dirs("cai-gate-proc-")
-        self.log_path = log_path or (self._data_root / "app.log")
+        self.log_path = self.log_path or (self._data_root / "app.log")
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
-        full_env = {
+        self._full_env = {
             **os.environ,
             "GRADIO_SERVER_NAME": "127.0.0.1",
             "GRADIO_SERVER_PORT": str(self.port),
@@ -45,22 +53,20 @@ class ProcessTarget(Target):
             "LOG_DIR": str(self.log_dir),
             "GRADIO_ANALYTICS_ENABLED": "False",
             "PYTHONUNBUFFERED": "1",
-            **(env or {}),
+            **self._env,
         }
-        full_env.pop("PORT", None)
-        # GATE_APP_MODULE: the faults session's wrapper (validation/faults/inject.py) instead of the app
-        self.cmd = [python, "-m", os.environ.get("GATE_APP_MODULE") or "app"]
-        say(f"process target: {' '.join(self.cmd)} on {self.base_url} (log: {self.log_path})")
+        self._full_env.pop("PORT", None)
+        self._say(f"process target: {' '.join(self.cmd)} on {self.base_url} (log: {self.log_path})")
         self._log_fh = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
-        self._cwd, self._full_env = cwd, full_env
         self.started_at = time.monotonic()
         self._spawn()
         self._register()
         try:
-            self.health_seconds = wait_http(f"{self.base_url}/health", health_timeout, alive=self.dead)
+            self.health_seconds = wait_http(f"{self.base_url}/health", self.health_timeout, alive=self.dead)
         except TargetError as exc:
             raise TargetError(f"process target did not become healthy: {exc}", self.log_tail()) from None
-        say(f"process target healthy after {self.health_seconds:.1f} s (pid {self.pid})")
+        self._say(f"process target healthy after {self.health_seconds:.1f} s (pid {self.pid})")
+        return self
 
     def _spawn(self) -> None:
         self.popen = subprocess.Popen(
@@ -107,7 +113,7 @@ class ProcessTarget(Target):
 
     def logs(self) -> str:
         try:
-            return self.log_path.read_text(errors="replace")
+            return self.log_path.read_text(errors="replace") if self.log_path else ""
         except OSError:
             return ""
 
@@ -155,9 +161,12 @@ class ProcessTarget(Target):
         if self._stopped:
             return
         super().stop()
-        self._terminate(timeout)
-        self._log_fh.close()
-        shutil.rmtree(self._data_root, ignore_errors=True)
+        if self.popen is not None:
+            self._terminate(timeout)
+        if self._log_fh is not None:
+            self._log_fh.close()
+        if self._data_root is not None:
+            shutil.rmtree(self._data_root, ignore_errors=True)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "pid": self.pid, "cmd": " ".join(self.cmd)}

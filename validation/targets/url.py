@@ -18,15 +18,19 @@ class UrlTarget(Target):
                  health_timeout: float = HEALTH_TIMEOUT_S, say: Say = _noop) -> None:
         super().__init__()
         self.base_url = base_url.rstrip("/")
-        self.auth = auth
-        # A deployment may be waking up (Fly auto start, Cloud Run scale from zero): wait for /health
-        # (any answer but a connection error or 5xx from a proxy), without counting it as start-up.
-        say(f"url target: {self.base_url} (nothing started); waiting for GET /health to answer")
+        self.auth, self.health_timeout, self._say = auth, health_timeout, say
+
+    def start(self) -> UrlTarget:
+        """Nothing is started: wait until the deployment answers. It may be waking up (Fly auto start,
+        Cloud Run scale from zero): any answer but a connection error or a proxy's 5xx, not counted as
+        start-up."""
+        self._say(f"url target: {self.base_url} (nothing started); waiting for GET /health to answer")
         try:
-            waited = wait_http(f"{self.base_url}/health", health_timeout, predicate=lambda r: r.status_code < 502)
+            waited = wait_http(f"{self.base_url}/health", self.health_timeout, predicate=lambda r: r.status_code < 502)
         except TargetError as exc:
             raise TargetError(f"url target does not answer: {exc}") from None
-        say(f"url target answers after {waited:.1f} s")
+        self._say(f"url target answers after {waited:.1f} s")
+        return self
 
     def _metrics(self) -> httpx.Response:
         with api.Client(auth=self.auth, timeout=10) as c:

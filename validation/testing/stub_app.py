@@ -36,8 +36,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import re
 import time
 from collections import defaultdict
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler
 from typing import Any
 
@@ -182,158 +184,166 @@ class StubApp(LoopbackServer):
             self.count(M.FIRST_TOKEN_LATENCY, rows, priority=interactive)
             self.count(M.OUTPUT_TOKEN_LATENCY, rows, priority=interactive)
 
-    # -- routes
+    # -- routes: a table of small handlers, each answering (status, body, content type)
     def route(self, method: str, path: str, payload: dict | None) -> tuple[int, Any, str]:
-        f = self.faults
-        js = "application/json"
-        if "down" in f:
-            return 503, {"error": "unavailable", "field": None, "message": "stub: down"}, js
+        if "down" in self.faults:
+            return 503, {"error": "unavailable", "field": None, "message": "stub: down"}, JS
         if self.slow and (path.startswith("/api/") or (self.slow_health and path == "/health")):
             time.sleep(self.slow)
-        if path == "/health":
-            if "health_500" in f:
-                return 500, {"error": "internal"}, js
-            if "health_wrong_body" in f:
-                return 200, {"status": "ok"}, js
-            state = "failed" if "ready_lies" in f else "ready"
-            return 200, {"status": "healthy", "version": "stub", "build": self.build, "model": "smollm2",
-                         "model_state": state}, js
-        if path == "/ready":
-            if "never_ready" in f:
-                return 503, {"status": "loading", "error": None}, js
-            if "load_failed" in f:
-                return 503, {"status": "failed", "error": "RuntimeError: weights missing"}, js
-            return 200, {"status": "ready", "model": "smollm2"}, js
-        if path == "/metrics":
-            if "bad_metrics" in f:
-                return 200, "<html>metrics {broken\n</html>", "text/html"
-            return 200, GOOD_METRICS + usage_text(self.usage), "text/plain; version=0.0.4"
-        if path == "/":
-            self.count(M.SESSIONS_STARTED)
-            if "no_config" in f:
-                return 200, "<html><body>Hello</body></html>", "text/html"
-            return (
-                200,
-                "<!doctype html><html><head><script>window.gradio_config = {}</script></head></html>",
-                "text/html",
-            )
-        if path == "/config":
-            if "no_config" in f:
-                return 404, {"detail": "Not Found"}, js
-            elems, _ = ui_names()
-            if "missing_element" in f:
-                elems = [e for e in elems if e != "eval-button"]
-            comps = [{"id": i, "type": "textbox", "props": {"elem_id": e}} for i, e in enumerate(elems)]
-            return 200, {"version": "stub", "components": comps}, js
-        if path == "/gradio_api/info":
-            if "no_config" in f:
-                return 404, {"detail": "Not Found"}, js
-            _, apis = ui_names()
-            return 200, {"named_endpoints": {f"/{a}": {"parameters": []} for a in apis}}, js
-        if path == "/api/models":
-            lies = "ready_lies" in f
-            return 200, {"registry": [{"name": "smollm2", "description": "stub"}],
-                         "current": None if lies else {"name": "smollm2", "parameters": 1234},
-                         "state": "failed" if lies else "ready", "trained_run": self.trained_run}, js
-        if path == "/api/models/load" and method == "POST":
-            model = str(payload.get("model"))
-            run = next((r["run_id"] for r in self.runs if model.endswith(f"runs/{r['run_id']}/trained")), None)
-            if run and "checkpoint_unloadable" in f:
-                return 404, {"error": "not_found", "field": "model", "message": f"no model in {model!r}"}, js
-            if run:
-                self.trained_run = run
-            return 200, {"model": "smollm2" if run else model, "parameters": 1234, "device": "cpu",
-                         "load_seconds": 0.01, "trained_run": run}, js
-        if path == "/api/evaluate" and method == "POST":
-            text = str(payload.get("text", "")).lower()
-            harmful = any(w in text for w in HARM_WORDS) and "eval_no_flag" not in f
-            self.count(M.EVALUATIONS, mode=str(payload.get("mode", "rules")))
-            return (
-                200,
-                {
-                    "mode": payload.get("mode", "rules"),
-                    "flagged": harmful,
-                    "flagged_principles": ["harm_prevention"] if harmful else [],
-                    "alignment_score": 0.636 if harmful else 1.0,
-                    "elapsed_s": 0.001,
-                },
-                js,
-            )
-        if path == "/api/generate" and method == "POST":
-            ev = {"flagged": False, "flagged_principles": [], "alignment_score": 1.0}
-            run = self.trained_run if payload.get("compare", True) else None
-            base_text = "  \n" if "generate_empty" in f else "Be kind."
-            base_ev = {"elapsed_s": 0.001} if "generate_no_eval" in f else ev
-            trained_text = "Be kind." if "train_changes_nothing" in f else "I can't help with that; be kind."
-            self._count_generation(rows=2 if run else 1)
-            return (
-                200,
-                {
-                    "prompt": payload.get("prompt"),
-                    "base": {"text": base_text, "evaluation": base_ev, "elapsed_s": 0.01},
-                    "trained": {"text": trained_text, "evaluation": ev, "elapsed_s": 0.01} if run else None,
-                    "run_id": run,
-                },
-                js,
-            )
-        if path == "/api/train" and method == "POST":
-            n = next(self._ids)
-            self.count(M.TRAINING_STARTED, preset=str(payload.get("preset")))
-            job = {
-                "job_id": f"j-{n}",
-                "run_id": f"run-{n}",
-                "preset": payload.get("preset"),
-                "state": "queued",
-                "started": time.monotonic(),
-                "step": 0,
-                "total_steps": 2,
-            }
-            self.jobs[job["job_id"]] = job
-            return 202, {k: job[k] for k in ("job_id", "run_id", "state")}, js
-        if path.startswith("/api/train/") and method == "GET":
-            job = self.jobs.get(path.rsplit("/", 1)[1])
-            if not job:
-                return 404, {"error": "not_found", "field": "job_id", "message": "no such job"}, js
-            if job["state"] == "cancelling" or "train_hangs" in f:
-                job["state"] = "cancelled" if job["state"] == "cancelling" else "running"
-                if job["state"] == "cancelled" and not any(r["run_id"] == job["run_id"] for r in self.runs):
-                    self.runs.insert(0, {"run_id": job["run_id"], "state": "cancelled", "trained": None})
-            elif time.monotonic() - job["started"] > 0.3 and job["state"] not in ("succeeded", "failed"):
-                ok = "train_fails" not in f
-                job.update(
-                    state="succeeded" if ok else "failed",
-                    step=2,
-                    loss=1.5,
-                    checkpoint=f"runs/{job['run_id']}/trained" if ok else None,
-                    error=None if ok else "stub failure",
-                    **(STUB_RESULT if ok else {}),
-                )
-                if ok and "summary_disagrees" in f:
-                    job["metrics"] = {**job["metrics"], "revisions_better": 2}
-                self.runs.insert(0, {"run_id": job["run_id"], "state": job["state"], "trained": "trained" if ok else None,
-                                     "preset": job["preset"], "metrics": job.get("metrics"),
-                                     "preset_config": {"epochs": 1, "batch_size": 2}})
-                if ok:
-                    self.trained_run = job["run_id"]
-            else:
-                job.setdefault("state", "running")
-                if job["state"] == "queued":
-                    job["state"] = "running"
-            return 200, {k: v for k, v in job.items() if k != "started"}, js
-        if path.startswith("/api/train/") and path.endswith("/cancel") and method == "POST":
-            job = self.jobs.get(path.split("/")[3])
-            if not job:
-                return 404, {"error": "not_found", "field": "job_id", "message": "no such job"}, js
-            self.cancelled = [*getattr(self, "cancelled", []), job["job_id"]]
-            if "cancel_ignored" in f:
-                return 202, {**{k: v for k, v in job.items() if k != "started"}, "state": "cancelling"}, js
-            job["state"] = "cancelling"
-            return 202, {k: v for k, v in job.items() if k != "started"}, js
-        if path.startswith("/api/runs/") and method == "GET":
-            run = next((r for r in self.runs if r["run_id"] == path.rsplit("/", 1)[1]), None)
-            if run is None:
-                return 404, {"error": "not_found", "field": "run_id", "message": "no such run"}, js
-            return 200, run, js
-        if path == "/api/runs":
-            return 200, {"runs": self.runs}, js
-        return 404, {"error": "not_found", "field": None, "message": f"no route {method} {path}"}, js
+        for allowed, pattern, handler in ROUTES:
+            if (allowed is None or allowed == method) and re.fullmatch(pattern, path):
+                return handler(self, path, payload)
+        return 404, {"error": "not_found", "field": None, "message": f"no route {method} {path}"}, JS
+
+    def _health(self, path, payload):
+        if "health_500" in self.faults:
+            return 500, {"error": "internal"}, JS
+        if "health_wrong_body" in self.faults:
+            return 200, {"status": "ok"}, JS
+        state = "failed" if "ready_lies" in self.faults else "ready"
+        return 200, {"status": "healthy", "version": "stub", "build": self.build, "model": "smollm2",
+                     "model_state": state}, JS
+
+    def _ready(self, path, payload):
+        if "never_ready" in self.faults:
+            return 503, {"status": "loading", "error": None}, JS
+        if "load_failed" in self.faults:
+            return 503, {"status": "failed", "error": "RuntimeError: weights missing"}, JS
+        return 200, {"status": "ready", "model": "smollm2"}, JS
+
+    def _metrics(self, path, payload):
+        if "bad_metrics" in self.faults:
+            return 200, "<html>metrics {broken\n</html>", "text/html"
+        return 200, GOOD_METRICS + usage_text(self.usage), "text/plain; version=0.0.4"
+
+    def _page(self, path, payload):
+        self.count(M.SESSIONS_STARTED)
+        if "no_config" in self.faults:
+            return 200, "<html><body>Hello</body></html>", "text/html"
+        return 200, "<!doctype html><html><head><script>window.gradio_config = {}</script></head></html>", "text/html"
+
+    def _config(self, path, payload):
+        if "no_config" in self.faults:
+            return 404, {"detail": "Not Found"}, JS
+        elems, _ = ui_names()
+        if "missing_element" in self.faults:
+            elems = [e for e in elems if e != "eval-button"]
+        return 200, {"version": "stub", "components": [{"id": i, "type": "textbox", "props": {"elem_id": e}}
+                                                       for i, e in enumerate(elems)]}, JS
+
+    def _api_info(self, path, payload):
+        if "no_config" in self.faults:
+            return 404, {"detail": "Not Found"}, JS
+        _, apis = ui_names()
+        return 200, {"named_endpoints": {f"/{a}": {"parameters": []} for a in apis}}, JS
+
+    def _models(self, path, payload):
+        lies = "ready_lies" in self.faults
+        return 200, {"registry": [{"name": "smollm2", "description": "stub"}],
+                     "current": None if lies else {"name": "smollm2", "parameters": 1234},
+                     "state": "failed" if lies else "ready", "trained_run": self.trained_run}, JS
+
+    def _load_model(self, path, payload):
+        model = str(payload.get("model"))
+        run = next((r["run_id"] for r in self.runs if model.endswith(f"runs/{r['run_id']}/trained")), None)
+        if run and "checkpoint_unloadable" in self.faults:
+            return 404, {"error": "not_found", "field": "model", "message": f"no model in {model!r}"}, JS
+        if run:
+            self.trained_run = run
+        return 200, {"model": "smollm2" if run else model, "parameters": 1234, "device": "cpu",
+                     "load_seconds": 0.01, "trained_run": run}, JS
+
+    def _evaluate(self, path, payload):
+        text = str(payload.get("text", "")).lower()
+        harmful = any(w in text for w in HARM_WORDS) and "eval_no_flag" not in self.faults
+        self.count(M.EVALUATIONS, mode=str(payload.get("mode", "rules")))
+        return 200, {"mode": payload.get("mode", "rules"), "flagged": harmful,
+                     "flagged_principles": ["harm_prevention"] if harmful else [],
+                     "alignment_score": 0.636 if harmful else 1.0, "elapsed_s": 0.001}, JS
+
+    def _generate(self, path, payload):
+        f = self.faults
+        ev = {"flagged": False, "flagged_principles": [], "alignment_score": 1.0}
+        run = self.trained_run if payload.get("compare", True) else None
+        base_text = "  \n" if "generate_empty" in f else "Be kind."
+        base_ev = {"elapsed_s": 0.001} if "generate_no_eval" in f else ev
+        trained_text = "Be kind." if "train_changes_nothing" in f else "I can't help with that; be kind."
+        self._count_generation(rows=2 if run else 1)
+        return 200, {"prompt": payload.get("prompt"), "base": {"text": base_text, "evaluation": base_ev, "elapsed_s": 0.01},
+                     "trained": {"text": trained_text, "evaluation": ev, "elapsed_s": 0.01} if run else None,
+                     "run_id": run}, JS
+
+    def _train(self, path, payload):
+        n = next(self._ids)
+        self.count(M.TRAINING_STARTED, preset=str(payload.get("preset")))
+        job = {"job_id": f"j-{n}", "run_id": f"run-{n}", "preset": payload.get("preset"), "state": "queued",
+               "started": time.monotonic(), "step": 0, "total_steps": 2}
+        self.jobs[job["job_id"]] = job
+        return 202, {k: job[k] for k in ("job_id", "run_id", "state")}, JS
+
+    def _job(self, path, payload):
+        job = self.jobs.get(path.rsplit("/", 1)[1])
+        if not job:
+            return 404, {"error": "not_found", "field": "job_id", "message": "no such job"}, JS
+        if job["state"] == "cancelling" or "train_hangs" in self.faults:
+            job["state"] = "cancelled" if job["state"] == "cancelling" else "running"
+            if job["state"] == "cancelled" and not any(r["run_id"] == job["run_id"] for r in self.runs):
+                self.runs.insert(0, {"run_id": job["run_id"], "state": "cancelled", "trained": None})
+        elif time.monotonic() - job["started"] > 0.3 and job["state"] not in ("succeeded", "failed"):
+            self._finish(job)
+        elif job["state"] == "queued":
+            job["state"] = "running"
+        return 200, {k: v for k, v in job.items() if k != "started"}, JS
+
+    def _finish(self, job: dict) -> None:
+        ok = "train_fails" not in self.faults
+        job.update(state="succeeded" if ok else "failed", step=2, loss=1.5,
+                   checkpoint=f"runs/{job['run_id']}/trained" if ok else None, error=None if ok else "stub failure",
+                   **(STUB_RESULT if ok else {}))
+        if ok and "summary_disagrees" in self.faults:
+            job["metrics"] = {**job["metrics"], "revisions_better": 2}
+        self.runs.insert(0, {"run_id": job["run_id"], "state": job["state"], "trained": "trained" if ok else None,
+                             "preset": job["preset"], "metrics": job.get("metrics"),
+                             "preset_config": {"epochs": 1, "batch_size": 2}})
+        if ok:
+            self.trained_run = job["run_id"]
+
+    def _cancel(self, path, payload):
+        job = self.jobs.get(path.split("/")[3])
+        if not job:
+            return 404, {"error": "not_found", "field": "job_id", "message": "no such job"}, JS
+        self.cancelled = [*getattr(self, "cancelled", []), job["job_id"]]
+        if "cancel_ignored" in self.faults:
+            return 202, {**{k: v for k, v in job.items() if k != "started"}, "state": "cancelling"}, JS
+        job["state"] = "cancelling"
+        return 202, {k: v for k, v in job.items() if k != "started"}, JS
+
+    def _run(self, path, payload):
+        run = next((r for r in self.runs if r["run_id"] == path.rsplit("/", 1)[1]), None)
+        if run is None:
+            return 404, {"error": "not_found", "field": "run_id", "message": "no such run"}, JS
+        return 200, run, JS
+
+    def _runs(self, path, payload):
+        return 200, {"runs": self.runs}, JS
+
+
+JS = "application/json"
+# (method, or None for any; the path as a regular expression; the handler)
+ROUTES: list[tuple[str | None, str, Callable[..., tuple[int, Any, str]]]] = [
+    (None, "/health", StubApp._health),
+    (None, "/ready", StubApp._ready),
+    (None, "/metrics", StubApp._metrics),
+    (None, "/", StubApp._page),
+    (None, "/config", StubApp._config),
+    (None, "/gradio_api/info", StubApp._api_info),
+    (None, "/api/models", StubApp._models),
+    ("POST", "/api/models/load", StubApp._load_model),
+    ("POST", "/api/evaluate", StubApp._evaluate),
+    ("POST", "/api/generate", StubApp._generate),
+    ("POST", "/api/train", StubApp._train),
+    ("GET", "/api/train/[^/]+", StubApp._job),
+    ("POST", "/api/train/[^/]+/cancel", StubApp._cancel),
+    ("GET", "/api/runs/[^/]+", StubApp._run),
+    (None, "/api/runs", StubApp._runs),
+]

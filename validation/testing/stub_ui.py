@@ -83,7 +83,12 @@ def page_html(faults: set[str], slow: float = 0.0) -> str:
 <div id="{E.CRITIQUE_PROMPT}"><label for="critique-ta">Prompt to critique and revise</label>
   <textarea id="critique-ta"></textarea></div>
 <button id="{E.CRITIQUE_EXAMPLE}">Load a red-team training prompt</button>
-<script>
+{_script(cfg)}</body></html>"""
+
+
+def _script(cfg: str) -> str:
+    """The page's behaviour: streaming, stop, examples, the verdict (each fault changes one thing)."""
+    return f"""<script>
 const CFG = {cfg};
 const has = (f) => CFG.faults.includes(f);
 const $ = (id) => document.getElementById(id);
@@ -128,7 +133,7 @@ if (btn) btn.addEventListener('click', () => {{
     $('verdict-ta').value = harmful ? 'Flagged: harm_prevention · alignment 0.64 · 1 ms' : 'Not flagged · alignment 1.00 · 1 ms';
   }}, has('eval_slow') ? CFG.slow_ms : 10);
 }});
-</script></body></html>"""
+</script>"""
 
 
 class StubUI(LoopbackServer):
