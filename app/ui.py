@@ -44,7 +44,8 @@ def _user_errors(fn):
     shows (and gradio_client raises). Generator functions (streaming outputs) stay generators."""
     def shown(exc: ApiError) -> gr.Error:
         # Gradio shows this message as HTML in a toast: escape the user input it may echo.
-        message = f"{exc.field}: {exc.message}" if exc.field else exc.message
+        named = not exc.field or exc.message.startswith(f"{exc.field}:")
+        message = exc.message if named else f"{exc.field}: {exc.message}"
         return gr.Error(html.escape(message, quote=False))
 
     if inspect.isgeneratorfunction(fn):
@@ -71,9 +72,9 @@ def _user_errors(fn):
     return wrapper
 
 
-def _request(model: type[BaseModel], **fields: Any) -> BaseModel:
+def _request(kind: type[BaseModel], /, **fields: Any) -> BaseModel:
     """A control's inputs as its action's request, validated as the HTTP route validates its body."""
-    return model.model_validate(fields)
+    return kind.model_validate(fields)
 
 
 def _active(args: tuple, kwargs: dict) -> None:

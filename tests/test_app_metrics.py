@@ -8,6 +8,7 @@ import threading
 import time
 
 import gradio as gr
+import pytest
 from prometheus_client import REGISTRY, generate_latest
 
 from app import elements as E
@@ -178,3 +179,24 @@ def test_the_gate_checks_every_user_and_serving_family_the_app_defines():
 
     defined = {metrics.family(m) for m in (*metrics.USER_METRICS, *metrics.SERVING_METRICS)}
     assert defined <= set(METRIC_FAMILIES), sorted(defined - set(METRIC_FAMILIES))
+
+
+@pytest.mark.parametrize("action, args, field", [
+    (E.API_LOAD_MODEL, (None,), "model"),
+    (E.API_LOAD_MODEL, ("",), "model"),
+    (E.API_EVALUATE, (5, "rules"), "text"),
+    (E.API_EVALUATE, ("hello", "gpt"), "mode"),
+    (E.API_GENERATE, ("", 0.0, 8), "prompt"),
+    (E.API_GENERATE, ("hi", 0.0, 1.5), "max_new_tokens"),
+    (E.API_START_TRAINING, ("no-such-preset",), "preset"),
+    (E.API_CRITIQUE, (None,), "prompt"),
+    (E.API_IMPACT, (0,), "limit"),
+])
+def test_a_ui_action_refuses_a_bad_value_naming_its_field_once(settings, action, args, field):
+    """What the UI (and gradio_client) shows: a Gradio error naming the field, as the JSON route's."""
+    handler = ui_handlers(Service(settings))[action]
+    request = gr.Request(session_hash="a-page-of-the-ui-test")
+    with pytest.raises(gr.Error) as e:
+        out = handler(*args, request)
+        list(out) if hasattr(out, "__next__") else out
+    assert e.value.message.startswith(f"{field}: ") and f"{field}: {field}" not in e.value.message, e.value.message

@@ -176,7 +176,7 @@ def _element_renamed():
 
 def _no_type_check():
     # the UI builds its requests without validating them: a number reaches the service as the text
-    _replace("app.ui:_request", lambda model, **fields: model.model_construct(**fields))
+    _replace("app.ui:_request", lambda kind, /, **fields: kind.model_construct(**fields))
 
 
 def _html_unescaped():
