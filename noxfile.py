@@ -33,42 +33,31 @@ nox.options.error_on_missing_interpreters = False
 # helpers
 
 
-def _stamp() -> str:
+def _venv(session: nox.Session, venv: Path, locks: list[Path], force: bool = False) -> Path:
+    """`venv`'s python; the venv made and installed from `locks` (pinned and hashed, --no-deps) when
+    missing or stale: a stamp holds the locks' hash."""
+    py, stamp_file = venv / "bin" / "python", venv / ".locks.sha256"
     h = hashlib.sha256(sys.version.encode())
-    for lock in LOCKS:
+    for lock in locks:
         h.update(lock.read_bytes())
-    return h.hexdigest()
+    stamp = h.hexdigest()
+    if not force and py.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
+        return py
+    if force and venv.exists():
+        shutil.rmtree(venv)
+    if not py.exists():
+        session.log(f"creating the venv {venv} ({sys.executable})")
+        session.run(sys.executable, "-m", "venv", str(venv), external=True)
+    session.log(f"installing {', '.join(lock.name for lock in locks)} into {venv} (--no-deps, hashes checked)")
+    session.run(str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", "-q", "--require-hashes",
+                *[arg for lock in locks for arg in ("-r", str(lock))], external=True)
+    stamp_file.write_text(stamp)
+    return py
 
 
 def harness(session: nox.Session, force: bool = False) -> Path:
-    """The shared venv, created and installed from the locks when missing or stale."""
-    stamp_file = VENV / ".locks.sha256"
-    if not force and PY.exists() and stamp_file.exists() and stamp_file.read_text() == _stamp():
-        return PY
-    if force and VENV.exists():
-        shutil.rmtree(VENV)
-    if not PY.exists():
-        session.log(f"creating the shared harness venv {VENV} ({sys.executable})")
-        session.run(sys.executable, "-m", "venv", str(VENV), external=True)
-    session.log("installing requirements/{app,dev,models}.lock (--no-deps; torch from the pip config)")
-    session.run(
-        str(PY),
-        "-m",
-        "pip",
-        "install",
-        "--disable-pip-version-check",
-        "--no-deps",
-        "-q",
-        "-r",
-        str(LOCKS[0]),
-        "-r",
-        str(LOCKS[1]),
-        "-r",
-        str(LOCKS[2]),
-        external=True,
-    )
-    stamp_file.write_text(_stamp())
-    return PY
+    """The shared venv (torch from the pip config), created and installed from the locks when missing or stale."""
+    return _venv(session, VENV, LOCKS, force)
 
 
 def _env(session_name: str) -> dict[str, str]:
@@ -227,17 +216,8 @@ MUTANTS_VENV = VENV.parent / "mutants"
 
 
 def mutation_tool(session: nox.Session) -> Path:
-    """The mutation tool's own venv (cosmic-ray from mutants.lock), made when missing or stale."""
-    stamp_file, py = MUTANTS_VENV / ".lock.sha256", MUTANTS_VENV / "bin" / "python"
-    stamp = hashlib.sha256(sys.version.encode() + MUTANTS_LOCK.read_bytes()).hexdigest()
-    if py.exists() and stamp_file.exists() and stamp_file.read_text() == stamp:
-        return MUTANTS_VENV / "bin"
-    session.log(f"creating the mutation tool's venv {MUTANTS_VENV} from {MUTANTS_LOCK.name}")
-    session.run(sys.executable, "-m", "venv", "--clear", str(MUTANTS_VENV), external=True)
-    session.run(str(py), "-m", "pip", "install", "--disable-pip-version-check", "--no-deps", "-q", "--require-hashes",
-                "-r", str(MUTANTS_LOCK), external=True)
-    stamp_file.write_text(stamp)
-    return MUTANTS_VENV / "bin"
+    """The mutation tool's own venv (cosmic-ray from mutants.lock), made when missing or stale: its bin folder."""
+    return _venv(session, MUTANTS_VENV, [MUTANTS_LOCK]).parent
 
 
 @nox.session(python=False)

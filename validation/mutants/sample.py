@@ -28,8 +28,11 @@ def choose(items: list, size: int, seed: int) -> set[str]:
         sites[site(item)].append(item)
     rng = random.Random(seed)
     drawn = rng.sample(sorted(sites), min(size, len(sites)))
-    order = lambda i: (i.mutations[0].operator_name, i.mutations[0].occurrence)  # noqa: E731
-    return {rng.choice(sorted(sites[s], key=order)).job_id for s in drawn}
+    return {rng.choice(sorted(sites[s], key=_operator_order)).job_id for s in drawn}
+
+
+def _operator_order(item) -> tuple[str, int]:
+    return item.mutations[0].operator_name, item.mutations[0].occurrence
 
 
 def main(path: str, size: int, seed: int) -> int:

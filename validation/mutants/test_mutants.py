@@ -63,16 +63,21 @@ def config(timeout: float) -> str:
 def mutants(db: Path, tree: Path) -> list[dict]:
     """Every run mutant of the session: where, what, the line it changed (read from `tree`, the copy
     it ran in, which the tool restores after each mutant), its diff and the checks' last word."""
+    found = sorted(_results(db), key=lambda m: (m["module"], m["line"], m["operator"]))
+    for m in found:
+        m["source"] = (tree / m["module"]).read_text().splitlines()[m["line"] - 1].strip()
+    return found
+
+
+def _results(db: Path) -> list[dict]:
+    """The session database's run mutants (not the sample's skipped ones), in the order they ran."""
+    keys = ("module", "operator", "occurrence", "line", "column", "function", "outcome", "worker", "diff", "output")
     with sqlite3.connect(db) as c:
         rows = c.execute("select s.module_path, s.operator_name, s.occurrence, s.start_pos_row, s.start_pos_col, "
                          "s.definition_name, r.test_outcome, r.worker_outcome, r.diff, r.output from mutation_specs s "
                          "join work_results r on r.job_id = s.job_id where r.worker_outcome != 'SKIPPED' "
-                         "order by s.module_path, s.start_pos_row, s.operator_name").fetchall()
-    keys = ("module", "operator", "occurrence", "line", "column", "function", "outcome", "worker", "diff", "output")
-    found = [dict(zip(keys, r)) for r in rows]
-    for m in found:
-        m["source"] = (tree / m["module"]).read_text().splitlines()[m["line"] - 1].strip()
-    return found
+                         "order by r.rowid").fetchall()
+    return [dict(zip(keys, r)) for r in rows]
 
 
 def key(m: dict) -> str:
@@ -157,15 +162,12 @@ def _progress(db: Path, say, done: threading.Event) -> None:
     seen = 0
     while not done.wait(5):
         try:
-            with sqlite3.connect(db) as c:
-                rows = c.execute("select s.module_path, s.start_pos_row, s.operator_name, r.test_outcome, r.output "
-                                 "from work_results r join mutation_specs s on s.job_id = r.job_id "
-                                 "where r.worker_outcome != 'SKIPPED' order by r.rowid").fetchall()
+            rows = _results(db)
         except sqlite3.Error:
             continue
-        for module, line, op, outcome, output in rows[seen:]:
-            last = (output or "").strip().splitlines()[-1:] or [str(outcome)]
-            say(f"mutant {seen + 1}: {module}:{line} {op.removeprefix('core/')}: {last[0][:140]}")
+        for m in rows[seen:]:
+            last = (m["output"] or "").strip().splitlines()[-1:] or [str(m["outcome"])]
+            say(f"mutant {seen + 1}: {m['module']}:{m['line']} {m['operator'].removeprefix('core/')}: {last[0][:140]}")
             seen += 1
 
 
