@@ -171,8 +171,8 @@ def _without_target(args: list[str]) -> list[str]:
 @nox.session(python=False)
 def targets(session: nox.Session) -> None:
     """The other targets the README promises: smoke and perf (without its `quick` run) on the process
-    target, smoke on the url target through HAProxy, as the deploy workflow reaches a platform
-    (validation/targets/proxy.py). The session's own --target and --base-url are replaced."""
+    target, smoke on the url target through HAProxy (TLS, HSTS, http redirected), as the deploy workflow
+    reaches a platform (validation/targets/proxy.py). The session's own --target and --base-url are replaced."""
     args = _without_target(session.posargs)
     out = "reports/targets"
     _gate(session, "smoke", "validation/smoke", [*QUIET, "--target", "process", "--report-dir", f"{out}/smoke-process"],
@@ -183,7 +183,8 @@ def targets(session: nox.Session) -> None:
                                                f"{out}/perf-process"], posargs=args)
     py = str(harness(session))
     session.run(py, "-m", "validation.targets.proxy", "--", py, "-m", "pytest", "validation/smoke", "-p", "no:cacheprovider",
-                *QUIET, "--target", "url", "--base-url", "{url}", "--expect-build", "{build}", "--report-dir",
+                *QUIET, "--target", "url", "--base-url", "{url}", "--http-url", "{http_url}", "--expect-build", "{build}",
+                "--report-dir",
                 f"{out}/smoke-url", *args, external=True, env=_env("smoke"))
 
 

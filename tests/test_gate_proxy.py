@@ -9,7 +9,7 @@ import httpx
 import pytest
 
 from validation.targets import TargetError
-from validation.targets.proxy import edge_proxy, haproxy_binary
+from validation.targets.proxy import edge_cert, edge_proxy, haproxy_binary
 from validation.testing.stub_app import StubApp
 
 needs_haproxy = pytest.mark.skipif(
@@ -18,23 +18,30 @@ needs_haproxy = pytest.mark.skipif(
 
 
 @needs_haproxy
-def test_the_proxy_forwards_to_the_app_and_says_who_asked():
-    with StubApp(build="b-42") as app, edge_proxy(app.base_url.removeprefix("http://")) as url:
-        assert url != app.base_url
-        r = httpx.get(f"{url}/health", timeout=10)
+def test_the_proxy_terminates_tls_sends_hsts_and_redirects_plain_http(tmp_path):
+    cert = edge_cert(tmp_path)
+    with StubApp(build="b-42") as app, edge_proxy(app.base_url.removeprefix("http://"), cert) as edge:
+        assert edge.url.startswith("https://127.0.0.1:")
+        r = httpx.get(f"{edge.url}/health", verify=str(cert.cert), timeout=10)
         assert r.status_code == 200 and r.json()["build"] == "b-42"
+        assert "max-age=" in r.headers["strict-transport-security"]
         assert app.requests[-1].endswith("/health")
+        plain = httpx.get(f"{edge.http_url}health", timeout=10)
+        assert plain.status_code == 301 and plain.headers["location"] == f"{edge.url}/health"
+        with pytest.raises(httpx.ConnectError):  # a client that does not trust the run's own CA
+            httpx.get(f"{edge.url}/health", timeout=10)
 
 
 @needs_haproxy
-def test_the_proxy_answers_503_when_the_app_is_gone():
-    with StubApp() as app, edge_proxy(app.base_url.removeprefix("http://")) as url:
+def test_the_proxy_answers_503_when_the_app_is_gone(tmp_path):
+    with StubApp() as app, edge_proxy(app.base_url.removeprefix("http://"), edge_cert(tmp_path)) as edge:
         app.stop()
-        assert httpx.get(f"{url}/health", timeout=10).status_code == 503
+        assert httpx.get(f"{edge.url}/health", verify=False, timeout=10).status_code == 503
 
 
-def test_a_proxy_in_front_of_nothing_fails_naming_what_it_waited_for():
-    with pytest.raises(TargetError, match="/health"), edge_proxy("127.0.0.1:1", health_timeout=1):
+@needs_haproxy
+def test_a_proxy_in_front_of_nothing_fails_naming_what_it_waited_for(tmp_path):
+    with pytest.raises(TargetError, match="/health"), edge_proxy("127.0.0.1:1", edge_cert(tmp_path), health_timeout=1):
         pass
 
 

@@ -1,12 +1,15 @@
 """HAProxy in front of the app, as a platform's edge proxy is: the url target's path, run on this machine.
 
-    with edge_proxy("127.0.0.1:7861", say=print) as url: ...          # http://127.0.0.1:<free port>
-    python -m validation.targets.proxy [--behind process] -- CMD ...   # {url} and {build} in CMD are filled in
+    with edge_proxy("127.0.0.1:7861", cert) as edge: edge.url, edge.http_url   # https and plain-http ports
+    python -m validation.targets.proxy -- CMD ...   # {url}, {http_url} and {build} in CMD are filled in
 
-The command form starts the app as a process target with BUILD_ID set to the git sha, puts Debian's
-HAProxy in front of it, runs CMD (the gate on `--target url --base-url {url} --expect-build {build}`, as
-the deploy workflow runs it against a platform), stops both and exits with CMD's status. The gate then
-sees only what it sees of a deployment: answers through a proxy hop, no logs, no process.
+Like Fly's or Cloud Run's edge, the proxy terminates TLS (a certificate made for this run, its own
+CA, which the command trusts through SSL_CERT_FILE), sends Strict-Transport-Security, and redirects
+plain http to https. The command form starts the app as a process target with BUILD_ID set to the
+git sha, puts the proxy in front of it, runs CMD (the gate on `--target url --base-url {url}
+--http-url {http_url} --expect-build {build}`, as the deploy workflow runs it against a platform),
+stops both and exits with CMD's status. The gate then sees only what it sees of a deployment:
+answers through a proxy hop, no logs, no process.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import subprocess
 import sys
 import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 from validation.targets.base import HEALTH_TIMEOUT_S, Say, TargetError, _noop, free_port, wait_http
@@ -36,11 +40,48 @@ defaults
     timeout client 900s
     timeout server 900s
 frontend edge
-    bind 127.0.0.1:{port}
+    bind 127.0.0.1:{port} ssl crt {pem}
+    http-response set-header Strict-Transport-Security "max-age=63072000"
     default_backend app
+frontend plain
+    bind 127.0.0.1:{http_port}
+    http-request redirect location https://127.0.0.1:{port}%[capture.req.uri] code 301
 backend app
     server app {backend}
 """
+
+
+@dataclass(frozen=True)
+class Edge:
+    url: str  # https://127.0.0.1:PORT
+    http_url: str  # the plain-http address, which redirects to `url`
+
+
+@dataclass(frozen=True)
+class Cert:
+    cert: Path
+    key: Path
+
+
+def make_cert(folder: Path, days: int, names: str = "IP:127.0.0.1,DNS:localhost", name: str = "cert") -> Cert:
+    """A self-signed EC certificate valid `days` days (>= 1) for `names` (subjectAltName)."""
+    if not shutil.which("openssl"):
+        raise RuntimeError("the openssl CLI is needed to make test certificates (Debian: apt-get install openssl)")
+    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
+    subprocess.run(
+        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
+         "-keyout", str(key), "-out", str(cert), "-days", str(days), "-subj", "/CN=cai-gate test",
+         "-addext", f"subjectAltName={names}"],
+        check=True, capture_output=True, timeout=30,
+    )
+    return Cert(cert, key)
+
+
+def edge_cert(folder: Path) -> Cert:
+    """The proxy's certificate for 127.0.0.1 (its own CA), and beside it the PEM HAProxy serves (cert, key)."""
+    made = make_cert(folder, days=30, names="IP:127.0.0.1", name="edge")
+    made.cert.with_name("edge-bundle.pem").write_text(made.cert.read_text() + made.key.read_text())
+    return made
 
 
 def haproxy_binary() -> str:
@@ -51,30 +92,46 @@ def haproxy_binary() -> str:
 
 
 @contextlib.contextmanager
-def edge_proxy(backend: str, health_timeout: float = 30, say: Say = _noop) -> Iterator[str]:
-    """HAProxy on a free loopback port forwarding to `backend` (host:port); yields its URL once the
-    app's /health answers through it."""
-    port = free_port()
+def edge_proxy(backend: str, cert: Cert, health_timeout: float = 30, say: Say = _noop) -> Iterator[Edge]:
+    """HAProxy on free loopback ports forwarding to `backend` (host:port) over TLS with `cert` (from
+    edge_cert); yields once the app's /health answers through it."""
+    port, http_port = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="cai-gate-proxy-") as tmp:
         cfg = Path(tmp) / "haproxy.cfg"
-        cfg.write_text(CONFIG.format(port=port, backend=backend))
+        pem = cert.cert.with_name("edge-bundle.pem")
+        cfg.write_text(CONFIG.format(port=port, http_port=http_port, pem=pem, backend=backend))
         check = subprocess.run([haproxy_binary(), "-c", "-q", "-f", str(cfg)], capture_output=True, text=True)
         if check.returncode:
             raise TargetError(f"haproxy refused its config: {check.stderr.strip()}")
         proc = subprocess.Popen([haproxy_binary(), "-db", "-f", str(cfg)], stdout=subprocess.DEVNULL,
                                 stderr=subprocess.PIPE, text=True)
-        url = f"http://127.0.0.1:{port}"
+        edge = Edge(f"https://127.0.0.1:{port}", f"http://127.0.0.1:{http_port}/")
         try:
             alive = lambda: None if proc.poll() is None else f"haproxy exited: {proc.stderr.read()[-500:]}"  # noqa: E731
-            wait_http(f"{url}/health", health_timeout, alive=alive)
-            say(f"haproxy {url} -> {backend}")
-            yield url
+            with _trusting(cert.cert):
+                wait_http(f"{edge.url}/health", health_timeout, alive=alive)
+            say(f"haproxy {edge.url} (and {edge.http_url}, redirecting) -> {backend}")
+            yield edge
         finally:
             proc.terminate()
             try:
                 proc.wait(10)
             except subprocess.TimeoutExpired:
                 proc.kill()
+
+
+@contextlib.contextmanager
+def _trusting(cert: Path) -> Iterator[None]:
+    """httpx (and the gate's TLS checks) trust `cert` while the block runs: SSL_CERT_FILE."""
+    before = os.environ.get("SSL_CERT_FILE")
+    os.environ["SSL_CERT_FILE"] = str(cert)
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop("SSL_CERT_FILE", None)
+        else:
+            os.environ["SSL_CERT_FILE"] = before
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -87,11 +144,14 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("no command after --")
     build = git_build_id()
     say = lambda m: print(f"[proxy] {m}", flush=True)  # noqa: E731
-    with (ProcessTarget(env={"BUILD_ID": build}, health_timeout=args.health_timeout, say=say) as app,
-          edge_proxy(app.base_url.removeprefix("http://"), say=say) as url):
-        filled = [a.replace("{url}", url).replace("{build}", build) for a in cmd]
-        say(" ".join(filled))
-        return subprocess.run(filled).returncode
+    with (tempfile.TemporaryDirectory(prefix="cai-gate-edge-cert-") as certs,
+          ProcessTarget(env={"BUILD_ID": build}, health_timeout=args.health_timeout, say=say) as app):
+        cert = edge_cert(Path(certs))
+        with edge_proxy(app.base_url.removeprefix("http://"), cert, say=say) as edge:
+            filled = [a.replace("{url}", edge.url).replace("{http_url}", edge.http_url).replace("{build}", build)
+                      for a in cmd]
+            say(" ".join(filled) + f"  (SSL_CERT_FILE={cert.cert})")
+            return subprocess.run(filled, env={**os.environ, "SSL_CERT_FILE": str(cert.cert)}).returncode
 
 
 if __name__ == "__main__":

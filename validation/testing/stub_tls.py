@@ -10,36 +10,13 @@ server that redirects (or not).
 
 from __future__ import annotations
 
-import shutil
 import ssl
-import subprocess
-from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler
-from pathlib import Path
 from typing import Any
 
+from validation.targets.proxy import Cert, make_cert  # noqa: F401 - the self-tests' certificates too
 from validation.testing.server import LoopbackServer
 from validation.testing.stub_app import StubApp
-
-
-@dataclass(frozen=True)
-class Cert:
-    cert: Path
-    key: Path
-
-
-def make_cert(folder: Path, days: int, names: str = "IP:127.0.0.1,DNS:localhost", name: str = "cert") -> Cert:
-    """A self-signed EC certificate valid `days` days (>= 1) for `names` (subjectAltName)."""
-    if not shutil.which("openssl"):
-        raise RuntimeError("the openssl CLI is needed to make test certificates (Debian: apt-get install openssl)")
-    cert, key = folder / f"{name}.pem", folder / f"{name}.key"
-    subprocess.run(
-        ["openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes",
-         "-keyout", str(key), "-out", str(cert), "-days", str(days), "-subj", "/CN=cai-gate test",
-         "-addext", f"subjectAltName={names}"],
-        check=True, capture_output=True, timeout=30,
-    )
-    return Cert(cert, key)
 
 
 def https_stub(cert: Cert, **kwargs: Any) -> StubApp:
