@@ -147,3 +147,11 @@ def test_impact_answers_do_not_depend_on_what_else_is_decoded(tiny):
     for r in noise:
         r.finished.wait(60)
     assert first == second
+
+
+def test_bootstrap_interval_is_the_central_95_percent_not_the_extremes():
+    """On 10 of 50 prompts changed, the interval is about the mean ± 1.96 standard errors (0.2 ± 0.11),
+    far inside the range of the resampled means (the 0th and 100th percentiles would be about ± 0.2)."""
+    lo, hi = stats.bootstrap_interval([1.0] * 10 + [0.0] * 40)
+    se = (0.2 * 0.8 / 50) ** 0.5
+    assert abs(lo - (0.2 - 1.96 * se)) < 0.03 and abs(hi - (0.2 + 1.96 * se)) < 0.03, (lo, hi)
