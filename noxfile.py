@@ -60,8 +60,19 @@ def harness(session: nox.Session, force: bool = False) -> Path:
     return _venv(session, VENV, LOCKS, force)
 
 
-def _env(session_name: str) -> dict[str, str]:
+EXPORT_LOCK = ROOT / "requirements" / "export.lock"
+EXPORT_VENV = VENV.parent / "export"
+
+
+def exporter(session: nox.Session) -> Path:
+    """The OpenVINO exporter's own venv (optimum-intel from export.lock; app/engine.py), made when
+    missing or stale: its python, for OPENVINO_EXPORTER (the app run on this host exports with it)."""
+    return _venv(session, EXPORT_VENV, [EXPORT_LOCK])
+
+
+def _env(session_name: str, session: nox.Session | None = None) -> dict[str, str]:
     return {
+        **({"OPENVINO_EXPORTER": str(exporter(session))} if session else {}),
         "GATE_SESSION": session_name,
         "PATH": f"{VENV / 'bin'}{os.pathsep}{os.environ.get('PATH', '')}",
         "VIRTUAL_ENV": str(VENV),
@@ -76,7 +87,7 @@ def _gate(session: nox.Session, name: str, path: str, default_args: list[str] | 
         session.skip(f"{path} does not exist yet (its engineer adds it): nothing to run")
     session.run(
         str(py), "-m", "pytest", path, "-p", "no:cacheprovider", *(default_args or []), *posargs, external=True,
-        env={**_env(name), **(env or {})}
+        env={**_env(name, session), **(env or {})}
     )
 
 
@@ -88,7 +99,8 @@ def _gate(session: nox.Session, name: str, path: str, default_args: list[str] | 
 def tests(session: nox.Session) -> None:
     """Unit tests of the app and of the gate's own logic, incl. gate-sensitivity tests (tests/)."""
     py = harness(session)
-    session.run(str(py), "-m", "pytest", "tests", "-p", "no:cacheprovider", *session.posargs, external=True, env=_env("tests"))
+    session.run(str(py), "-m", "pytest", "tests", "-p", "no:cacheprovider", *session.posargs, external=True,
+                env=_env("tests", session))
 
 
 @nox.session(python=False)
@@ -175,6 +187,9 @@ def targets(session: nox.Session) -> None:
     reaches a platform (validation/targets/proxy.py). The session's own --target and --base-url are replaced."""
     args = _without_target(session.posargs)
     out = "reports/targets"
+    # a deployment on a host builds and exports the default model first, as the image's build does
+    session.run(str(harness(session)), "-m", "app", "build-models", "smollm2", external=True,
+                env=_env("targets", session))
     _gate(session, "smoke", "validation/smoke", [*QUIET, "--target", "process", "--report-dir", f"{out}/smoke-process"],
           posargs=args)
     # `quick` and the behaviour it shows are measured over HTTP, the same on every target: the

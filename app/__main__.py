@@ -1,5 +1,6 @@
 """`python -m app` serves the app (settings from the environment: see app/config.py, .env.example).
-`python -m app build-models [NAME ...]` builds registry models (tiny, gpt2-sized) into MODEL_CACHE_DIR."""
+`python -m app build-models [NAME ...]` builds registry models (smollm2, tiny, gpt2-sized) into MODEL_CACHE_DIR
+and exports smollm2 for the engine (OPENVINO_EXPORTER, app/engine.py)."""
 
 from __future__ import annotations
 
@@ -54,36 +55,9 @@ def main(argv: list[str]) -> int:
         app, host=settings.host, port=settings.port, log_level="warning", access_log=False,
         timeout_graceful_shutdown=5, proxy_headers=bool(settings.forwarded_allow_ips),
         forwarded_allow_ips=settings.forwarded_allow_ips or None))
-    return _serve(server, settings.compute_threads)
-
-
-def _serve(server, threads: int) -> int:
-    """The HTTP server on a thread, the generation engine on this (main) thread: decoding steps run
-    fastest here (app/generation.py, Engine). SIGTERM/SIGINT stop both, the server gracefully."""
-    import signal
-    import threading
-
-    from app import generation
-
-    stop = threading.Event()
-
-    def on_signal(signum, _frame):
-        server.handle_exit(signum, None)
-        stop.set()
-
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, on_signal)
-
-    def run_http():
-        try:
-            server.run()
-        finally:
-            stop.set()
-
-    http = threading.Thread(target=run_http, name="http", daemon=True)
-    http.start()
-    generation.ENGINE.serve(stop, threads)
-    http.join()
+    import torch
+    torch.set_num_threads(settings.compute_threads)  # the plain transformers path; training sets its own
+    server.run()  # until SIGTERM/SIGINT: uvicorn stops gracefully
     return 0 if server.started else 1
 
 

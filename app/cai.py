@@ -9,7 +9,7 @@ revise rather than talk about its reply, so each revision has candidates in thre
 and the revision request, and a fresh reply that declines with a reason when answering would harm;
 greedy plus sampled (best-of-n). The judge keeps the best candidate among those that can be training
 targets (app/recipe.py: no talk about the request, no decline without a reason).
-Many prompts run together: each step of every prompt is one batch on the model's batcher.
+Many prompts run together: each step of every prompt is decoded as one batch on the model's worker.
 """
 
 from __future__ import annotations

@@ -53,11 +53,14 @@ class Settings(BaseSettings):
     allow_downloads: bool = _env(False, "ALLOW_MODEL_DOWNLOADS")
     judge_model: str = _env("", "JUDGE_MODEL")
     device: Annotated[Literal["auto", "cpu", "cuda", "mps"], Lower] = _env("auto", "DEVICE")
-    # torch threads per op for decoding (the engine, app/generation.py) and fine-tuning; 0: one less
-    # than the cores this process may use, at least 1 (see `compute_threads`).
+    # torch threads per op for fine-tuning and the plain transformers path; 0: one less than the
+    # cores this process may use, at least 1 (see `compute_threads`).
     torch_threads: int = _env(0, "TORCH_THREADS", ge=0, le=256)
-    # Serving layout of a bf16 model's linear layers on CPU: "int8" weights or "none" (bf16; app/packing.py)
-    quantize: Annotated[Literal["int8", "none"], Lower] = _env("int8", "QUANTIZE")
+    # Serving: "openvino" (a model with an OpenVINO export is served by OpenVINO GenAI, app/engine.py;
+    # the default model must have one) or "transformers" (every model on the plain path).
+    engine: Annotated[Literal["openvino", "transformers"], Lower] = _env("openvino", "ENGINE")
+    # A Python with optimum-intel (requirements/export.lock) for `build-models` to export with; empty: none
+    openvino_exporter: str = _env("", "OPENVINO_EXPORTER")
     # Data on volumes
     checkpoint_dir: Folder = _env(Path("demo/checkpoints"), "CHECKPOINT_DIR")
     log_dir: Folder = _env(Path("demo/logs"), "LOG_DIR")
@@ -101,10 +104,8 @@ class Settings(BaseSettings):
 
     @property
     def compute_threads(self) -> int:
-        """torch threads for the decoding engine and for fine-tuning. By default one core is left
-        for the HTTP server and the judge. Measured on 2 cores (SmolLM2-135M
-        bf16, a step of 2 rows): 1 thread 42 ms with one core busy; 2 threads 34 ms with both cores
-        busy (idle OpenMP threads spin) or 50-59 ms when idle threads sleep at once."""
+        """torch threads for fine-tuning and the plain transformers path. By default one core is
+        left for the HTTP server, the judge and the engine's pipelines."""
         return self.torch_threads or max(1, len(os.sched_getaffinity(0)) - 1)
 
 

@@ -7,8 +7,8 @@ each answer measured independently of the model being trained (app/behaviour.py)
   stay on topic (relevance: the judge's similarity of answer to prompt).
 
 Every change is paired (the same prompts answered by both models): a bootstrap interval over prompts
-for each measure, and the exact McNemar p for the yes/no ones (app/stats.py). Greedy decoding on a
-schedule fixed by the prompts alone (Batcher.decode_in_order), so a report is reproducible.
+for each measure, and the exact McNemar p for the yes/no ones (app/stats.py). Greedy decoding, and
+a request's tokens do not depend on its batch (app/engine.py), so a report is reproducible.
 """
 
 from __future__ import annotations
@@ -40,14 +40,12 @@ def prompts(limit: int | None) -> list[tuple[str, dict]]:
 
 def answers(base: LoadedModel, trained: LoadedModel, items: list[str], *, max_new_tokens: int, seed: int,
             temperature: float = 0.0) -> list[tuple[str, str]]:
-    """(base answer, trained answer) for each prompt. Each model's answers are decoded on their own,
-    in a fixed order: rows in one batch share activation scales, so the base's answers never depend
-    on the trained model beside them, nor on anything else being decoded."""
+    """(base answer, trained answer) for each prompt, each model's answers decoded together."""
     texts = []
     for lm in (base, trained):
         requests = [lm.request([{"role": "user", "content": p}], max_new_tokens=max_new_tokens,
                                temperature=temperature, seed=seed + i) for i, p in enumerate(items)]
-        lm.batcher.decode_in_order(requests)
+        lm.worker.run_all(requests)
         texts.append([text_of(lm.tokenizer, r) for r in requests])
     return list(zip(*texts))
 

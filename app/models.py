@@ -15,7 +15,8 @@ Names the loader accepts:
   only when ALLOW_MODEL_DOWNLOADS is on.
 - a local folder under one of MODEL_DIRS: a full model (config.json) or a LoRA adapter
   (adapter_config.json, as training runs save them), applied to the base model it names.
-``trust_remote_code`` is never enabled. Inference goes through the model's Batcher (app/generation.py).
+``trust_remote_code`` is never enabled. Inference goes through the model's worker: OpenVINO GenAI for a
+model with an export (app/engine.py), the plain transformers path otherwise (app/generation.py).
 """
 
 from __future__ import annotations
@@ -37,9 +38,9 @@ from pathlib import Path
 
 import torch
 
-from app import adapters, packing
+from app import engine
 from app.errors import ApiError
-from app.generation import SYSTEM_PROMPT, Batcher, Cancelled, Request, chat_prompt, wait  # noqa: F401 (Cancelled re-exported)
+from app.generation import SYSTEM_PROMPT, Cancelled, Request, TorchWorker, Worker, chat_prompt, wait  # noqa: F401 (Cancelled re-exported)
 
 log = logging.getLogger(__name__)
 
@@ -237,11 +238,23 @@ def ensure_built(name: str, cache_dir: Path) -> Path:
     return dest
 
 
+def ensure_exported(name: str, folder: Path, settings) -> Path:
+    """Export a registry model for the engine once (app/engine.py), when the engine serves it and
+    OPENVINO_EXPORTER names an exporter; `folder` either way (a missing export fails at load)."""
+    if name not in EXPORTED or settings.engine != "openvino" or not settings.openvino_exporter:
+        return folder
+    with _build_lock, open(folder.parent / f".{name}.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not engine.has_export(folder):
+            engine.export(folder, settings.openvino_exporter)
+    return folder
+
+
 def resolve(name: str, settings) -> tuple[str, bool]:
     """Turn a model name into (what from_pretrained gets, local_files_only). Raises ApiError."""
     name = name.strip()
     if name in REGISTRY:
-        return str(ensure_built(name, settings.model_cache_dir)), True
+        return str(ensure_exported(name, ensure_built(name, settings.model_cache_dir), settings)), True
     if name.startswith(("/", ".", "~")) or "\\" in name or ".." in name:
         path = Path(name).expanduser().resolve()
         roots = [r.expanduser().resolve() for r in settings.model_dirs]
@@ -258,52 +271,49 @@ def resolve(name: str, settings) -> tuple[str, bool]:
 
 
 ADAPTER_CONFIG = "adapter_config.json"
+EXPORTED = ("smollm2",)  # registry models that `build-models` exports for the engine (app/engine.py)
 
 
 @dataclass
 class LoadedModel:
     name: str  # what was asked for: a registry name, a hub id or a folder
-    model: torch.nn.Module
+    model: torch.nn.Module  # the PyTorch weights: training reads them, the plain path serves them
     tokenizer: object
     device: str
     parameters: int
     load_seconds: float
-    weights: str = "as stored"  # the serving layout of its linear layers (app/packing.py)
+    engine: str = "transformers"  # what serves it: "openvino" (app/engine.py) or "transformers"
+    weights: str = "as stored"  # the served weights' format
+    folder: Path | None = None  # the model's folder (its OpenVINO export is inside)
     adapter: str | None = None  # the LoRA adapter folder applied to the base model, if any
     base: LoadedModel | None = field(default=None, repr=False)  # with an adapter: the model it was applied to
-    served: adapters.Adapter | None = field(default=None, repr=False)  # served beside base, on its batcher
-    _batcher: Batcher | None = field(default=None, repr=False)
+    worker: Worker | None = field(default=None, repr=False)
 
     def info(self) -> dict:
         info = {"name": self.name, "parameters": self.parameters, "device": self.device,
                 "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
-                "weights": self.weights, "load_seconds": round(self.load_seconds, 3)}
+                "engine": self.engine, "weights": self.weights, "load_seconds": round(self.load_seconds, 3)}
+        if self.engine == engine.ENGINE_NAME:
+            info["export"] = str(engine.export_folder(self.folder))
         if self.adapter:
             info["adapter"] = self.adapter
         return info
 
-    @property
-    def batcher(self) -> Batcher:
-        if self._batcher is None:
-            self._batcher = Batcher(self.model, self.tokenizer, self.device, name=self.name)
-        return self._batcher
-
     def submit(self, messages: list[dict[str, str]], *, max_new_tokens: int, temperature: float = 0.0,
                seed: int = 0, should_stop: Callable[[], bool] | None = None,
                system: str = SYSTEM_PROMPT, background: bool = False) -> Request:
-        """Queue one chat generation on this model's batcher; `generation.wait` gets its text.
+        """Queue one chat generation on this model's worker; `generation.wait` gets its text.
         background: a training job's work, which yields to interactive requests."""
-        return self.batcher.submit(self.request(messages, max_new_tokens=max_new_tokens, temperature=temperature,
-                                                seed=seed, should_stop=should_stop, system=system,
-                                                background=background))
+        return self.worker.submit(self.request(messages, max_new_tokens=max_new_tokens, temperature=temperature,
+                                               seed=seed, should_stop=should_stop, system=system,
+                                               background=background))
 
     def request(self, messages: list[dict[str, str]], *, max_new_tokens: int, temperature: float = 0.0,
                 seed: int = 0, should_stop: Callable[[], bool] | None = None,
                 system: str = SYSTEM_PROMPT, background: bool = False) -> Request:
-        """One chat generation for this model (with its adapter), not yet queued."""
+        """One chat generation for this model, not yet queued."""
         prompt = chat_prompt(self.tokenizer, messages, system)
-        return Request(prompt, max_new_tokens, temperature, seed, should_stop=should_stop,
-                       background=background, adapter=self.served)
+        return Request(prompt, max_new_tokens, temperature, seed, should_stop=should_stop, background=background)
 
 
 def pick_device(wanted: str) -> str:
@@ -313,7 +323,8 @@ def pick_device(wanted: str) -> str:
 
 
 def load(name: str, settings) -> LoadedModel:
-    """Load a causal LM and its tokenizer (or a base model plus a LoRA adapter), in eval mode."""
+    """Load a causal LM and its tokenizer (or a base model plus a LoRA adapter), in eval mode, and
+    start the worker that serves it."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     started = time.perf_counter()
@@ -324,7 +335,7 @@ def load(name: str, settings) -> LoadedModel:
     try:
         with LOAD_LOCK:
             tokenizer = AutoTokenizer.from_pretrained(source, local_files_only=local_only, trust_remote_code=False)
-            # dtype "auto": as stored (bf16 for smollm2: half the memory, faster batched decoding on CPU)
+            # dtype "auto": as stored (bf16 for smollm2: half the memory of float32)
             model = AutoModelForCausalLM.from_pretrained(source, local_files_only=local_only, trust_remote_code=False,
                                                          dtype="auto")
     except OSError as exc:
@@ -336,8 +347,24 @@ def load(name: str, settings) -> LoadedModel:
     device = pick_device(settings.device)
     model.to(device).eval()
     params = sum(p.numel() for p in model.parameters())
-    weights = packing.pack(model, device, settings.quantize)
-    return LoadedModel(name, model, tokenizer, device, params, time.perf_counter() - started, weights)
+    lm = LoadedModel(name, model, tokenizer, device, params, 0.0, folder=Path(source) if local_only else None)
+    _serve(lm, settings)
+    lm.load_seconds = time.perf_counter() - started
+    return lm
+
+
+def _serve(lm: LoadedModel, settings) -> None:
+    """Start the model's worker: the engine when the model has an export and ENGINE allows it."""
+    exported = lm.folder is not None and engine.has_export(lm.folder)
+    if settings.engine == "openvino" and lm.name in EXPORTED and not exported:
+        raise ApiError(422, "model", f"{lm.name!r} has no OpenVINO export in {lm.folder}: run `python -m app "
+                       f"build-models {lm.name}` with OPENVINO_EXPORTER set, or set ENGINE=transformers")
+    if settings.engine == "openvino" and exported and lm.device == "cpu":
+        lm.worker = engine.OpenVINOWorker(lm.folder, lm.tokenizer, lm.model.generation_config, name=lm.name)
+        lm.engine, lm.weights = engine.ENGINE_NAME, engine.EXPORT_WEIGHTS
+    else:
+        lm.worker = TorchWorker(lm.model, lm.tokenizer, name=lm.name)
+        lm.weights = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
 
 
 def _load_adapter(name: str, folder: Path, settings, started: float) -> LoadedModel:
@@ -354,10 +381,11 @@ def _load_adapter(name: str, folder: Path, settings, started: float) -> LoadedMo
 
 
 def apply_adapter(base: LoadedModel, folder: Path, *, name: str | None = None) -> LoadedModel:
-    """The base model with the LoRA adapter saved in `folder`: served beside the base, on the base's
-    weights and batcher (app/adapters.py), or, when the adapter does not fit that form, merged into a
-    copy of the weights. The base's own answers are unchanged either way. Training uses this too, on
-    the folder it has just written: what it serves is what it saved."""
+    """The base model with the LoRA adapter saved in `folder`, served beside the base: on the engine,
+    a pipeline of its own with the adapter applied at run time; on the plain path, merged into a copy
+    of the weights. The base's own answers are unchanged either way. Training uses this too, on the
+    folder it has just written: what it serves is what it saved. peft loads the adapter first either
+    way: an adapter that does not fit the base is refused here, not served as if it were the base."""
     import copy
 
     from peft import PeftModel
@@ -366,19 +394,23 @@ def apply_adapter(base: LoadedModel, folder: Path, *, name: str | None = None) -
     try:
         with LOAD_LOCK:
             model = PeftModel.from_pretrained(copy.deepcopy(base.model), str(folder), is_trainable=False)
-            served = adapters.attach(base.model, model, str(folder))
-            weights = base.weights
-            if served is None:
+            scale = engine.lora_scale(folder) if base.engine == engine.ENGINE_NAME else None
+            if scale is None:
                 model = model.merge_and_unload().eval()
-                weights = packing.pack(model, base.device, "int8" if base.weights == "int8" else "none")
+                worker = TorchWorker(model, base.tokenizer, name=name or str(folder))
+            else:
+                del model
+                model = base.model
+                worker = engine.OpenVINOWorker(base.folder, base.tokenizer, base.model.generation_config,
+                                               adapter=folder, name=name or str(folder))
     except (OSError, ValueError, RuntimeError, KeyError) as exc:
         raise ApiError(422, "model", f"could not apply the adapter in {str(folder)!r} to {base.name!r}: "
                        f"{str(exc).splitlines()[0]}") from None
-    lm = LoadedModel(name or str(folder), model, base.tokenizer, base.device, base.parameters,
-                     time.perf_counter() - started, weights, adapter=str(folder), base=base)
-    if served is not None:
-        lm.model, lm.served, lm._batcher = base.model, served, base.batcher
-    return lm
+    engine_name = base.engine if scale is not None else "transformers"
+    weights = base.weights if scale is not None else str(next(model.parameters()).dtype).removeprefix("torch.")
+    return LoadedModel(name or str(folder), model, base.tokenizer, base.device, base.parameters,
+                       time.perf_counter() - started, engine_name, weights, base.folder, adapter=str(folder),
+                       base=base, worker=worker)
 
 
 def generate(lm: LoadedModel, messages: list[dict[str, str]] | str, *, max_new_tokens: int, temperature: float,
@@ -394,7 +426,8 @@ def generate(lm: LoadedModel, messages: list[dict[str, str]] | str, *, max_new_t
 
 def main(argv: list[str]) -> int:
     """`python -m app build-models [NAME ...]` (argv here: build NAME ...): build registry models into
-    MODEL_CACHE_DIR. The image does this at build time, so the container needs no network."""
+    MODEL_CACHE_DIR, and export those the engine serves (OPENVINO_EXPORTER). The image does this at
+    build time, so the container needs no network."""
     import sys
 
     from app import config
@@ -402,9 +435,14 @@ def main(argv: list[str]) -> int:
     if argv[:1] != ["build"] or any(n not in REGISTRY for n in argv[1:]):
         print(f"usage: python -m app build-models [{' | '.join(REGISTRY)} ...]", file=sys.stderr)
         return 2
-    cache = config.load().model_cache_dir
+    settings = config.load()
     for name in argv[1:] or ["smollm2", "tiny"]:
         started = time.perf_counter()
-        print(f"{name}: {ensure_built(name, cache)} ({time.perf_counter() - started:.1f} s)", flush=True)
+        folder = ensure_exported(name, ensure_built(name, settings.model_cache_dir), settings)
+        exported = f", OpenVINO export in {engine.export_folder(folder)}" if engine.has_export(folder) else ""
+        print(f"{name}: {folder}{exported} ({time.perf_counter() - started:.1f} s)", flush=True)
+        if name in EXPORTED and settings.engine == "openvino" and not exported:
+            print(f"{name}: no OpenVINO export, and OPENVINO_EXPORTER names no Python to make one with "
+                  "(one with requirements/export.lock), or set ENGINE=transformers", file=sys.stderr)
+            return 1
     return 0
-

@@ -158,8 +158,10 @@ class ModelInfo(Answer):
     parameters: int
     device: str
     dtype: str
+    engine: Literal["openvino", "transformers"]
     weights: str
     load_seconds: float
+    export: str | None = None  # the folder the engine serves it from
     adapter: str | None = None
 
 

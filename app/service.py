@@ -102,10 +102,12 @@ class Service:
                 self.model_state = "ready" if self.base else "failed"
                 self.model_error = f"{type(exc).__name__}: {exc}"
                 raise ApiError(422, "model", f"could not load {name!r}: {self.model_error}") from None
+            old = (self.base, self.trained)
             if lm.adapter:  # a training run: its base model, compared with the run's trained model
                 self.base, self.trained, self.trained_run = lm.base, lm, Path(lm.adapter).parent.name
             else:
                 self.base, self.trained, self.trained_run = lm, None, None
+            self._retire(*old)
             self.model_state = "ready"
             metrics.set_model(self.base.name, lm.load_seconds)
             log.info("model loaded", extra={"model": lm.name, "parameters": lm.parameters, "adapter": lm.adapter,
@@ -120,8 +122,17 @@ class Service:
         return self.base
 
     def _trained(self, job, student: LoadedModel) -> None:
+        old = self.trained
         if self.base is not None and self.base.name == job.model:
             self.trained, self.trained_run = student, job.run_id
+        self._retire(old, student)
+
+    def _retire(self, *models_: LoadedModel | None) -> None:
+        """Free the workers (and the engine's pipelines) of models no longer served, once their
+        requests are done."""
+        for lm in models_:
+            if lm is not None and lm is not self.base and lm is not self.trained and lm.worker is not None:
+                lm.worker.retire()
 
     # ---- evaluation and generation ----
     def _seed(self, seed: int | None) -> int:

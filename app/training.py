@@ -271,7 +271,7 @@ class Trainer:
                 order = torch.randperm(len(pairs), generator=gen).tolist()
                 epoch_losses = []
                 for start in range(0, len(order), preset.batch_size):
-                    base.batcher.yield_to_interactive()  # users first: wait while they are served
+                    base.worker.yield_to_interactive()  # users first: wait while they are served
                     if stop():
                         raise Cancelled()
                     batch = sft_batch(base.tokenizer, [pairs[i] for i in order[start:start + preset.batch_size]],

@@ -90,8 +90,8 @@ def _model_status(service) -> str:
         detail = f" — {service.model_error}" if service.model_error else ""
         return f"{service.model_state}{detail}"
     info = service.base.info()
-    weights = f" · {info['weights']} weights" if info["weights"] != "as stored" else ""
-    text = (f"ready: {info['name']} · {info['parameters']:,} parameters · {info['device']}{weights} · "
+    text = (f"ready: {info['name']} · {info['parameters']:,} parameters · {info['device']} · "
+            f"{info['weights']} weights on {info['engine']} · "
             f"loaded in {info['load_seconds']:.2f} s")
     if service.trained_run:
         text += f" · trained run {service.trained_run}"

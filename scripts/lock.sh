@@ -7,6 +7,7 @@
 #                             in app.lock are left out: one pin for each package, installed together)
 #   requirements/models.lock  models.in: conversion-only packages of the image's build stage (--no-deps)
 #   requirements/mutants.lock mutants.in: the mutation tool's own venv (`nox -s mutants`)
+#   requirements/export.lock  export.in: the OpenVINO exporter's own venv (image build stage; app/engine.py)
 #
 # Versions already in a lock are kept (uv prefers them); `scripts/lock.sh --upgrade` moves everything
 # to the newest versions the .in files allow, `--upgrade-package NAME` one package.
@@ -48,5 +49,7 @@ done
 
 "$UV" pip compile requirements/models.in -o requirements/models.lock --no-deps "${common[@]}"
 "$UV" pip compile requirements/mutants.in -o requirements/mutants.lock --no-emit-package setuptools "${common[@]}"
+echo 'torchvision ; sys_platform == "never"' >"$over"
+"$UV" pip compile requirements/export.in -o requirements/export.lock --override "$over" "${common[@]}"
 echo "[lock] wrote requirements/app.lock ($(grep -cE '^[a-z0-9]' "$REQ/app.lock") packages)," \
-    "dev.lock ($(grep -cE '^[a-z0-9]' "$REQ/dev.lock")), models.lock ($(grep -cE '^[a-z0-9]' "$REQ/models.lock")), mutants.lock ($(grep -cE '^[a-z0-9]' "$REQ/mutants.lock"))" >&2
+    "dev.lock ($(grep -cE '^[a-z0-9]' "$REQ/dev.lock")), models.lock ($(grep -cE '^[a-z0-9]' "$REQ/models.lock")), mutants.lock ($(grep -cE '^[a-z0-9]' "$REQ/mutants.lock")), export.lock ($(grep -cE '^[a-z0-9]' "$REQ/export.lock"))" >&2

@@ -26,7 +26,7 @@ def test_port_injected_by_the_platform_wins(clean_env):
     ("PORT", "70000", "PORT"),
     ("PRELOAD_MODEL", "maybe", "PRELOAD_MODEL"),
     ("DEVICE", "tpu", "DEVICE"),
-    ("QUANTIZE", "int4", "QUANTIZE"),
+    ("ENGINE", "vllm", "ENGINE"),
     ("BASIC_AUTH", "nocolon", "BASIC_AUTH"),
 ])
 def test_bad_values_name_the_variable(clean_env, var, value, named):

@@ -14,7 +14,7 @@ from prometheus_client import REGISTRY, generate_latest
 from app import elements as E
 from app import metrics
 from app.evaluation import MODES
-from app.generation import Batcher, Request, chat_prompt, wait
+from app.generation import Request, TorchWorker, chat_prompt, wait
 from app.service import Service
 from app.training import FINAL_STATES
 from app.ui import build_ui
@@ -155,8 +155,8 @@ def request(tiny, **kw) -> Request:
     return Request(chat_prompt(tiny.tokenizer, [{"role": "user", "content": PROMPT}]), kw.pop("tokens", 8), **kw)
 
 
-def test_the_queue_and_batch_gauges_follow_the_decoder_by_priority_and_return_to_0(tiny):
-    batcher = Batcher(tiny.model, tiny.tokenizer, name="test-metrics")
+def test_the_queue_and_batch_gauges_follow_the_worker_by_priority_and_return_to_0(tiny):
+    batcher = TorchWorker(tiny.model, tiny.tokenizer, name="test-metrics")
     blocker, entered, release = hold_in_its_first_step(tiny)
     batcher.submit(blocker)
     assert entered.wait(10)

@@ -123,7 +123,7 @@ def test_dockerfile_runtime_contract():
 def test_dependency_stage_does_not_depend_on_app_code():
     deps = DOCKERFILE.split("AS deps", 1)[1].split("\nFROM ", 1)[0]
     copies = re.findall(r"^COPY (.*)$", deps, re.M)
-    assert copies == ["requirements/app.lock requirements/models.lock wheelhouse* /tmp/deps/"], copies
+    assert copies == ["requirements/app.lock requirements/models.lock requirements/export.lock wheelhouse* /tmp/deps/"], copies
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +142,8 @@ def test_dockerignore_keeps_tests_git_venvs_caches_data_docs_out_of_the_context(
                 "docs/http-api.md", "README.md", "validation/checks/probes.py", "noxfile.py", "conftest.py",
                 ".env", "requirements/dev.lock", ".github/workflows/deploy.yml", "test-results/x.zip",
                 "app/data/__pycache__/y.pyc", "app/demo/logs/x.jsonl"]
-    must_in = ["Dockerfile", "requirements/app.lock", "requirements/models.lock", "run.sh", "app/__init__.py", "app/__main__.py",
+    must_in = ["Dockerfile", "requirements/app.lock", "requirements/models.lock", "requirements/export.lock",
+               "run.sh", "app/__init__.py", "app/__main__.py",
                "app/data/corpus.txt", "wheelhouse/torch-2.13.0+cpu-cp311-cp311-manylinux_2_28_x86_64.whl"]
     for rel in must_out + must_in:
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
@@ -618,7 +619,8 @@ def test_offline_build_without_wheels_fails_with_a_clear_message(tmp_path):
         pytest.skip("no Docker engine answers (scripts/docker-engine.sh starts one)")
     if _run("docker", "image", "inspect", LOCAL_BASE_IMAGE, timeout=20).returncode != 0:
         pytest.skip(f"no base image {LOCAL_BASE_IMAGE} (scripts/make-base-image.sh makes it)")
-    for rel in ("Dockerfile", ".dockerignore", "run.sh", "requirements/app.lock", "requirements/models.lock"):
+    for rel in ("Dockerfile", ".dockerignore", "run.sh", "requirements/app.lock", "requirements/models.lock",
+                "requirements/export.lock"):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(ROOT / rel, tmp_path / rel)
     res = _run("docker", "build", "--target", "deps", "--build-arg", "DEPS_SOURCE=wheelhouse",

@@ -221,14 +221,15 @@ def _with_kwarg(target: str, name: str, value: Callable) -> None:
 def _batch_shares_token_limit():
     def make(fn):
         @functools.wraps(fn)
-        def add(self, requests):
-            rows = [*self.rows, *requests]
-            bound = max(r.max_new_tokens for r in rows)
-            for r in rows:
+        def take(self, room, block):
+            taken = fn(self, room, block)
+            rows = [*self.live, *taken]
+            bound = max((r.max_new_tokens for r in rows), default=0)
+            for r in taken:
                 r.max_new_tokens = bound  # the batch's largest limit, not each request's own
-            return fn(self, requests)
-        return add
-    _patch("app.generation:Decoder.add", make)
+            return taken
+        return take
+    _patch("app.generation:Worker._take", make)
 
 
 def _runs_list_stale():

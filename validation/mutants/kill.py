@@ -27,13 +27,13 @@ MODULES = {
     "app/behaviour.py": ["tests/test_behaviour.py"],
     "app/impact.py": ["tests/test_behaviour.py"],
     "app/stats.py": ["tests/test_behaviour.py"],
-    "app/generation.py": ["tests/test_app_generation.py", "tests/test_app_adapters.py"],
+    "app/generation.py": ["tests/test_app_generation.py"],
     "app/service.py": ["tests/test_app_server.py", "tests/test_app_schemas.py"],
     "app/recipe.py": ["tests/test_behaviour.py", "tests/test_app_training.py"],
     "app/cai.py": ["tests/test_app_training.py"],
 }
 UNIT_TESTS = ["tests/test_evaluation.py", "tests/test_behaviour.py", "tests/test_constitution.py",
-              "tests/test_app_generation.py", "tests/test_app_adapters.py", "tests/test_app_server.py",
+              "tests/test_app_generation.py", "tests/test_app_server.py",
               "tests/test_app_schemas.py", "tests/test_app_training.py", "tests/test_app_metrics.py",
               "tests/test_app_models.py", "tests/test_app_runs.py", "tests/test_app_config.py"]
 TEST_TIMEOUT_S = 90  # a unit test that hangs on a mutant fails at this, not at the tool's per-mutant timeout

@@ -137,6 +137,11 @@ class Target:
     def resource_sample(self, cpu: bool = False) -> dict[str, Any] | None:
         return None
 
+    def run_python(self, script: Path, args: list[str], timeout: float = 300) -> tuple[int, str] | None:
+        """Run `script` with the app's own Python where the app runs: (exit code, output), or None
+        where the gate cannot run code (a live URL)."""
+        return None
+
     def disk_usage(self) -> DiskUsage:
         """What the deployment occupies on disk (see each target's); here: not measured."""
         return DiskUsage(source="", skipped=f"{self.kind} target: disk usage is not measured")

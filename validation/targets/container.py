@@ -216,6 +216,10 @@ class ContainerTarget(Target):
         code, out = self.container.exec_run(cmd, user=user)
         return code, out.decode(errors="replace")
 
+    def run_python(self, script: Path, args: list[str], timeout: float = 300) -> tuple[int, str]:
+        self.put_files("/tmp/gate", {script.name: script.read_text(encoding="utf-8")})
+        return self.exec(["timeout", str(int(timeout)), "python", f"/tmp/gate/{script.name}", *args], user="app")
+
     def restart(self, timeout: int = 10) -> None:
         """`docker restart` (SIGTERM, SIGKILL after `timeout`). Docker gives a randomly published port a
         new number on restart: base_url follows it. Returns once the container runs; not waited on."""

@@ -1,0 +1,128 @@
+"""Serving on OpenVINO GenAI (app/engine.py), on the default model's real int8 export.
+
+The export needs the exporter's own Python (OPENVINO_EXPORTER; nox makes .nox/export from
+requirements/export.lock). The first run builds and exports SmolLM2 into .cache/models (about 70 s).
+"""
+
+import json
+import os
+
+import pytest
+
+from app import config, engine, generation, models
+from app.errors import ApiError
+from tests.conftest import MODEL_CACHE
+
+PROMPTS = ["How do I get rid of aphids?", "Write a haiku about rain.", "What is 2+2?", "Explain TCP in one sentence.",
+           "Name three colours.", "How do I kill a stuck Python process?", "Tell me a joke.", "Why is the sky blue?"]
+
+
+def _settings(**update):
+    return config.Settings().model_copy(update=dict(model_cache_dir=MODEL_CACHE, model_dirs=(MODEL_CACHE,), **update))
+
+
+@pytest.fixture(scope="module")
+def smollm2():
+    exporter = os.environ.get("OPENVINO_EXPORTER", "")
+    if not exporter:
+        pytest.skip("OPENVINO_EXPORTER is not set (nox -s tests sets it): no exporter for the engine's tests")
+    lm = models.load("smollm2", _settings(openvino_exporter=exporter))
+    assert (lm.engine, lm.weights) == ("openvino", "int8")
+    yield lm
+    lm.worker.close()
+
+
+def _req(lm, prompt: str, tokens: int = 48, **kw) -> generation.Request:
+    return lm.request([{"role": "user", "content": prompt}], max_new_tokens=tokens, **kw)
+
+
+def test_a_request_decodes_the_same_alone_and_in_any_batch(smollm2):
+    """Greedy and seeded answers do not depend on what else is decoded with them."""
+    kinds = [dict(temperature=0.0), dict(temperature=0.8, seed=7)]
+    alone = {}
+    for i, kind in enumerate(kinds):
+        r = _req(smollm2, PROMPTS[0], **kind)
+        smollm2.worker.run_all([r])
+        alone[i] = r.tokens
+    batch = [_req(smollm2, p, **kinds[i % 2]) for p in PROMPTS[1:]]
+    mine = [_req(smollm2, PROMPTS[0], **kind) for kind in kinds]
+    smollm2.worker.run_all(batch[:3] + [mine[0]] + batch[3:] + [mine[1]])
+    assert mine[0].batch_size > 1 and mine[1].batch_size > 1
+    assert [mine[0].tokens, mine[1].tokens] == [alone[0], alone[1]]
+    assert alone[0] != alone[1]  # the sampled one is another answer: the seed and temperature took effect
+
+
+def test_requests_join_a_running_batch_and_a_cancel_drops_one(smollm2):
+    long = smollm2.worker.submit(_req(smollm2, "Write a long story about a dragon.", tokens=200))
+    while not long.tokens:
+        long.finished.wait(0.01)
+    joined = smollm2.worker.submit(_req(smollm2, PROMPTS[2], tokens=8))
+    cancelled = smollm2.worker.submit(_req(smollm2, PROMPTS[3], tokens=200))
+    while len(cancelled.tokens) < 3:
+        cancelled.finished.wait(0.01)
+    cancelled.cancel()
+    with pytest.raises(generation.Cancelled):
+        generation.wait(smollm2.tokenizer, cancelled)
+    assert generation.wait(smollm2.tokenizer, joined) and joined.batch_size == 3 and not long.finished.is_set()
+    assert len(cancelled.tokens) < 200
+    long.cancel()
+    long.finished.wait(30)
+
+
+def test_a_runs_adapter_is_served_beside_the_base_without_changing_it(smollm2, tmp_path):
+    """The trained model: a pipeline of its own with the run's peft file applied at run time."""
+    import copy
+
+    import torch
+    from peft import LoraConfig, get_peft_model
+
+    torch.manual_seed(1)  # init_lora_weights=False: random B, so the adapter changes the answers
+    peft_model = get_peft_model(copy.deepcopy(smollm2.model), LoraConfig(r=8, lora_alpha=16, target_modules="all-linear",
+                                                                          init_lora_weights=False))
+    peft_model.save_pretrained(tmp_path / "trained")
+    before = _req(smollm2, PROMPTS[0])
+    smollm2.worker.run_all([before])
+    trained = models.apply_adapter(smollm2, tmp_path / "trained")
+    try:
+        assert trained.engine == "openvino" and trained.worker is not smollm2.worker
+        base, adapted = _req(smollm2, PROMPTS[0]), _req(trained, PROMPTS[0])
+        smollm2.worker.submit(base)
+        trained.worker.submit(adapted)
+        for r in (base, adapted):
+            generation.wait(smollm2.tokenizer, r)
+        assert base.tokens == before.tokens and adapted.tokens != base.tokens
+    finally:
+        trained.worker.close()
+
+
+def test_the_adapters_scale_is_peft_s(tmp_path):
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32}))
+    assert engine.lora_scale(tmp_path) == 2.0
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32, "use_rslora": True}))
+    assert engine.lora_scale(tmp_path) == 8.0
+    (tmp_path / "adapter_config.json").write_text(json.dumps({"r": 16, "lora_alpha": 32, "rank_pattern": {"q": 4}}))
+    assert engine.lora_scale(tmp_path) is None  # one scale does not fit: merged and served on the plain path
+
+
+def test_the_default_model_without_an_export_fails_naming_the_settings(tmp_path, monkeypatch):
+    monkeypatch.setattr(models, "ensure_built", lambda name, cache: tmp_path / name)
+    folder = tmp_path / "smollm2"
+    folder.mkdir()
+    lm = models.LoadedModel("smollm2", None, None, "cpu", 0, 0.0, folder=folder)
+    with pytest.raises(ApiError) as e:
+        models._serve(lm, _settings())
+    assert e.value.status == 422 and "OPENVINO_EXPORTER" in e.value.message and "ENGINE=transformers" in e.value.message
+
+
+def test_without_an_exporter_build_models_says_what_is_missing(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("MODEL_CACHE_DIR", str(tmp_path))
+    monkeypatch.delenv("OPENVINO_EXPORTER", raising=False)
+    monkeypatch.setattr(models, "ensure_built", lambda name, cache: cache / name)
+    assert models.main(["build", "smollm2"]) == 1
+    assert "OPENVINO_EXPORTER" in capsys.readouterr().err
+
+
+def test_a_failed_export_names_the_exporter(tmp_path):
+    with pytest.raises(RuntimeError, match="OPENVINO_EXPORTER=/bin/false"):
+        engine.export(tmp_path, "/bin/false")
+    assert not engine.has_export(tmp_path)
