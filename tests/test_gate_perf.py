@@ -208,3 +208,41 @@ def test_harness_overhead_adds_each_part_at_its_own_rate():
     expect_failure(
         _judged, J.judge_overhead, make_gate("strict"), costly, [("sampler", 0.5, 20.0)], criterion="perf.harness_overhead"
     )
+
+
+ENGINE = {"name": "m", "engine": "openvino", "weights": "int8", "export": "/m/openvino"}
+REFERENCE = {"seconds": 0.6, "runs": [0.6] * 5}
+
+
+def _stream(seconds: float, tokens: int = 64, reference: dict | None = REFERENCE) -> J.Stream:
+    return J.Stream([seconds] * 5, [{"tokens": tokens, "elapsed_s": seconds * 0.9}] * 5, reference, "no reference")
+
+
+def test_the_stream_passes_at_the_engines_speed_and_fails_off_the_engine_or_slower():
+    gate = make_gate("plan")
+    J.judge_stream(gate, ENGINE, _stream(0.7), soft=False)
+    assert {r.id: r.verdict for r in gate.recorder.results}["perf.engine_overhead"] == "pass"
+    expect_failure(J.judge_stream, make_gate("plan"), {**ENGINE, "engine": "transformers"}, _stream(0.7),
+                   soft=False, criterion="perf.engine")
+    expect_failure(J.judge_stream, make_gate("plan"), ENGINE, _stream(0.9), soft=False,
+                   criterion="perf.engine_overhead", measured="1.5 x")
+    expect_failure(J.judge_stream, make_gate("plan"), ENGINE, _stream(6.0), soft=False,
+                   criterion="perf.stream_tokens_per_s")
+    expect_failure(J.judge_stream, make_gate("plan"), ENGINE, _stream(0.7, tokens=32), soft=False,  # ended early:
+                   criterion="perf.engine_overhead", measured="2.33 x")  # its time is set per 64 tokens
+
+
+def test_no_reference_is_recorded_as_skipped_not_passed():
+    gate = make_gate("plan")
+    J.judge_stream(gate, ENGINE, _stream(0.7, reference=None), soft=False)
+    skipped = [r for r in gate.recorder.results if r.id == "perf.engine_overhead"]
+    assert [(r.verdict, r.reason) for r in skipped] == [("skip", "no reference")]
+
+
+def test_requests_decoded_one_by_one_fail_the_batch_and_throughput_criteria():
+    alone = [(32, 1)] * 10
+    J.judge_batching(make_gate("plan"), alone, 3.6, [(32, 10)] * 10, 1.2, soft=False)
+    expect_failure(J.judge_batching, make_gate("plan"), alone, 3.6, [(32, 1)] * 10, 3.5, soft=False,
+                   criterion="perf.batch_reached")
+    expect_failure(J.judge_batching, make_gate("plan"), alone, 30, [(32, 10)] * 10, 6.0, soft=False,
+                   criterion="perf.users_tokens_per_s")

@@ -38,6 +38,17 @@ def test_a_target_starts_only_when_entered_and_is_gone_after_the_block(stub_modu
     assert not data.exists() and target not in base._REGISTRY
 
 
+def test_a_script_runs_with_the_apps_python_and_environment_where_the_app_runs(stub_module, tmp_path):
+    """What perf's engine reference uses: the process target runs it with the app's interpreter and
+    its environment; a URL target runs nothing of the gate's."""
+    script = tmp_path / "probe.py"
+    script.write_text("import os, sys; print(sys.executable, os.environ['CHECKPOINT_DIR'], sys.argv[1]); sys.exit(3)")
+    with ProcessTarget(health_timeout=30) as t:
+        code, out = t.run_python(script, ["arg"])
+        assert code == 3 and out.split() == [t.cmd[0], str(t.checkpoint_dir), "arg"]
+    assert UrlTarget("http://127.0.0.1:9").run_python(script, []) is None
+
+
 def test_a_target_that_does_not_come_up_raises_with_its_log_and_is_cleaned_up(monkeypatch):
     monkeypatch.setenv("GATE_APP_MODULE", "validation.no_such_module")
     target = ProcessTarget(health_timeout=10)

@@ -6,6 +6,7 @@ The gate-sensitivity tests (tests/test_gate_perf.py) call these same functions o
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 from dataclasses import dataclass, field
@@ -374,6 +375,51 @@ def network_line(summary: Summary, target_kind: str) -> str:
         return "Network: " + NETWORK_NOT_MEASURED.get(target_kind, f"no network counters in {summary.source}") + "."
     return (f"Network ({summary.source}: networks): received {summary.net_rx_bytes / MB:.2f} MB, sent "
             f"{summary.net_tx_bytes / MB:.2f} MB over {summary.seconds:.0f} s.")
+
+
+@dataclass
+class Stream:
+    """One stream's generations over HTTP: wall times and the answers (their tokens and the engine's
+    own elapsed_s), and the engine's reference for 64 tokens on the same export (None: not run, why)."""
+
+    times: list[float]
+    answers: list[dict]
+    reference: dict | None = None
+    why_no_reference: str = ""
+
+
+def judge_stream(gate: Gate, model: dict, stream: Stream, soft: bool = True) -> None:
+    """perf.engine, the stream's speed, and perf.engine_overhead: the app's time per 64 tokens over
+    HTTP against the engine's own on the same export."""
+    gate.measure("perf.engine", model.get("engine"), soft=soft,
+                 detail=f"{model.get('name')}: {model.get('weights')} weights, served from {model.get('export')}")
+    app_s, tokens = exact_percentile(stream.times, 0.5), max(1, stream.answers[0]["tokens"])
+    per_token = exact_percentile([a["elapsed_s"] / max(1, a["tokens"]) for a in stream.answers], 0.5)
+    detail = (f"{tokens} tokens in {app_s:.3f} s over HTTP, median of {len(stream.times)}; load average "
+              f"{os.getloadavg()[0]:.1f}")
+    gate.measure("perf.stream_tokens_per_s", round(tokens / app_s, 1), detail=detail, soft=soft)
+    gate.measure("perf.time_per_token", round(per_token * 1000, 1), detail=f"engine side: {detail}", soft=soft)
+    if stream.reference is None:
+        gate.record_skip("perf.engine_overhead", stream.why_no_reference)
+        return
+    ref, app_per_64 = stream.reference, app_s / tokens * 64
+    gate.measure("perf.engine_overhead", round(app_per_64 / ref["seconds"], 2), soft=soft,
+                 detail=f"app {app_per_64:.3f} s per 64 tokens over HTTP; the engine's LLMPipeline on the same export "
+                        f"{ref['seconds']:.3f} s (median of {len(ref['runs'])}, default threads)")
+
+
+def judge_batching(gate: Gate, alone: list[tuple[int, int]], t_alone: float, together: list[tuple[int, int]],
+                   t_together: float, soft: bool = True) -> None:
+    """The same requests (tokens, batch size each) one at a time and all at once: throughput of the
+    users together, the largest batch, and the speedup."""
+    rate_alone = sum(n for n, _ in alone) / t_alone
+    rate_together = sum(n for n, _ in together) / t_together
+    batch = max(b for _, b in together)
+    detail = (f"{len(together)} at once: {rate_together:.1f} tokens/s (largest batch {batch}); one at a time: "
+              f"{rate_alone:.1f} tokens/s; greedy; load average {os.getloadavg()[0]:.1f}")
+    gate.measure("perf.users_tokens_per_s", round(rate_together, 1), detail=detail, soft=soft)
+    gate.measure("perf.batch_reached", batch, detail=detail, soft=soft)
+    gate.measure("perf.batching_speedup", round(rate_together / rate_alone, 2), detail=detail, soft=soft)
 
 
 def judge_disk(gate: Gate, usage: DiskUsage, when: str = "at the end of the perf session") -> None:

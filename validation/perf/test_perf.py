@@ -314,14 +314,7 @@ def test_dynamic_batching_speedup(subject, target, perf_ready, gate, perf_params
         with ThreadPoolExecutor(users) as pool:
             together = list(pool.map(ask, range(users)))
         t_together = time.perf_counter() - t0
-    rate_alone = sum(n for n, _ in alone) / t_alone
-    rate_together = sum(n for n, _ in together) / t_together
-    batch = max(b for _, b in together)
-    detail = (f"{users} at once: {rate_together:.1f} tokens/s (largest batch {batch}); one at a time: "
-              f"{rate_alone:.1f} tokens/s; {tokens} new tokens each, greedy; load average {os.getloadavg()[0]:.1f}")
-    gate.measure("perf.users_tokens_per_s", round(rate_together, 1), detail=detail, soft=True)
-    gate.measure("perf.batch_reached", batch, detail=detail, soft=True)
-    gate.measure("perf.batching_speedup", round(rate_together / rate_alone, 2), detail=detail)
+    J.judge_batching(gate, alone, t_alone, together, t_together)
 
 
 REFERENCE = Path(__file__).with_name("reference.py")
@@ -333,47 +326,32 @@ def test_one_stream_on_the_engine_against_its_own_speed(subject, target, perf_re
     """The model is served by the engine, one stream's speed over HTTP, and that speed set against the
     engine's own on the same export, run where the app runs (perf.engine_overhead)."""
     http = api.Client(base_url=target.base_url, auth=subject["auth"], timeout=300)
-    current = http.get("/api/models").json()["current"]
-    gate.measure("perf.engine", current.get("engine"), soft=True,
-                 detail=f"{current['name']}: {current.get('weights')} weights, served from {current.get('export')}")
+    model = http.get("/api/models").json()["current"]
     body = {"prompt": STREAM_PROMPT, "max_new_tokens": 64, "temperature": 0.0, "seed": 0, "compare": False}
-    times, answers = [], []
+    stream = J.Stream([], [])
     with CLOCK.spent("app"):
         http.post("/api/generate", json=body).raise_for_status()  # warm
         for _ in range(STREAM_RUNS):
             t0 = time.perf_counter()
             r = http.post("/api/generate", json=body)
-            times.append(time.perf_counter() - t0)
+            stream.times.append(time.perf_counter() - t0)
             r.raise_for_status()
-            answers.append(r.json()["base"])
-    app_s, tokens = exact_percentile(times, 0.5), answers[0]["tokens"]
-    per_token = exact_percentile([a["elapsed_s"] / max(1, a["tokens"]) for a in answers], 0.5)
-    detail = (f"{tokens} tokens in {app_s:.3f} s over HTTP, median of {STREAM_RUNS}; load average "
-              f"{os.getloadavg()[0]:.1f}")
-    gate.measure("perf.stream_tokens_per_s", round(tokens / app_s, 1), detail=detail, soft=True)
-    gate.measure("perf.time_per_token", round(per_token * 1000, 1), detail=f"engine side: {detail}", soft=True)
-    _engine_overhead(target, gate, current, app_s / max(1, tokens) * 64)
+            stream.answers.append(r.json()["base"])
+        stream.reference, stream.why_no_reference = _engine_reference(target, model)
+    J.judge_stream(gate, model, stream)
 
 
-def _engine_overhead(target, gate, current: dict, app_per_64: float) -> None:
-    """perf.engine_overhead; recorded as skipped (the test goes on: its soft failures stay) where no
-    reference can run."""
-    if not current.get("export"):
-        gate.record_skip("perf.engine_overhead", f"{current['name']} is not served by the engine (perf.engine)")
-        return
-    with CLOCK.spent("app"):
-        ran = target.run_python(REFERENCE, [current["export"], STREAM_PROMPT])
+def _engine_reference(target, model: dict) -> tuple[dict | None, str]:
+    """The engine's own time for 64 tokens on the model's export, where the app runs; or why not."""
+    if not model.get("export"):
+        return None, f"{model.get('name')} is not served by the engine (perf.engine)"
+    ran = target.run_python(REFERENCE, [model["export"], STREAM_PROMPT])
     if ran is None:
-        gate.record_skip("perf.engine_overhead", f"the {target.kind} target runs none of the gate's code")
-        return
+        return None, f"the {target.kind} target runs none of the gate's code"
     code, out = ran
     if code != 0:
         pytest.fail(f"the engine's reference run failed (exit {code}): {out[-800:]}", pytrace=False)
-    ref = json.loads(out.strip().splitlines()[-1])
-    gate.measure("perf.engine_overhead", round(app_per_64 / ref["seconds"], 2),
-                 detail=f"app {app_per_64:.3f} s per 64 tokens over HTTP; the engine's LLMPipeline on the same export "
-                        f"{ref['seconds']:.3f} s (median of {len(ref['runs'])}, default threads); load average "
-                        f"{os.getloadavg()[0]:.1f}")
+    return json.loads(out.strip().splitlines()[-1]), ""
 
 
 def test_quick_demo_training_time(subject, target, perf_ready, gate, perf_params):

@@ -135,12 +135,12 @@ class ProcessTarget(Target):
         except psutil.Error:
             return None
 
-    @property
     def run_python(self, script: Path, args: list[str], timeout: float = 300) -> tuple[int, str]:
         done = subprocess.run([self.cmd[0], str(script), *args], capture_output=True, text=True, timeout=timeout,
                               env=self._full_env or None)
         return done.returncode, done.stdout + done.stderr
 
+    @property
     def model_cache_dir(self) -> Path:
         """The folder the app builds and loads its registry models from (MODEL_CACHE_DIR, app/config.py)."""
         from app.config import ENV_VARS, Settings
