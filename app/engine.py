@@ -203,7 +203,6 @@ class OpenVINOWorker(Worker):
         super()._fail(exc)
 
 
-
 def _ticker(og, tick: Callable[[], object]):
     """A streamer for the keep-alive request that calls `tick` at each of its tokens (no text
     decoding, which a callback streamer would do for every token)."""

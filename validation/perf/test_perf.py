@@ -70,6 +70,44 @@ def _idle_latency(http: httpx.Client, n: int = 5, tokens: int = 64) -> dict:
     return out
 
 
+REFERENCE = Path(__file__).with_name("reference.py")
+STREAM_PROMPT = "Write a long story about a dragon who learns to cook."
+STREAM_RUNS = 7
+
+
+def test_one_stream_on_the_engine_against_its_own_speed(subject, target, perf_ready, gate, perf_params):
+    """The model is served by the engine, one stream's speed over HTTP, and that speed set against the
+    engine's own on the same export, run where the app runs (perf.engine_overhead). First in the
+    session: both are timed on a quiet host, not in the wake of the load test."""
+    http = api.Client(base_url=target.base_url, auth=subject["auth"], timeout=300)
+    model = http.get("/api/models").json()["current"]
+    body = {"prompt": STREAM_PROMPT, "max_new_tokens": 64, "temperature": 0.0, "seed": 0, "compare": False}
+    stream = J.Stream([], [])
+    with CLOCK.spent("app"):
+        http.post("/api/generate", json=body).raise_for_status()  # warm
+        for _ in range(STREAM_RUNS):
+            t0 = time.perf_counter()
+            r = http.post("/api/generate", json=body)
+            stream.times.append(time.perf_counter() - t0)
+            r.raise_for_status()
+            stream.answers.append(r.json()["base"])
+        stream.reference, stream.why_no_reference = _engine_reference(target, model)
+    J.judge_stream(gate, model, stream)
+
+
+def _engine_reference(target, model: dict) -> tuple[dict | None, str]:
+    """The engine's own time for 64 tokens on the model's export, where the app runs; or why not."""
+    if not model.get("export"):
+        return None, f"{model.get('name')} is not served by the engine (perf.engine)"
+    ran = target.run_python(REFERENCE, [model["export"], STREAM_PROMPT])
+    if ran is None:
+        return None, f"the {target.kind} target runs none of the gate's code"
+    code, out = ran
+    if code != 0:
+        pytest.fail(f"the engine's reference run failed (exit {code}): {out[-800:]}", pytrace=False)
+    return json.loads(out.strip().splitlines()[-1]), ""
+
+
 @dataclass
 class LoadRun:
     """One load run with the profile's training under way: what was measured, for the report and verdicts."""
@@ -315,43 +353,6 @@ def test_dynamic_batching_speedup(subject, target, perf_ready, gate, perf_params
             together = list(pool.map(ask, range(users)))
         t_together = time.perf_counter() - t0
     J.judge_batching(gate, alone, t_alone, together, t_together)
-
-
-REFERENCE = Path(__file__).with_name("reference.py")
-STREAM_PROMPT = "Write a long story about a dragon who learns to cook."
-STREAM_RUNS = 5
-
-
-def test_one_stream_on_the_engine_against_its_own_speed(subject, target, perf_ready, gate, perf_params):
-    """The model is served by the engine, one stream's speed over HTTP, and that speed set against the
-    engine's own on the same export, run where the app runs (perf.engine_overhead)."""
-    http = api.Client(base_url=target.base_url, auth=subject["auth"], timeout=300)
-    model = http.get("/api/models").json()["current"]
-    body = {"prompt": STREAM_PROMPT, "max_new_tokens": 64, "temperature": 0.0, "seed": 0, "compare": False}
-    stream = J.Stream([], [])
-    with CLOCK.spent("app"):
-        http.post("/api/generate", json=body).raise_for_status()  # warm
-        for _ in range(STREAM_RUNS):
-            t0 = time.perf_counter()
-            r = http.post("/api/generate", json=body)
-            stream.times.append(time.perf_counter() - t0)
-            r.raise_for_status()
-            stream.answers.append(r.json()["base"])
-        stream.reference, stream.why_no_reference = _engine_reference(target, model)
-    J.judge_stream(gate, model, stream)
-
-
-def _engine_reference(target, model: dict) -> tuple[dict | None, str]:
-    """The engine's own time for 64 tokens on the model's export, where the app runs; or why not."""
-    if not model.get("export"):
-        return None, f"{model.get('name')} is not served by the engine (perf.engine)"
-    ran = target.run_python(REFERENCE, [model["export"], STREAM_PROMPT])
-    if ran is None:
-        return None, f"the {target.kind} target runs none of the gate's code"
-    code, out = ran
-    if code != 0:
-        pytest.fail(f"the engine's reference run failed (exit {code}): {out[-800:]}", pytrace=False)
-    return json.loads(out.strip().splitlines()[-1]), ""
 
 
 def test_quick_demo_training_time(subject, target, perf_ready, gate, perf_params):
