@@ -223,7 +223,8 @@ def _batch_shares_token_limit():
         @functools.wraps(fn)
         def take(self, room, block):
             taken = fn(self, room, block)
-            rows = [*self.live, *taken]
+            rows = [*self.live, *taken, *self._queues[False], *self._queues[True]]  # with those waiting: the
+            # plain path decodes one request at a time
             bound = max((r.max_new_tokens for r in rows), default=0)
             for r in taken:
                 r.max_new_tokens = bound  # the batch's largest limit, not each request's own
