@@ -2,6 +2,7 @@
 
 import copy
 import threading
+import time
 
 import pytest
 
@@ -123,3 +124,12 @@ def test_a_long_prompt_is_cut_to_its_last_prompt_tokens(tiny, monkeypatch):
     ids = generation.prompt_ids(tiny.tokenizer, long, window=512)
     assert len(ids) == 64 < len(tiny.tokenizer(long.prompt)["input_ids"])
     assert len(generation.prompt_ids(tiny.tokenizer, long, window=40)) == 36  # room left for the answer
+
+
+def test_an_idle_worker_wakes_for_a_request_at_once_not_at_its_wait_timeout(tiny, worker):
+    """The idle wait ends when a request is queued (its 0.5 s timeout only rechecks closing)."""
+    for seed in range(3):
+        time.sleep(0.6)  # idle: the worker waits in _take
+        r = worker.submit(_request(tiny, seed=seed, tokens=2))
+        generation.wait(tiny.tokenizer, r)
+        assert r.started_at - r.queued_at < 0.25, r.started_at - r.queued_at
