@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import threading
@@ -29,7 +30,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from app.generation import MAX_BATCH, Cancelled, Request, Worker, eos_ids, prompt_ids
+from app.generation import MAX_BATCH, REPETITION_PENALTY, Cancelled, Request, Worker, eos_ids, prompt_ids
 
 log = logging.getLogger(__name__)
 
@@ -64,7 +65,6 @@ def export(model_folder: Path, exporter: str) -> Path:
         raise RuntimeError(f"the OpenVINO export of {model_folder} failed (OPENVINO_EXPORTER={exporter}, "
                            f"exit {done.returncode})")
     if dest.exists():
-        import shutil
         shutil.rmtree(dest)
     os.replace(tmp, dest)
     log.info("exported model", extra={"model": str(model_folder), "seconds": round(time.perf_counter() - started, 1),
@@ -120,7 +120,7 @@ class OpenVINOWorker(Worker):
     def _config(self, r: Request):
         c = self._og.GenerationConfig()
         c.max_new_tokens = r.max_new_tokens
-        c.repetition_penalty = 1.15
+        c.repetition_penalty = REPETITION_PENALTY
         c.stop_token_ids = self.eos
         c.rng_seed = r.seed
         if r.temperature > 0:

@@ -291,7 +291,7 @@ class LoadedModel:
 
     def info(self) -> dict:
         info = {"name": self.name, "parameters": self.parameters, "device": self.device,
-                "dtype": str(next(self.model.parameters()).dtype).removeprefix("torch."),
+                "dtype": _dtype(self.model),
                 "engine": self.engine, "weights": self.weights, "load_seconds": round(self.load_seconds, 3)}
         if self.engine == engine.ENGINE_NAME:
             info["export"] = str(engine.export_folder(self.folder))
@@ -314,6 +314,10 @@ class LoadedModel:
         """One chat generation for this model, not yet queued."""
         prompt = chat_prompt(self.tokenizer, messages, system)
         return Request(prompt, max_new_tokens, temperature, seed, should_stop=should_stop, background=background)
+
+
+def _dtype(model: torch.nn.Module) -> str:
+    return str(next(model.parameters()).dtype).removeprefix("torch.")
 
 
 def pick_device(wanted: str) -> str:
@@ -364,7 +368,7 @@ def _serve(lm: LoadedModel, settings) -> None:
         lm.engine, lm.weights = engine.ENGINE_NAME, engine.EXPORT_WEIGHTS
     else:
         lm.worker = TorchWorker(lm.model, lm.tokenizer, name=lm.name)
-        lm.weights = str(next(lm.model.parameters()).dtype).removeprefix("torch.")
+        lm.weights = _dtype(lm.model)
 
 
 def _load_adapter(name: str, folder: Path, settings, started: float) -> LoadedModel:
@@ -407,7 +411,7 @@ def apply_adapter(base: LoadedModel, folder: Path, *, name: str | None = None) -
         raise ApiError(422, "model", f"could not apply the adapter in {str(folder)!r} to {base.name!r}: "
                        f"{str(exc).splitlines()[0]}") from None
     engine_name = base.engine if scale is not None else "transformers"
-    weights = base.weights if scale is not None else str(next(model.parameters()).dtype).removeprefix("torch.")
+    weights = base.weights if scale is not None else _dtype(model)
     return LoadedModel(name or str(folder), model, base.tokenizer, base.device, base.parameters,
                        time.perf_counter() - started, engine_name, weights, base.folder, adapter=str(folder),
                        base=base, worker=worker)

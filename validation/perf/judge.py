@@ -380,7 +380,7 @@ def network_line(summary: Summary, target_kind: str) -> str:
 @dataclass
 class Stream:
     """One stream's generations over HTTP: wall times and the answers (their tokens and the engine's
-    own elapsed_s), and the engine's reference for 64 tokens on the same export (None: not run, why)."""
+    own elapsed_s), and the engine's reference on the same export (None: not run, why)."""
 
     times: list[float]
     answers: list[dict]
@@ -389,8 +389,8 @@ class Stream:
 
 
 def judge_stream(gate: Gate, model: dict, stream: Stream, soft: bool = True) -> None:
-    """perf.engine, the stream's speed, and perf.engine_overhead: the app's time per 64 tokens over
-    HTTP against the engine's own on the same export."""
+    """perf.engine, the stream's speed, and perf.engine_overhead: the app's time over HTTP for as many
+    tokens as the reference decoded, against the engine's own on the same export."""
     gate.measure("perf.engine", model.get("engine"), soft=soft,
                  detail=f"{model.get('name')}: {model.get('weights')} weights, served from {model.get('export')}")
     app_s, tokens = exact_percentile(stream.times, 0.5), max(1, stream.answers[0]["tokens"])
@@ -402,10 +402,11 @@ def judge_stream(gate: Gate, model: dict, stream: Stream, soft: bool = True) -> 
     if stream.reference is None:
         gate.record_skip("perf.engine_overhead", stream.why_no_reference)
         return
-    ref, app_per_64 = stream.reference, app_s / tokens * 64
-    gate.measure("perf.engine_overhead", round(app_per_64 / ref["seconds"], 2), soft=soft,
-                 detail=f"app {app_per_64:.3f} s per 64 tokens over HTTP; the engine's LLMPipeline on the same export "
-                        f"{ref['seconds']:.3f} s (median of {len(ref['runs'])}, default threads)")
+    ref = stream.reference
+    app_for_ref = app_s / tokens * ref["tokens"]
+    gate.measure("perf.engine_overhead", round(app_for_ref / ref["seconds"], 2), soft=soft,
+                 detail=f"app {app_for_ref:.3f} s per {ref['tokens']} tokens over HTTP; the engine's LLMPipeline on "
+                        f"the same export {ref['seconds']:.3f} s (median of {len(ref['runs'])}, default threads)")
 
 
 def judge_batching(gate: Gate, alone: list[tuple[int, int]], t_alone: float, together: list[tuple[int, int]],

@@ -19,6 +19,7 @@ from validation.criteria import TRAINING_TIME
 from validation.gate import CLOCK
 from validation.perf import behaviour as B
 from validation.perf import judge as J
+from validation.perf import reference
 from validation.perf.loadrun import LoadResult, LoadSpec, exact_percentile, run_load
 from validation.perf.plot import plot_run
 from validation.perf.sampler import Sampler
@@ -70,7 +71,7 @@ def _idle_latency(http: httpx.Client, n: int = 5, tokens: int = 64) -> dict:
     return out
 
 
-REFERENCE = Path(__file__).with_name("reference.py")
+REFERENCE = Path(reference.__file__)
 STREAM_PROMPT = "Write a long story about a dragon who learns to cook."
 STREAM_RUNS = 7
 
@@ -81,7 +82,7 @@ def test_one_stream_on_the_engine_against_its_own_speed(subject, target, perf_re
     session: both are timed on a quiet host, not in the wake of the load test."""
     http = api.Client(base_url=target.base_url, auth=subject["auth"], timeout=300)
     model = http.get("/api/models").json()["current"]
-    body = {"prompt": STREAM_PROMPT, "max_new_tokens": 64, "temperature": 0.0, "seed": 0, "compare": False}
+    body = {"prompt": STREAM_PROMPT, "max_new_tokens": reference.TOKENS, "temperature": 0.0, "seed": 0, "compare": False}
     stream = J.Stream([], [])
     with CLOCK.spent("app"):
         http.post("/api/generate", json=body).raise_for_status()  # warm
