@@ -1,3 +1,4 @@
+import math
 import time
 
 import pytest
@@ -58,6 +59,7 @@ def test_smoke_job_succeeds_with_a_checkpoint_and_leaves_the_base_untouched(tmp_
     trainer.on_success = lambda job, lm: trained.update(lm=lm)
     before = {k: v.clone() for k, v in tiny.model.state_dict().items()}
     job = trainer.start(tiny, "smoke", seed=1)
+    announced = job.total_steps
     with pytest.raises(ApiError) as busy:
         trainer.start(tiny, "smoke", seed=1)
     assert busy.value.status == 409
@@ -72,6 +74,12 @@ def test_smoke_job_succeeds_with_a_checkpoint_and_leaves_the_base_untouched(tmp_
     # the run holds the LoRA adapter, not a copy of the base model
     assert (folder / "adapter_model.safetensors").is_file() and not (folder / "model.safetensors").exists()
     assert job.step == job.total_steps and job.losses and len(job.trace) == 4
+    # the progress announced at start counts the generation steps the job really took; only the
+    # optimizer's share waits for how many examples pass the filters
+    p = PRESETS["smoke"]
+    generated = job.total_steps - p.epochs * math.ceil(m["examples"] / p.batch_size)
+    planned = announced - p.epochs * math.ceil((p.prompts + p.helpful_prompts) / p.batch_size)
+    assert generated == planned, f"announced {planned} generation steps, took {generated}"
     assert all(t["judge"]["verdict"] in {"better", "same", "worse"} for t in job.trace)
     assert not trained["lm"].model.training and trained["lm"].adapter == str(folder)
     assert all((tiny.model.state_dict()[k] == v).all() for k, v in before.items())
