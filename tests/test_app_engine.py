@@ -134,8 +134,9 @@ def test_a_failed_export_names_the_exporter(tmp_path):
 def test_the_perf_gates_reference_decodes_exactly_64_tokens_on_the_export(smollm2):
     """validation/perf/reference.py, as perf runs it where the app runs: one JSON line."""
     script = Path(__file__).resolve().parents[1] / "validation" / "perf" / "reference.py"
-    done = subprocess.run([sys.executable, str(script), smollm2.info()["export"], PROMPTS[0]], capture_output=True,
-                          text=True, timeout=300)
+    args = [smollm2.info()["export"], PROMPTS[0], str(engine.THREADS)]
+    done = subprocess.run([sys.executable, str(script), *args], capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-2000:]
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["tokens"] == 64 and len(out["runs"]) == 5 and 0 < out["seconds"] == sorted(out["runs"])[2]
+    assert out["threads"] == engine.THREADS and out["default_seconds"] > 0

@@ -211,7 +211,7 @@ def test_harness_overhead_adds_each_part_at_its_own_rate():
 
 
 ENGINE = {"name": "m", "engine": "openvino", "weights": "int8", "export": "/m/openvino"}
-REFERENCE = {"seconds": 0.6, "tokens": 64, "runs": [0.6] * 5}
+REFERENCE = {"seconds": 0.6, "tokens": 64, "runs": [0.6] * 5, "threads": 1, "default_seconds": 0.5}
 
 
 def _stream(seconds: float, tokens: int = 64, reference: dict | None = REFERENCE) -> J.Stream:

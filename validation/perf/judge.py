@@ -406,7 +406,9 @@ def judge_stream(gate: Gate, model: dict, stream: Stream, soft: bool = True) -> 
     app_for_ref = app_s / tokens * ref["tokens"]
     gate.measure("perf.engine_overhead", round(app_for_ref / ref["seconds"], 2), soft=soft,
                  detail=f"app {app_for_ref:.3f} s per {ref['tokens']} tokens over HTTP; the engine's LLMPipeline on "
-                        f"the same export {ref['seconds']:.3f} s (median of {len(ref['runs'])}, default threads)")
+                        f"the same export {ref['seconds']:.3f} s (median of {len(ref['runs'])}, {ref['threads']} "
+                        f"thread(s) as the app; default threads {ref['default_seconds']:.3f} s, "
+                        f"{app_for_ref / ref['default_seconds']:.2f} x)")
 
 
 def judge_batching(gate: Gate, alone: list[tuple[int, int]], t_alone: float, together: list[tuple[int, int]],

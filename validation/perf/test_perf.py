@@ -14,6 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from app import engine
 from validation import api
 from validation.criteria import TRAINING_TIME
 from validation.gate import CLOCK
@@ -100,7 +101,7 @@ def _engine_reference(target, model: dict) -> tuple[dict | None, str]:
     """The engine's own time for 64 tokens on the model's export, where the app runs; or why not."""
     if not model.get("export"):
         return None, f"{model.get('name')} is not served by the engine (perf.engine)"
-    ran = target.run_python(REFERENCE, [model["export"], STREAM_PROMPT])
+    ran = target.run_python(REFERENCE, [model["export"], STREAM_PROMPT, str(engine.THREADS)])
     if ran is None:
         return None, f"the {target.kind} target runs none of the gate's code"
     code, out = ran
