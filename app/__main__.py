@@ -38,11 +38,16 @@ def main(argv: list[str]) -> int:
 
     import uvicorn
 
+    from app.errors import ApiError
     from app.server import create_app
     from app.service import Service
 
     service = Service(settings)
-    service.open()
+    try:
+        service.open()
+    except ApiError as exc:  # DATABASE_URL names a database it cannot use
+        print(f"configuration error: {exc.message}", file=sys.stderr)
+        return 2
     app = create_app(settings, service)
     if settings.preload:
         service.preload()

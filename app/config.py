@@ -9,6 +9,7 @@ in step.
 from __future__ import annotations
 
 import os
+import socket
 from pathlib import Path
 from typing import Annotated, Literal
 
@@ -67,6 +68,9 @@ class Settings(BaseSettings):
     # Folders a model may be loaded from by path; empty: the model cache and the runs' checkpoints (after
     # checkpoint_dir: its default is made from it).
     model_dirs: Annotated[tuple[Path, ...], NoDecode, BeforeValidator(_folders)] = _env((), "MODEL_DIRS")
+    # Shared state: with a postgresql:// URL, training runs and their files live in Postgres (app/pgstore.py)
+    database_url: str = _env("", "DATABASE_URL", pattern=r"^$|^(postgresql|postgres)://")
+    replica_id: str = _env(socket.gethostname(), "REPLICA_ID")  # the owner of this replica's runs
     # Behaviour
     seed: int = _env(42, "SEED", ge=0, le=SEED_MAX)
     max_text_chars: int = _env(4000, "MAX_TEXT_CHARS", ge=1, le=1_000_000)

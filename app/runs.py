@@ -155,6 +155,9 @@ class RunStore:
             raise
         return dest
 
+    def ensure_local(self, folder: Path) -> None:
+        """Make a run's adapter folder present before it is loaded: on the volume it already is."""
+
     def write_file(self, run_id: str, name: str, text: str) -> Path:
         path = self.path(run_id) / name
         write_text_atomic(path, text)

@@ -23,11 +23,19 @@ metrics.declare(metrics.EVALUATIONS, "mode", evaluation.MODES)
 metrics.declare(metrics.TRAINING_STARTED, "preset", PRESETS)
 
 
+def _store(settings: Settings) -> RunStore:
+    """The runs on the checkpoint volume, or in Postgres when DATABASE_URL is set."""
+    if not settings.database_url:
+        return RunStore(settings.checkpoint_dir)
+    from app.pgstore import PostgresRunStore
+    return PostgresRunStore(settings.checkpoint_dir, settings.database_url, settings.replica_id)
+
+
 class Service:
     def __init__(self, settings: Settings):
         self.settings = settings
         self.requests = request_models(settings)  # the request models, with this app's limits
-        self.store = RunStore(settings.checkpoint_dir)
+        self.store = _store(settings)
         self.trainer = Trainer(self.store, settings.compute_threads)
         self.trainer.on_success = self._trained
         self.base: LoadedModel | None = None
@@ -92,6 +100,7 @@ class Service:
         with self._load_lock:
             self.model_state, self.loading_name, self.model_error = "loading", name, None
             try:
+                self.store.ensure_local(Path(name).expanduser())
                 lm = models.load(name, self.settings)
             except ApiError as exc:
                 self.model_state = "ready" if self.base else "failed"

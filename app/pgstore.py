@@ -1,0 +1,172 @@
+"""Training runs in Postgres (DATABASE_URL): the state that several replicas share.
+
+Each run's metadata is a row of ``runs`` (a jsonb document, the same one ``metadata.json`` holds on
+the volume) and each of its files a row of ``run_files``: the trained LoRA adapter's files (a few MB:
+small enough for a bytea, and then a run and its adapter are committed together or not at all),
+``traces.json`` and the impact downloads. Each write is one transaction. The adapter is also written
+to the local checkpoint folder, where the engine loads it from; a replica that has no copy of a run's
+adapter writes one from the database before loading it (`ensure_local`).
+
+At start-up the schema is created if it is missing (`MIGRATION`, safe to rerun), and runs this
+replica (REPLICA_ID, default the host name) left active are marked ``interrupted``; runs of other
+replicas are theirs to finish.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import tempfile
+from pathlib import Path
+
+import psycopg
+from psycopg.types.json import Jsonb
+
+from app.errors import ApiError
+from app.runs import ACTIVE, TMP_PREFIX, RunStore, now
+
+CONNECT_TIMEOUT_S = 5
+MIGRATION = """
+CREATE TABLE IF NOT EXISTS runs (
+    run_id text PRIMARY KEY,
+    meta jsonb NOT NULL,
+    created_at timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS run_files (
+    run_id text NOT NULL REFERENCES runs ON DELETE CASCADE,
+    name text NOT NULL,
+    content bytea NOT NULL,
+    PRIMARY KEY (run_id, name)
+);
+"""
+
+
+class DatabaseError(ApiError):
+    """DATABASE_URL names a database the app cannot use (unreachable, refused, read-only): at start
+    the app stops with it; while serving, the request gets it as a JSON 503."""
+
+    def __init__(self, message: str):
+        super().__init__(503, "DATABASE_URL", message, error="database_unavailable")
+
+
+def redacted(url: str) -> str:
+    """The URL without its password, for messages and logs."""
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1:***@", url)
+
+
+class PostgresRunStore(RunStore):
+    def __init__(self, root: Path, url: str, replica: str):
+        super().__init__(root)
+        self.url, self.replica = url, replica
+
+    def _connect(self) -> psycopg.Connection:
+        try:
+            return psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=False)
+        except psycopg.Error as exc:
+            raise DatabaseError(f"DATABASE_URL={redacted(self.url)}: cannot connect: {_first_line(exc)}") from None
+
+    def open(self) -> list[str]:
+        """Create the schema if missing and mark the runs this replica left active as interrupted.
+        Raises DatabaseError, naming DATABASE_URL, when the database cannot be used."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        with self._connect() as conn:
+            if conn.execute("SHOW transaction_read_only").fetchone()[0] == "on":
+                raise DatabaseError(f"DATABASE_URL={redacted(self.url)}: the database is read-only")
+            try:
+                conn.execute(MIGRATION)
+            except psycopg.Error as exc:
+                raise DatabaseError(f"DATABASE_URL={redacted(self.url)}: cannot create the schema: "
+                                    f"{_first_line(exc)}") from None
+            rows = conn.execute(
+                "UPDATE runs SET meta = meta || %s WHERE meta->>'state' = ANY(%s) AND meta->>'replica' = %s "
+                "RETURNING run_id",
+                (Jsonb({"state": "interrupted", "updated_at": now(),
+                        "error": "the server stopped while this run was active"}), list(ACTIVE), self.replica),
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def create(self, run_id: str, **meta) -> dict:
+        self.path(run_id)  # validates the id
+        data = {"run_id": run_id, "state": "queued", "created_at": now(), "updated_at": now(),
+                "finished_at": None, "base": None, "trained": None, "error": None, "metrics": {},
+                "replica": self.replica, **meta}
+        with self._connect() as conn:
+            conn.execute("INSERT INTO runs (run_id, meta) VALUES (%s, %s)", (run_id, Jsonb(data)))
+        return data
+
+    def update(self, run_id: str, **fields) -> dict:
+        self.path(run_id)
+        with self._connect() as conn:
+            row = conn.execute(
+                "INSERT INTO runs (run_id, meta) VALUES (%s, %s) "
+                "ON CONFLICT (run_id) DO UPDATE SET meta = runs.meta || EXCLUDED.meta RETURNING meta",
+                (run_id, Jsonb({"run_id": run_id, **fields, "updated_at": now()}))).fetchone()
+        return row[0]
+
+    def get(self, run_id: str) -> dict:
+        self.path(run_id)
+        with self._connect() as conn:
+            row = conn.execute("SELECT meta FROM runs WHERE run_id = %s", (run_id,)).fetchone()
+        if row is None:
+            raise ApiError(404, "run_id", f"no run {run_id!r}", error="not_found")
+        return row[0]
+
+    def list(self) -> list[dict]:
+        with self._connect() as conn:
+            rows = conn.execute("SELECT meta FROM runs ORDER BY meta->>'created_at' DESC").fetchall()
+        return [r[0] for r in rows]
+
+    def save_adapter(self, run_id: str, kind: str, peft_model, *, base_model: str) -> Path:
+        """The adapter on the local volume (as RunStore saves it) and its files in the database."""
+        self.path(run_id).mkdir(parents=True, exist_ok=True)
+        dest = super().save_adapter(run_id, kind, peft_model, base_model=base_model)
+        with self._connect() as conn:
+            for f in sorted(dest.iterdir()):
+                self._put(conn, run_id, f"{kind}/{f.name}", f.read_bytes())
+        return dest
+
+    def ensure_local(self, folder: Path) -> None:
+        """Write a run's adapter folder from the database when this replica has no copy of it."""
+        folder = Path(folder).expanduser().resolve()
+        root = self.root.expanduser().resolve()
+        if folder.exists() or folder.parent.parent != root:
+            return
+        run_id, kind = folder.parent.name, folder.name
+        with self._connect() as conn:
+            rows = conn.execute("SELECT name, content FROM run_files WHERE run_id = %s AND name LIKE %s",
+                                (run_id, f"{kind}/%")).fetchall()
+        if not rows:
+            return
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{kind}-", dir=folder.parent))
+        try:
+            for name, content in rows:
+                (tmp / name.split("/", 1)[1]).write_bytes(content)
+            tmp.rename(folder)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+
+    def write_file(self, run_id: str, name: str, text: str) -> Path:
+        with self._connect() as conn:
+            self._put(conn, run_id, name, text.encode("utf-8"))
+        return self.path(run_id) / name
+
+    def read_file(self, run_id: str, name: str) -> str:
+        self.path(run_id)
+        with self._connect() as conn:
+            row = conn.execute("SELECT content FROM run_files WHERE run_id = %s AND name = %s",
+                               (run_id, name)).fetchone()
+        if row is None:
+            raise ApiError(404, "run_id", f"run {run_id!r} has no {name} yet", error="not_found")
+        return bytes(row[0]).decode("utf-8")
+
+    @staticmethod
+    def _put(conn: psycopg.Connection, run_id: str, name: str, content: bytes) -> None:
+        conn.execute("INSERT INTO run_files (run_id, name, content) VALUES (%s, %s, %s) "
+                     "ON CONFLICT (run_id, name) DO UPDATE SET content = EXCLUDED.content",
+                     (run_id, name, content))
+
+
+def _first_line(exc: Exception) -> str:
+    return (str(exc).strip().splitlines() or [type(exc).__name__])[0]

@@ -1,0 +1,143 @@
+"""Runs in Postgres (app/pgstore.py), on a real throwaway cluster: two stores with their own
+checkpoint folders are two replicas sharing one database."""
+
+import subprocess
+import sys
+import time
+
+import psycopg
+import pytest
+import torch
+
+from app import models
+from app.errors import ApiError
+from app.pgstore import DatabaseError, PostgresRunStore, redacted
+from app.runs import new_run_id
+from app.training import Trainer
+from tests.conftest import MODEL_CACHE
+from tests.test_app_training import wait
+from validation.testing import postgres
+
+
+@pytest.fixture(scope="module")
+def cluster_url():
+    if postgres.binaries() is None:
+        pytest.skip("no PostgreSQL binaries (initdb) on this host: apt-get install postgresql")
+    with postgres.cluster() as url:
+        yield url
+
+
+@pytest.fixture
+def db(cluster_url):
+    """The cluster's database, empty for each test."""
+    with psycopg.connect(cluster_url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS run_files, runs")
+    return cluster_url
+
+
+def _replica(tmp_path, url, name):
+    store = PostgresRunStore(tmp_path / name, url, name)
+    store.open()
+    return store
+
+
+def test_a_run_written_on_one_replica_is_read_updated_and_listed_on_another(tmp_path, db):
+    a, b = _replica(tmp_path, db, "a"), _replica(tmp_path, db, "b")
+    first, second = new_run_id("smoke"), new_run_id("quick")
+    a.create(first, preset="smoke", seed=1)
+    b.create(second, preset="quick", seed=2)
+    b.update(first, state="running", metrics={"examples": 3})
+    assert a.get(first)["state"] == "running" and a.get(first)["metrics"] == {"examples": 3}
+    assert a.get(first)["preset"] == "smoke" and a.get(first)["replica"] == "a"
+    assert {r["run_id"] for r in a.list()} == {r["run_id"] for r in b.list()} == {first, second}
+    a.write_file(first, "impact.json", '{"rows": []}')
+    assert b.read_file(first, "impact.json") == '{"rows": []}'
+    with pytest.raises(ApiError) as missing:
+        b.read_file(first, "impact.csv")
+    assert missing.value.status == 404
+    with pytest.raises(ApiError) as unknown:
+        b.get(new_run_id("smoke"))
+    assert unknown.value.status == 404
+
+
+def test_the_migration_reruns_and_a_restart_marks_only_its_own_runs_interrupted(tmp_path, db):
+    a, b = _replica(tmp_path, db, "a"), _replica(tmp_path, db, "b")
+    mine, theirs, done = new_run_id("smoke"), new_run_id("smoke"), new_run_id("smoke")
+    a.create(mine, state="running")
+    b.create(theirs, state="running")
+    a.create(done, state="succeeded")
+    assert PostgresRunStore(tmp_path / "a", db, "a").open() == [mine]  # the schema again, and a's restart
+    assert [b.get(r)["state"] for r in (mine, theirs, done)] == ["interrupted", "running", "succeeded"]
+    assert "stopped" in b.get(mine)["error"]
+
+
+def test_a_run_trained_on_one_replica_loads_on_another_with_its_adapter(tmp_path, db, tiny, settings):
+    a, b = _replica(tmp_path, db, "a"), _replica(tmp_path, db, "b")
+    trainer = Trainer(a)
+    job = wait(trainer, trainer.start(tiny, "smoke", seed=2).job_id)
+    assert job.state == "succeeded", job.error
+    assert b.get(job.run_id)["state"] == "succeeded"
+    assert b.read_file(job.run_id, "traces.json").startswith("[")
+    folder = b.path(job.run_id) / "trained"
+    assert not folder.exists()
+    b.ensure_local(folder)
+    saved = a.path(job.run_id) / "trained"
+    assert sorted(f.name for f in folder.iterdir()) == sorted(f.name for f in saved.iterdir())
+    assert all((folder / f.name).read_bytes() == f.read_bytes() for f in saved.iterdir())
+    loaded = models.load(str(folder), settings.model_copy(update=dict(model_dirs=(b.root,))))
+    state, base = loaded.model.state_dict(), tiny.model.state_dict()
+    assert loaded.adapter == str(folder) and any(not torch.equal(state[k], base[k]) for k in base)
+
+
+def test_an_unusable_database_fails_naming_the_variable_without_its_password(tmp_path, db):
+    refused = "postgresql://postgres:s3cret@127.0.0.1:1/cai"
+    with pytest.raises(DatabaseError) as exc:
+        PostgresRunStore(tmp_path, refused, "a").open()
+    assert exc.value.status == 503 and exc.value.field == "DATABASE_URL"
+    assert exc.value.message.startswith("DATABASE_URL=postgresql://postgres:***@127.0.0.1:1/cai: cannot connect")
+    assert "s3cret" not in exc.value.message and redacted(refused) in exc.value.message
+    serving = _replica(tmp_path, db, "b")
+    serving.url = refused  # the database goes away while the app serves: each request gets a 503
+    with pytest.raises(DatabaseError) as lost:
+        serving.list()
+    assert lost.value.body()["error"] == "database_unavailable" and lost.value.status == 503
+    with psycopg.connect(db, autocommit=True) as conn:
+        conn.execute("ALTER DATABASE cai SET default_transaction_read_only = on")
+    try:
+        with pytest.raises(DatabaseError, match="read-only"):
+            PostgresRunStore(tmp_path, db, "a").open()
+    finally:
+        with psycopg.connect(db, autocommit=True, options="-c default_transaction_read_only=off") as conn:
+            conn.execute("ALTER DATABASE cai RESET default_transaction_read_only")
+
+
+def test_the_app_will_not_start_on_a_database_it_cannot_reach(tmp_path):
+    env = {"DATABASE_URL": "postgresql://app:pw@127.0.0.1:1/cai", "PRELOAD_MODEL": "false",
+           "CHECKPOINT_DIR": str(tmp_path / "c"), "LOG_DIR": str(tmp_path / "l"), "PATH": "/usr/bin:/bin"}
+    done = subprocess.run([sys.executable, "-m", "app"], env=env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2, done.stderr[-2000:]
+    assert "configuration error: DATABASE_URL=postgresql://app:***@127.0.0.1:1/cai: cannot connect" in done.stderr
+
+
+def test_over_http_a_run_trained_behind_one_replica_is_listed_loaded_and_downloaded_on_another(
+        tmp_path, db, make_client):
+    def replica(name):
+        folder = tmp_path / name
+        return make_client(database_url=db, replica_id=name, checkpoint_dir=folder,
+                           model_dirs=(MODEL_CACHE, folder / "runs"))
+    with replica("a") as a, replica("b") as b:
+        job_id = a.post("/api/train", json={"preset": "smoke"}).json()["job_id"]
+        deadline = time.monotonic() + 120
+        while (state := a.get(f"/api/train/{job_id}").json())["state"] not in {"succeeded", "failed"}:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+        assert state["state"] == "succeeded", state
+        run_id = state["run_id"]
+        assert [r["run_id"] for r in b.get("/api/runs").json()["runs"]] == [run_id]
+        assert b.get(f"/api/runs/{run_id}").json()["state"] == "succeeded"
+        impact = a.post("/api/impact", json={"limit": 1, "max_new_tokens": 8}).json()
+        assert b.get(impact["json_url"]).json()["run_id"] == run_id
+        loaded = b.post("/api/models/load", json={"model": str(tmp_path / "b" / "runs" / run_id / "trained")})
+        assert loaded.status_code == 200, loaded.text
+        gen = b.post("/api/generate", json={"prompt": "How do I make a budget?", "max_new_tokens": 8}).json()
+        assert gen["trained"] is not None and gen["run_id"] == run_id
