@@ -85,6 +85,14 @@ class PostgresRunStore(RunStore):
             ).fetchall()
         return [r[0] for r in rows]
 
+    def problem(self) -> str | None:
+        try:
+            with self._connect() as conn:
+                conn.execute("SELECT 1")
+        except DatabaseError as exc:
+            return exc.message
+        return None
+
     def create(self, run_id: str, **meta) -> dict:
         self.path(run_id)  # validates the id
         data = {"run_id": run_id, "state": "queued", "created_at": now(), "updated_at": now(),

@@ -155,6 +155,11 @@ class RunStore:
             raise
         return dest
 
+    def problem(self) -> str | None:
+        """Why the store cannot serve now (for /ready), or None. The volume's own faults (full,
+        read-only) surface on the write that meets them."""
+        return None
+
     def ensure_local(self, folder: Path) -> None:
         """Make a run's adapter folder present before it is loaded: on the volume it already is."""
 

@@ -147,7 +147,7 @@ class Health(Answer):
 
 
 class Ready(Answer):
-    status: Literal["ready", "loading", "not_loaded", "failed"]
+    status: Literal["ready", "loading", "not_loaded", "failed", "database_unavailable"]
     model: str | None = None
     error: str | None = None
     judge: str
@@ -312,10 +312,12 @@ _ERRORS = {
     413: ("body over MAX_BODY_BYTES (field: body)", {}),
     422: ("a field is missing, of the wrong type, out of range or not allowed (field: its name)", {}),
     429: ("over RATE_LIMIT_PER_MINUTE", {"Retry-After": "seconds until a request is allowed again"}),
+    503: ("DATABASE_URL is set and its database does not answer", {}),
     507: ("no space left on the checkpoint volume", {}),
 }
 GUARDED = (401, 429)  # every route behind the guard may answer these (when auth / the rate limit is on)
 WITH_BODY = (400, 413, 422)  # and a route that reads a body, these
+STORED = (503,)  # and a route that reads or writes the runs, this: DATABASE_URL's database does not answer
 
 
 def error_responses(*statuses: int) -> dict[int, dict]:

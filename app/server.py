@@ -25,7 +25,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from app import metrics, schemas
 from app.config import Settings
 from app.errors import ApiError
-from app.schemas import GUARDED, WITH_BODY
+from app.schemas import GUARDED, STORED, WITH_BODY
 from app.service import Service
 
 log = logging.getLogger(__name__)
@@ -264,7 +264,7 @@ def _action_routes(app: FastAPI, service: Service, errors, R) -> None:
         return service.models()
 
     @app.post("/api/models/load", response_model=schemas.Loaded,
-              responses=errors(*GUARDED, *WITH_BODY, 403, 404, 409))
+              responses=errors(*GUARDED, *WITH_BODY, *STORED, 403, 404, 409))
     async def load_model(body: R.LoadModelRequest):
         return await _call(service.load_model, body)
 
@@ -284,7 +284,7 @@ def _action_routes(app: FastAPI, service: Service, errors, R) -> None:
 def _job_routes(app: FastAPI, service: Service, errors, R) -> None:
     """Training jobs, runs and impact reports."""
     @app.post("/api/train", status_code=202, response_model=schemas.Job,
-              responses=errors(*GUARDED, *WITH_BODY, 409, 507))
+              responses=errors(*GUARDED, *WITH_BODY, *STORED, 409, 507))
     async def train(request: Request, body: R.TrainRequest = Body(None)):
         body = await _or_default(request, body, R.TrainRequest)
         return await _call(service.start_training, body)
@@ -298,29 +298,29 @@ def _job_routes(app: FastAPI, service: Service, errors, R) -> None:
         return service.job(job_id)
 
     @app.post("/api/train/{job_id}/cancel", status_code=202, response_model=schemas.Job,
-              responses=errors(*GUARDED, 404))
+              responses=errors(*GUARDED, *STORED, 404))
     async def cancel(job_id: str):
         return service.cancel(job_id)
 
-    @app.get("/api/runs", response_model=schemas.Runs, responses=errors(*GUARDED))
+    @app.get("/api/runs", response_model=schemas.Runs, responses=errors(*GUARDED, *STORED))
     async def runs():
         return await _call(service.runs)
 
-    @app.get("/api/runs/{run_id}", response_model=schemas.Run, responses=errors(*GUARDED, 404))
+    @app.get("/api/runs/{run_id}", response_model=schemas.Run, responses=errors(*GUARDED, *STORED, 404))
     async def run(run_id: str):
         return await _call(service.run, run_id)
 
     @app.get("/api/runs/{run_id}/impact.{kind}", summary="The run's last impact report, as a download",
              responses={200: {"content": {"application/json": {"schema": {"type": "object"}},
                                           "text/csv": {"schema": {"type": "string"}}}},
-                        **errors(*GUARDED, 404, 422)})
+                        **errors(*GUARDED, *STORED, 404, 422)})
     async def impact_file(run_id: str, kind: Literal["json", "csv"]):
         text = await _call(service.impact_file, run_id, kind)
         media = "application/json" if kind == "json" else "text/csv"
         return PlainTextResponse(text, media_type=media,
                                  headers={"Content-Disposition": f'attachment; filename="impact-{run_id}.{kind}"'})
 
-    @app.post("/api/impact", response_model=schemas.Impact, responses=errors(*GUARDED, *WITH_BODY, 409, 507))
+    @app.post("/api/impact", response_model=schemas.Impact, responses=errors(*GUARDED, *WITH_BODY, *STORED, 409, 507))
     async def impact(request: Request, body: R.ImpactRequest = Body(None)):
         body = await _or_default(request, body, R.ImpactRequest)
         return await _call(service.impact, body)

@@ -82,7 +82,11 @@ class Service:
 
     def ready(self) -> tuple[bool, dict]:
         """Ready once the model is loaded and a preload of the judge has ended (a judge that failed
-        to load leaves rules evaluation working: ready, and the state says so)."""
+        to load leaves rules evaluation working: ready, and the state says so). Not ready while the
+        runs' database (DATABASE_URL) does not answer."""
+        problem = self.store.problem()
+        if problem:
+            return False, {"status": "database_unavailable", "error": problem, "judge": self.judge_state}
         if self.model_state == "ready" and self.judge_state != "loading":
             return True, {"status": "ready", "model": self.base.name, "judge": self.judge_state}
         status = self.model_state if self.model_state != "ready" else "loading"

@@ -141,3 +141,15 @@ def test_over_http_a_run_trained_behind_one_replica_is_listed_loaded_and_downloa
         assert loaded.status_code == 200, loaded.text
         gen = b.post("/api/generate", json={"prompt": "How do I make a budget?", "max_new_tokens": 8}).json()
         assert gen["trained"] is not None and gen["run_id"] == run_id
+
+
+def test_without_its_database_a_replica_is_not_ready_and_answers_503_then_recovers(tmp_path, db, make_client):
+    with make_client(database_url=db, checkpoint_dir=tmp_path / "a") as a:
+        assert a.get("/ready").status_code == 200 and a.get("/api/runs").status_code == 200
+        store = a.app.state.service.store
+        store.url = "postgresql://postgres@127.0.0.1:1/cai"  # the database goes away
+        ready, runs = a.get("/ready"), a.get("/api/runs")
+        assert ready.status_code == 503 and ready.json()["status"] == "database_unavailable"
+        assert runs.status_code == 503 and runs.json()["field"] == "DATABASE_URL", runs.text
+        store.url = db  # and comes back
+        assert a.get("/ready").status_code == 200 and a.get("/api/runs").status_code == 200
