@@ -7,9 +7,16 @@ small enough for a bytea, and then a run and its adapter are committed together 
 to the local checkpoint folder, where the engine loads it from; a replica that has no copy of a run's
 adapter writes one from the database before loading it (`ensure_local`).
 
+Training jobs still run in the replica that started them, and the database makes them the fleet's:
+* one job at a time across the replicas: an advisory lock (JOB_LOCK) that the running replica holds
+  on a connection of its own, which Postgres frees if that replica dies;
+* the running replica writes the job's state into its run every second (a heartbeat), so any replica
+  answers for it, and reads back a cancel asked on another replica;
+* a run whose heartbeat is older than LEASE_S (its replica was killed, ran out of memory, or was
+  stopped by the platform) is marked ``interrupted`` by the next replica that reads the runs.
+
 At start-up the schema is created if it is missing (`MIGRATION`, safe to rerun), and runs this
-replica (REPLICA_ID, default the host name) left active are marked ``interrupted``; runs of other
-replicas are theirs to finish.
+replica (REPLICA_ID, default the host name) left active are marked ``interrupted``.
 """
 
 from __future__ import annotations
@@ -26,6 +33,8 @@ from app.errors import ApiError
 from app.runs import ACTIVE, TMP_PREFIX, RunStore, now
 
 CONNECT_TIMEOUT_S = 5
+LEASE_S = 15  # a job whose replica wrote no heartbeat for this long is interrupted (it beats every second)
+JOB_LOCK = 0x6361692D6A6F62  # the advisory lock that lets one replica at a time run a training job
 MIGRATION = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id text PRIMARY KEY,
@@ -55,9 +64,12 @@ def redacted(url: str) -> str:
 
 
 class PostgresRunStore(RunStore):
+    shared = True
+
     def __init__(self, root: Path, url: str, replica: str):
         super().__init__(root)
         self.url, self.replica = url, replica
+        self._claim: psycopg.Connection | None = None  # holds JOB_LOCK while this replica runs a job
 
     def _connect(self) -> psycopg.Connection:
         try:
@@ -85,6 +97,59 @@ class PostgresRunStore(RunStore):
             ).fetchall()
         return [r[0] for r in rows]
 
+    def claim(self) -> None:
+        """JOB_LOCK on a connection kept for the job: Postgres frees it when the job ends or the
+        replica dies. Raises 409 busy, naming the other replica's job, when another holds it."""
+        conn = self._connect()
+        conn.autocommit = True
+        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (JOB_LOCK,)).fetchone()[0]:
+            conn.close()
+            row = self._one("SELECT meta->>'job_id' FROM runs WHERE meta->>'state' = ANY(%s) "
+                            "ORDER BY meta->>'created_at' DESC LIMIT 1", (list(ACTIVE),))
+            job_id = row[0] if row else None
+            raise ApiError(409, "preset", f"training job {job_id} is running on another replica; one job at a time",
+                           error="busy", extra={"job_id": job_id})
+        self._claim = conn
+
+    def release(self) -> None:
+        if self._claim is not None:
+            self._claim.close()
+            self._claim = None
+
+    def heartbeat(self, run_id: str, job: dict) -> bool:
+        row = self._one("UPDATE runs SET meta = meta || %s WHERE run_id = %s RETURNING meta->'cancel_requested'",
+                        (Jsonb({"job": job, "heartbeat_at": now()}), run_id))
+        return bool(row and row[0])
+
+    def find_job(self, job_id: str) -> dict | None:
+        self._expire()
+        row = self._one("SELECT meta FROM runs WHERE meta->>'job_id' = %s", (job_id,))
+        if row is None:
+            return None
+        meta = row[0]
+        return {**(meta.get("job") or {}), "job_id": job_id, "run_id": meta["run_id"], "state": meta["state"],
+                "error": meta.get("error")}
+
+    def request_cancel(self, job_id: str) -> dict | None:
+        self._one("UPDATE runs SET meta = meta || %s WHERE meta->>'job_id' = %s AND meta->>'state' = ANY(%s)",
+                  (Jsonb({"cancel_requested": True, "state": "cancelling", "updated_at": now()}), job_id,
+                   ["queued", "running"]))
+        return self.find_job(job_id)
+
+    def _expire(self) -> None:
+        """Mark interrupted the active runs whose replica stopped beating (killed, out of memory,
+        stopped by the platform): nothing stays running forever."""
+        self._one("UPDATE runs SET meta = meta || %s WHERE meta->>'state' = ANY(%s) "
+                  "AND (meta->>'heartbeat_at')::timestamptz < now() - make_interval(secs => %s)",
+                  (Jsonb({"state": "interrupted", "updated_at": now(),
+                          "error": f"the replica running it stopped (no heartbeat for {LEASE_S} s)"}),
+                   list(ACTIVE), LEASE_S))
+
+    def _one(self, sql: str, params: tuple) -> tuple | None:
+        with self._connect() as conn:
+            cur = conn.execute(sql, params)
+            return cur.fetchone() if cur.description else None
+
     def problem(self) -> str | None:
         try:
             with self._connect() as conn:
@@ -97,7 +162,7 @@ class PostgresRunStore(RunStore):
         self.path(run_id)  # validates the id
         data = {"run_id": run_id, "state": "queued", "created_at": now(), "updated_at": now(),
                 "finished_at": None, "base": None, "trained": None, "error": None, "metrics": {},
-                "replica": self.replica, **meta}
+                "replica": self.replica, "heartbeat_at": now(), **meta}
         with self._connect() as conn:
             conn.execute("INSERT INTO runs (run_id, meta) VALUES (%s, %s)", (run_id, Jsonb(data)))
         return data
@@ -113,6 +178,7 @@ class PostgresRunStore(RunStore):
 
     def get(self, run_id: str) -> dict:
         self.path(run_id)
+        self._expire()
         with self._connect() as conn:
             row = conn.execute("SELECT meta FROM runs WHERE run_id = %s", (run_id,)).fetchone()
         if row is None:
@@ -120,6 +186,7 @@ class PostgresRunStore(RunStore):
         return row[0]
 
     def list(self) -> list[dict]:
+        self._expire()
         with self._connect() as conn:
             rows = conn.execute("SELECT meta FROM runs ORDER BY meta->>'created_at' DESC").fetchall()
         return [r[0] for r in rows]

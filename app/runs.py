@@ -155,6 +155,28 @@ class RunStore:
             raise
         return dest
 
+    # One machine: jobs live in its process, which is the only one that can see or cancel them. A
+    # store shared by replicas (app/pgstore.py) overrides these.
+    shared = False
+
+    def claim(self) -> None:
+        """Take the right to run the one training job (the process's own lock already holds it)."""
+
+    def release(self) -> None:
+        """Give it back when the job ends."""
+
+    def heartbeat(self, run_id: str, job: dict) -> bool:
+        """Publish a running job's state; whether a cancel was asked elsewhere."""
+        return False
+
+    def find_job(self, job_id: str) -> dict | None:
+        """A job another replica runs, as its last heartbeat left it."""
+        return None
+
+    def request_cancel(self, job_id: str) -> dict | None:
+        """Ask the replica running the job to cancel it; the job as it stands."""
+        return None
+
     def problem(self) -> str | None:
         """Why the store cannot serve now (for /ready), or None. The volume's own faults (full,
         read-only) surface on the write that meets them."""

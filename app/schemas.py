@@ -31,7 +31,7 @@ TEXT_RULE = "must contain a visible character and no control characters"
 MODEL_NAME_MAX = 200  # characters of a model name or path
 DEFAULT_TOKENS = 64  # max_new_tokens when left out (MAX_NEW_TOKENS_LIMIT when that is lower)
 JOB_STATES = (*sorted(ACTIVE), *sorted(FINAL_STATES))
-RUN_STATES = (*JOB_STATES, "interrupted")  # a run whose process died, marked at the next start
+RUN_STATES = (*JOB_STATES, "interrupted")  # a run whose process died, marked at the next start (or by a replica)
 
 
 
@@ -247,7 +247,7 @@ class Job(Answer):
     preset: str
     model: str
     seed: int
-    state: Literal[JOB_STATES]
+    state: Literal[RUN_STATES]  # interrupted: the replica running it stopped (DATABASE_URL shared)
     phase: str
     step: int
     total_steps: int

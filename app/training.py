@@ -114,6 +114,19 @@ class Job:
         return data
 
 
+HEARTBEAT_S = 1.0  # a cancel asked on another replica reaches the job within about this
+
+
+class StoredJob:
+    """A job another replica runs, as the shared store has it (its last heartbeat)."""
+
+    def __init__(self, data: dict):
+        self.data, self.job_id, self.state = data, data["job_id"], data["state"]
+
+    def snapshot(self) -> dict:
+        return dict(self.data)
+
+
 class Trainer:
     """Runs one training job at a time in a background thread."""
 
@@ -132,14 +145,19 @@ class Trainer:
             if self.active is not None:
                 raise ApiError(409, "preset", f"training job {self.active.job_id} is {self.active.state}; "
                                "one job at a time", error="busy", extra={"job_id": self.active.job_id})
+            self.store.claim()  # and across replicas, when they share the store
             job = Job(job_id="j-" + secrets.token_hex(6), run_id=new_run_id(preset.name), preset=preset.name,
                       model=base.name, seed=seed)
             # generation steps (answer, then critique and revisions per round, per prompt), then optimizer steps
             examples = preset.prompts + preset.helpful_prompts
             job.total_steps = (preset.prompts * (1 + (1 + cai.REVISION_STYLES) * preset.rounds)
                                + preset.helpful_prompts + preset.epochs * math.ceil(examples / preset.batch_size))
-            self.store.create(job.run_id, preset=preset.name, model=base.name, seed=seed, job_id=job.job_id,
-                              preset_config=asdict(preset))
+            try:
+                self.store.create(job.run_id, preset=preset.name, model=base.name, seed=seed, job_id=job.job_id,
+                                  preset_config=asdict(preset))
+            except BaseException:
+                self.store.release()
+                raise
             self.jobs[job.job_id] = job
             self.active = job
             metrics.set_training_state("queued")
@@ -149,11 +167,16 @@ class Trainer:
     def get(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
         if job is None:
-            raise ApiError(404, "job_id", f"no training job {job_id!r}", error="not_found")
+            stored = self.store.find_job(job_id)
+            if stored is None:
+                raise ApiError(404, "job_id", f"no training job {job_id!r}", error="not_found")
+            return StoredJob(stored)
         return job
 
     def cancel(self, job_id: str) -> Job:
         job = self.get(job_id)
+        if isinstance(job, StoredJob):  # another replica's: it sees the request at its next heartbeat
+            return StoredJob(self.store.request_cancel(job_id))
         with self._lock:
             if job.state in {"queued", "running"}:
                 job.cancel_event.set()
@@ -162,7 +185,25 @@ class Trainer:
                 metrics.set_training_state("cancelling")
         return job
 
+    def _beat(self, job: Job, ended: threading.Event) -> None:
+        """Publish the job to the replicas sharing the store, and take their cancel, every HEARTBEAT_S."""
+        while not ended.wait(HEARTBEAT_S):
+            try:
+                if self.store.heartbeat(job.run_id, job.snapshot()) and not job.cancel_event.is_set():
+                    self.cancel(job.job_id)
+            except ApiError as exc:  # the database is away: the job goes on, its lease may lapse
+                log.warning("training heartbeat failed", extra={"job_id": job.job_id, "error": exc.message})
+
     def _run(self, job: Job, base: LoadedModel, preset: Preset) -> None:
+        ended = threading.Event()
+        if self.store.shared:
+            threading.Thread(target=self._beat, args=(job, ended), name=f"beat-{job.job_id}", daemon=True).start()
+        try:
+            self._work(job, base, preset)
+        finally:
+            ended.set()
+
+    def _work(self, job: Job, base: LoadedModel, preset: Preset) -> None:
         stop = job.cancel_event.is_set
         t0 = time.perf_counter()
         try:
@@ -246,11 +287,21 @@ class Trainer:
                 except OSError:
                     pass
             job.state, job.phase, job.error = state, "done", error
+            self._hand_back(job)
             metrics.set_training_state(state)
             metrics.TRAINING_RUNS.labels(state=state).inc()
             self.active, self.last = None, job
         log.info("training job ended", extra={"job_id": job.job_id, "run_id": job.run_id, "state": state,
                                               "error": error, "metrics": job.metrics})
+
+    def _hand_back(self, job: Job) -> None:
+        """The job's final state to the replicas sharing the store, and the fleet's job lock back."""
+        if self.store.shared:
+            try:
+                self.store.heartbeat(job.run_id, job.snapshot())
+            except ApiError:
+                pass
+        self.store.release()
 
     def _fine_tune(self, job: Job, base: LoadedModel, pairs, preset: Preset, stop):
         """LoRA on a float32 copy of the base (the served base stays untouched). Returns the peft

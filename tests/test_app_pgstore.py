@@ -13,7 +13,7 @@ from app import models
 from app.errors import ApiError
 from app.pgstore import DatabaseError, PostgresRunStore, redacted
 from app.runs import new_run_id
-from app.training import Trainer
+from app.training import HEARTBEAT_S, Trainer
 from tests.conftest import MODEL_CACHE
 from tests.test_app_training import wait
 from validation.testing import postgres
@@ -121,11 +121,11 @@ def test_the_app_will_not_start_on_a_database_it_cannot_reach(tmp_path):
 
 def test_over_http_a_run_trained_behind_one_replica_is_listed_loaded_and_downloaded_on_another(
         tmp_path, db, make_client):
-    def replica(name):
+    def replica(name, with_model):  # b loads a run of its own: it must not retire the shared tiny's worker
         folder = tmp_path / name
-        return make_client(database_url=db, replica_id=name, checkpoint_dir=folder,
+        return make_client(with_model, database_url=db, replica_id=name, checkpoint_dir=folder,
                            model_dirs=(MODEL_CACHE, folder / "runs"))
-    with replica("a") as a, replica("b") as b:
+    with replica("a", True) as a, replica("b", False) as b:
         job_id = a.post("/api/train", json={"preset": "smoke"}).json()["job_id"]
         deadline = time.monotonic() + 120
         while (state := a.get(f"/api/train/{job_id}").json())["state"] not in {"succeeded", "failed"}:
@@ -153,3 +153,37 @@ def test_without_its_database_a_replica_is_not_ready_and_answers_503_then_recove
         assert runs.status_code == 503 and runs.json()["field"] == "DATABASE_URL", runs.text
         store.url = db  # and comes back
         assert a.get("/ready").status_code == 200 and a.get("/api/runs").status_code == 200
+
+
+def test_one_job_across_replicas_seen_and_cancelled_from_another(tmp_path, db, tiny):
+    a, b = _replica(tmp_path, db, "a"), _replica(tmp_path, db, "b")
+    on_a, on_b = Trainer(a), Trainer(b)
+    job = on_a.start(tiny, "smoke", seed=3)
+    with pytest.raises(ApiError) as busy:
+        on_b.start(tiny, "smoke", seed=3)
+    assert busy.value.status == 409 and busy.value.extra == {"job_id": job.job_id}
+    seen = on_b.get(job.job_id).snapshot()
+    assert seen["run_id"] == job.run_id and seen["state"] in {"queued", "running"}
+    asked = time.monotonic()
+    assert on_b.cancel(job.job_id).state == "cancelling"
+    assert job.cancel_event.wait(5) and time.monotonic() - asked < 2 + HEARTBEAT_S
+    assert wait(on_b, job.job_id).state == "cancelled" and on_a.get(job.job_id).state == "cancelled"
+    assert b.get(job.run_id)["state"] == "cancelled"
+    again = wait(on_b, on_b.start(tiny, "smoke", seed=3).job_id)  # the fleet's lock was given back
+    assert again.state == "succeeded" and on_a.get(again.job_id).state == "succeeded"
+
+
+def test_a_job_whose_replica_stopped_is_interrupted_and_frees_the_fleet(tmp_path, db):
+    a, b = _replica(tmp_path, db, "a"), _replica(tmp_path, db, "b")
+    run_id = new_run_id("smoke")
+    a.create(run_id, state="running", job_id="j-dead", heartbeat_at="2026-01-01T00:00:00+00:00")
+    a.claim()
+    with pytest.raises(ApiError) as busy:
+        b.claim()
+    assert busy.value.status == 409
+    a._claim.close()  # what the replica's death does to its connection
+    b.claim()
+    b.release()
+    job = b.find_job("j-dead")
+    assert job["state"] == "interrupted" and "heartbeat" in job["error"]
+    assert b.get(run_id)["state"] == "interrupted"
