@@ -104,9 +104,7 @@ class PostgresRunStore(RunStore):
         conn.autocommit = True
         if not conn.execute("SELECT pg_try_advisory_lock(%s)", (JOB_LOCK,)).fetchone()[0]:
             conn.close()
-            row = self._one("SELECT meta->>'job_id' FROM runs WHERE meta->>'state' = ANY(%s) "
-                            "ORDER BY meta->>'created_at' DESC LIMIT 1", (list(ACTIVE),))
-            job_id = row[0] if row else None
+            job_id = (self.active_job() or {}).get("job_id")
             raise ApiError(409, "preset", f"training job {job_id} is running on another replica; one job at a time",
                            error="busy", extra={"job_id": job_id})
         self._claim = conn
@@ -129,6 +127,12 @@ class PostgresRunStore(RunStore):
         meta = row[0]
         return {**(meta.get("job") or {}), "job_id": job_id, "run_id": meta["run_id"], "state": meta["state"],
                 "error": meta.get("error")}
+
+    def active_job(self) -> dict | None:
+        self._expire()
+        row = self._one("SELECT meta->>'job_id' FROM runs WHERE meta->>'state' = ANY(%s) "
+                        "ORDER BY meta->>'created_at' DESC LIMIT 1", (list(ACTIVE),))
+        return self.find_job(row[0]) if row and row[0] else None
 
     def request_cancel(self, job_id: str) -> dict | None:
         self._one("UPDATE runs SET meta = meta || %s WHERE meta->>'job_id' = %s AND meta->>'state' = ANY(%s)",

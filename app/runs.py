@@ -173,6 +173,10 @@ class RunStore:
         """A job another replica runs, as its last heartbeat left it."""
         return None
 
+    def active_job(self) -> dict | None:
+        """The job a replica runs now, if any."""
+        return None
+
     def request_cancel(self, job_id: str) -> dict | None:
         """Ask the replica running the job to cancel it; the job as it stands."""
         return None

@@ -173,6 +173,13 @@ class Trainer:
             return StoredJob(stored)
         return job
 
+    def fleet_active(self) -> Job | StoredJob | None:
+        """The active job: this replica's, or one another replica sharing the store runs."""
+        if self.active is not None:
+            return self.active
+        stored = self.store.active_job()
+        return StoredJob(stored) if stored else None
+
     def cancel(self, job_id: str) -> Job:
         job = self.get(job_id)
         if isinstance(job, StoredJob):  # another replica's: it sees the request at its next heartbeat

@@ -162,6 +162,7 @@ def test_one_job_across_replicas_seen_and_cancelled_from_another(tmp_path, db, t
     with pytest.raises(ApiError) as busy:
         on_b.start(tiny, "smoke", seed=3)
     assert busy.value.status == 409 and busy.value.extra == {"job_id": job.job_id}
+    assert on_b.fleet_active().job_id == job.job_id and on_b.active is None
     seen = on_b.get(job.job_id).snapshot()
     assert seen["run_id"] == job.run_id and seen["state"] in {"queued", "running"}
     asked = time.monotonic()
