@@ -1,9 +1,9 @@
 """Training runs in Postgres (DATABASE_URL): the state that several replicas share.
 
 Each run's metadata is a row of ``runs`` (a jsonb document, the same one ``metadata.json`` holds on
-the volume) and each of its files a row of ``run_files``: the trained LoRA adapter's files (a few MB:
-small enough for a bytea, and then a run and its adapter are committed together or not at all),
-``traces.json`` and the impact downloads. Each write is one transaction. The adapter is also written
+the volume) and each of its files a row of ``run_files``: the trained LoRA adapter's files (about
+20 MB for SmolLM2 at r=16: well inside a bytea, and written in one transaction before the run is
+marked succeeded), ``traces.json`` and the impact downloads. Each write is one transaction. The adapter is also written
 to the local checkpoint folder, where the engine loads it from; a replica that has no copy of a run's
 adapter writes one from the database before loading it (`ensure_local`).
 
@@ -35,6 +35,7 @@ from app.runs import ACTIVE, TMP_PREFIX, RunStore, now
 CONNECT_TIMEOUT_S = 5
 LEASE_S = 15  # a job whose replica wrote no heartbeat for this long is interrupted (it beats every second)
 JOB_LOCK = 0x6361692D6A6F62  # the advisory lock that lets one replica at a time run a training job
+MIGRATION_LOCK = JOB_LOCK + 1  # replicas starting at once migrate one after the other
 MIGRATION = """
 CREATE TABLE IF NOT EXISTS runs (
     run_id text PRIMARY KEY,
@@ -85,6 +86,7 @@ class PostgresRunStore(RunStore):
             if conn.execute("SHOW transaction_read_only").fetchone()[0] == "on":
                 raise DatabaseError(f"DATABASE_URL={redacted(self.url)}: the database is read-only")
             try:
+                conn.execute("SELECT pg_advisory_xact_lock(%s)", (MIGRATION_LOCK,))
                 conn.execute(MIGRATION)
             except psycopg.Error as exc:
                 raise DatabaseError(f"DATABASE_URL={redacted(self.url)}: cannot create the schema: "
