@@ -5,7 +5,8 @@ the volume) and each of its files a row of ``run_files``: the trained LoRA adapt
 20 MB for SmolLM2 at r=16: well inside a bytea, and written in one transaction before the run is
 marked succeeded), ``traces.json`` and the impact downloads. Each write is one transaction. The adapter is also written
 to the local checkpoint folder, where the engine loads it from; a replica that has no copy of a run's
-adapter writes one from the database before loading it (`ensure_local`).
+adapter writes one from the database before loading it (`localize`). What the fleet serves (the
+base model, and the trained run it is compared with) is a row of ``fleet``: each replica follows it.
 
 Training jobs still run in the replica that started them, and the database makes them the fleet's:
 * one job at a time across the replicas: an advisory lock (JOB_LOCK) that the running replica holds
@@ -30,7 +31,7 @@ import psycopg
 from psycopg.types.json import Jsonb
 
 from app.errors import ApiError
-from app.runs import ACTIVE, TMP_PREFIX, RunStore, now
+from app.runs import ACTIVE, RUN_ID, TMP_PREFIX, RunStore, now
 
 CONNECT_TIMEOUT_S = 5
 LEASE_S = 15  # a job whose replica wrote no heartbeat for this long is interrupted (it beats every second)
@@ -47,6 +48,11 @@ CREATE TABLE IF NOT EXISTS run_files (
     name text NOT NULL,
     content bytea NOT NULL,
     PRIMARY KEY (run_id, name)
+);
+CREATE TABLE IF NOT EXISTS fleet (
+    key text PRIMARY KEY,
+    value jsonb NOT NULL,
+    updated_at timestamptz NOT NULL DEFAULT now()
 );
 """
 
@@ -206,27 +212,40 @@ class PostgresRunStore(RunStore):
                 self._put(conn, run_id, f"{kind}/{f.name}", f.read_bytes())
         return dest
 
-    def ensure_local(self, folder: Path) -> None:
-        """Write a run's adapter folder from the database when this replica has no copy of it."""
-        folder = Path(folder).expanduser().resolve()
-        root = self.root.expanduser().resolve()
-        if folder.exists() or folder.parent.parent != root:
-            return
-        run_id, kind = folder.parent.name, folder.name
+    def localize(self, name: str) -> str:
+        """A run's adapter folder (`.../<run_id>/<kind>`, as any replica names it: each has its own
+        volume) is written here from the database when this replica has no copy; the local path."""
+        given = Path(name).expanduser()
+        if len(given.parts) < 2 or not RUN_ID.match(given.parent.name):
+            return name
+        run_id, kind = given.parent.name, given.name
         with self._connect() as conn:
             rows = conn.execute("SELECT name, content FROM run_files WHERE run_id = %s AND name LIKE %s",
                                 (run_id, f"{kind}/%")).fetchall()
         if not rows:
-            return
+            return name
+        folder = self.path(run_id) / kind
+        if folder.exists():
+            return str(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{kind}-", dir=folder.parent))
         try:
-            for name, content in rows:
-                (tmp / name.split("/", 1)[1]).write_bytes(content)
+            for name_, content in rows:
+                (tmp / name_.split("/", 1)[1]).write_bytes(content)
             tmp.rename(folder)
         except BaseException:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
+        return str(folder)
+
+    def serving(self) -> dict | None:
+        row = self._one("SELECT value FROM fleet WHERE key = 'serving'", ())
+        return row[0] if row else None
+
+    def set_serving(self, model: str, run_id: str | None, folder: str | None) -> None:
+        self._one("INSERT INTO fleet (key, value) VALUES ('serving', %s) "
+                  "ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value, updated_at = now()",
+                  (Jsonb({"model": model, "run_id": run_id, "folder": folder, "replica": self.replica}),))
 
     def write_file(self, run_id: str, name: str, text: str) -> Path:
         with self._connect() as conn:

@@ -186,8 +186,18 @@ class RunStore:
         read-only) surface on the write that meets them."""
         return None
 
-    def ensure_local(self, folder: Path) -> None:
-        """Make a run's adapter folder present before it is loaded: on the volume it already is."""
+    def localize(self, name: str) -> str:
+        """What to load for POST /api/models/load's `model`: a run's adapter folder present here (on
+        the volume it already is), or the name as given."""
+        return name
+
+    def serving(self) -> dict | None:
+        """What the fleet serves ({"model", "run_id", "folder"}), as the last replica to change it
+        left it; None on one machine, whose process alone decides."""
+        return None
+
+    def set_serving(self, model: str, run_id: str | None, folder: str | None) -> None:
+        """Record what this replica now serves, for the others to follow."""
 
     def write_file(self, run_id: str, name: str, text: str) -> Path:
         path = self.path(run_id) / name

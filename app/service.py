@@ -46,6 +46,7 @@ class Service:
         self.model_error: str | None = None
         self.loading_name: str | None = None
         self._load_lock = threading.Lock()
+        self._follow_lock = threading.Lock()
         self.started = time.monotonic()
         self.build = build_id()
 
@@ -93,19 +94,21 @@ class Service:
         return False, {"status": status, "error": self.model_error, "judge": self.judge_state}
 
     def models(self) -> dict:
+        self._follow_fleet()
         return {"registry": [{"name": s.name, "description": s.description} for s in models.REGISTRY.values()],
                 "current": self.base.info() if self.base else None, "state": self.model_state,
                 "trained_run": self.trained_run}
 
-    def load_model(self, req) -> dict:
+    def load_model(self, req, announce: bool = True) -> dict:
+        """Load a registry model or a run's checkpoint; with `announce`, the replicas sharing the
+        store follow (a load made to follow them does not announce)."""
         name = req.model.strip()
         if self.trainer.active is not None:
             raise ApiError(409, "model", "a training job is running; load another model after it ends", error="busy")
         with self._load_lock:
             self.model_state, self.loading_name, self.model_error = "loading", name, None
             try:
-                self.store.ensure_local(Path(name).expanduser())
-                lm = models.load(name, self.settings)
+                lm = models.load(self.store.localize(name), self.settings)
             except ApiError as exc:
                 self.model_state = "ready" if self.base else "failed"
                 self.model_error = exc.message
@@ -122,6 +125,8 @@ class Service:
                 self.base, self.trained, self.trained_run = lm, None, None
             self._retire(*old)
             self.model_state = "ready"
+            if announce:
+                self._announce(lm.adapter)
             metrics.set_model(self.base.name, lm.load_seconds)
             log.info("model loaded", extra={"model": lm.name, "parameters": lm.parameters, "adapter": lm.adapter,
                                             "load_seconds": round(lm.load_seconds, 3)})
@@ -138,7 +143,36 @@ class Service:
         old = self.trained
         if self.base is not None and self.base.name == job.model:
             self.trained, self.trained_run = student, job.run_id
+            self._announce(job.checkpoint_path)
         self._retire(old, student)
+
+    def _announce(self, folder: str | None) -> None:
+        """What this replica now serves, for the others sharing the store to follow."""
+        try:
+            self.store.set_serving(self.base.name, self.trained_run, folder)
+        except ApiError as exc:  # the database is away: the others keep what they serve
+            log.warning("could not record the served model", extra={"error": exc.message})
+
+    def _follow_fleet(self) -> None:
+        """Serve what the fleet serves: a model loaded, or a run trained, on another replica is
+        loaded here before this request is answered (one database read a request)."""
+        if not self.store.shared:
+            return
+        with self._follow_lock:
+            try:
+                wanted = self.store.serving()
+            except ApiError as exc:  # the database is away: serve what this replica has
+                log.warning("could not read the served model", extra={"error": exc.message})
+                return
+            if not wanted or self.base is None or self.trainer.active is not None:
+                return
+            if (wanted["model"], wanted["run_id"]) == (self.base.name, self.trained_run):
+                return
+            source = wanted["folder"] if wanted["run_id"] else wanted["model"]
+            try:
+                self.load_model(self.requests.LoadModelRequest(model=source), announce=False)
+            except ApiError as exc:
+                log.error("could not load what the fleet serves", extra={"model": source, "error": exc.message})
 
     def _retire(self, *models_: LoadedModel | None) -> None:
         """Free the workers (and the engine's pipelines) of models no longer served, once their
@@ -158,6 +192,7 @@ class Service:
     def _submit_both(self, req) -> dict:
         """Queue the prompt on the base model and (when compare) the trained one: they decode side by
         side, each batched with other users' requests (app/generation.py)."""
+        self._follow_fleet()
         base = self._require_model()
         models_ = {"base": base, "trained": self.trained if req.compare else None}
         metrics.GENERATIONS.inc()  # one a request, whether one model answers or two
@@ -225,6 +260,7 @@ class Service:
         return self.store.get(run_id)
 
     def impact(self, req) -> dict:
+        self._follow_fleet()
         base = self._require_model()
         if self.trained is None:
             raise ApiError(409, None, "no trained model yet: run a training job first", error="no_trained_model")

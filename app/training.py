@@ -155,6 +155,7 @@ class Trainer:
             try:
                 self.store.create(job.run_id, preset=preset.name, model=base.name, seed=seed, job_id=job.job_id,
                                   preset_config=asdict(preset))
+                self._publish(job)
             except BaseException:
                 self.store.release()
                 raise
@@ -259,11 +260,11 @@ class Trainer:
                            "revisions_flagged": sum(bool(t["judge"]["revision_flagged"]) for t in traces),
                            "revisions_dropped": len(traces) - len(red_pairs), **red_counts, **helpful_counts,
                            "method": f"LoRA r={preset.lora_rank} alpha={preset.lora_alpha} on all linear layers"}
+            self.store.write_file(job.run_id, "traces.json", json.dumps(traces, indent=1))
+            if self.on_success:  # served (and announced to the fleet) before any replica reports it succeeded
+                self.on_success(job, trained)
             self.store.update(job.run_id, trained="trained", base_model=base.name, metrics=job.metrics,
                               finished_at=now(), state="succeeded")
-            self.store.write_file(job.run_id, "traces.json", json.dumps(traces, indent=1))
-            if self.on_success:
-                self.on_success(job, trained)
             self._finish(job, "succeeded")
         except Cancelled:
             self.store.update(job.run_id, finished_at=now(), error="cancelled by request")
@@ -288,27 +289,27 @@ class Trainer:
 
     def _finish(self, job: Job, state: str, error: str | None = None) -> None:
         with self._lock:
-            if state != "failed":  # the record first: a client that sees the job end reads the record next
+            self.store.release()  # the fleet's job lock first: whoever sees the job end may start the next
+            if state != "failed":  # the record next: a client that sees the job end reads the record next
                 try:
                     self.store.update(job.run_id, state=state)
                 except OSError:
                     pass
             job.state, job.phase, job.error = state, "done", error
-            self._hand_back(job)
+            self._publish(job)
             metrics.set_training_state(state)
             metrics.TRAINING_RUNS.labels(state=state).inc()
             self.active, self.last = None, job
         log.info("training job ended", extra={"job_id": job.job_id, "run_id": job.run_id, "state": state,
                                               "error": error, "metrics": job.metrics})
 
-    def _hand_back(self, job: Job) -> None:
-        """The job's final state to the replicas sharing the store, and the fleet's job lock back."""
+    def _publish(self, job: Job) -> None:
+        """The job as it is now, to the replicas sharing the store (their GET /api/train/{id})."""
         if self.store.shared:
             try:
                 self.store.heartbeat(job.run_id, job.snapshot())
             except ApiError:
                 pass
-        self.store.release()
 
     def _fine_tune(self, job: Job, base: LoadedModel, pairs, preset: Preset, stop):
         """LoRA on a float32 copy of the base (the served base stays untouched). Returns the peft

@@ -9,14 +9,14 @@ import psycopg
 import pytest
 import torch
 
-from app import models
+from app import models, schemas
 from app.errors import ApiError
 from app.pgstore import DatabaseError, PostgresRunStore, redacted
 from app.runs import new_run_id
 from app.training import HEARTBEAT_S, Trainer
 from tests.conftest import MODEL_CACHE
 from tests.test_app_training import wait
-from validation.testing import postgres
+from validation.targets import postgres
 
 
 @pytest.fixture(scope="module")
@@ -80,7 +80,8 @@ def test_a_run_trained_on_one_replica_loads_on_another_with_its_adapter(tmp_path
     assert b.read_file(job.run_id, "traces.json").startswith("[")
     folder = b.path(job.run_id) / "trained"
     assert not folder.exists()
-    b.ensure_local(folder)
+    assert b.localize(job.checkpoint_path) == str(folder)  # a's path names the run: b writes its own copy
+    assert b.localize("smollm2") == "smollm2"
     saved = a.path(job.run_id) / "trained"
     assert sorted(f.name for f in folder.iterdir()) == sorted(f.name for f in saved.iterdir())
     assert all((folder / f.name).read_bytes() == f.read_bytes() for f in saved.iterdir())
@@ -119,28 +120,37 @@ def test_the_app_will_not_start_on_a_database_it_cannot_reach(tmp_path):
     assert "configuration error: DATABASE_URL=postgresql://app:***@127.0.0.1:1/cai: cannot connect" in done.stderr
 
 
-def test_over_http_a_run_trained_behind_one_replica_is_listed_loaded_and_downloaded_on_another(
+def test_over_http_a_run_trained_behind_one_replica_is_listed_loaded_and_followed_on_another(
         tmp_path, db, make_client):
     def replica(name, with_model):  # b loads a run of its own: it must not retire the shared tiny's worker
         folder = tmp_path / name
         return make_client(with_model, database_url=db, replica_id=name, checkpoint_dir=folder,
                            model_dirs=(MODEL_CACHE, folder / "runs"))
-    with replica("a", True) as a, replica("b", False) as b:
-        job_id = a.post("/api/train", json={"preset": "smoke"}).json()["job_id"]
+
+    def train(client):
+        job_id = client.post("/api/train", json={"preset": "smoke"}).json()["job_id"]
         deadline = time.monotonic() + 120
-        while (state := a.get(f"/api/train/{job_id}").json())["state"] not in {"succeeded", "failed"}:
+        while (state := client.get(f"/api/train/{job_id}").json())["state"] not in {"succeeded", "failed"}:
             assert time.monotonic() < deadline
             time.sleep(0.1)
         assert state["state"] == "succeeded", state
-        run_id = state["run_id"]
+        return state
+
+    ask = {"prompt": "How do I make a budget?", "max_new_tokens": 8}
+    with replica("a", True) as a, replica("b", False) as b:
+        first = train(a)
+        run_id = first["run_id"]
         assert [r["run_id"] for r in b.get("/api/runs").json()["runs"]] == [run_id]
         assert b.get(f"/api/runs/{run_id}").json()["state"] == "succeeded"
         impact = a.post("/api/impact", json={"limit": 1, "max_new_tokens": 8}).json()
         assert b.get(impact["json_url"]).json()["run_id"] == run_id
-        loaded = b.post("/api/models/load", json={"model": str(tmp_path / "b" / "runs" / run_id / "trained")})
+        loaded = b.post("/api/models/load", json={"model": first["checkpoint_path"]})  # a's path, b's copy
         assert loaded.status_code == 200, loaded.text
-        gen = b.post("/api/generate", json={"prompt": "How do I make a budget?", "max_new_tokens": 8}).json()
-        assert gen["trained"] is not None and gen["run_id"] == run_id
+        assert loaded.json()["adapter"] == str(tmp_path / "b" / "runs" / run_id / "trained")
+        assert b.post("/api/generate", json=ask).json()["run_id"] == run_id
+        second = train(a)["run_id"]  # b serves what the fleet serves from its next request on
+        assert b.post("/api/generate", json=ask).json()["run_id"] == second
+        assert b.get("/api/models").json()["trained_run"] == second
 
 
 def test_without_its_database_a_replica_is_not_ready_and_answers_503_then_recovers(tmp_path, db, make_client):
@@ -163,8 +173,8 @@ def test_one_job_across_replicas_seen_and_cancelled_from_another(tmp_path, db, t
         on_b.start(tiny, "smoke", seed=3)
     assert busy.value.status == 409 and busy.value.extra == {"job_id": job.job_id}
     assert on_b.fleet_active().job_id == job.job_id and on_b.active is None
-    seen = on_b.get(job.job_id).snapshot()
-    assert seen["run_id"] == job.run_id and seen["state"] in {"queued", "running"}
+    seen = schemas.Job.model_validate(on_b.get(job.job_id).snapshot())  # whole from the start, as GET answers it
+    assert seen.run_id == job.run_id and seen.state in {"queued", "running"}
     asked = time.monotonic()
     assert on_b.cancel(job.job_id).state == "cancelling"
     assert job.cancel_event.wait(5) and time.monotonic() - asked < 2 + HEARTBEAT_S

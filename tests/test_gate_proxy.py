@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import shutil
+import time
 
 import httpx
 import pytest
@@ -37,6 +38,28 @@ def test_the_proxy_answers_503_when_the_app_is_gone(tmp_path):
     with StubApp() as app, edge_proxy(app.base_url.removeprefix("http://"), edge_cert(tmp_path)) as edge:
         app.stop()
         assert httpx.get(f"{edge.url}/health", verify=False, timeout=10).status_code == 503
+
+
+@needs_haproxy
+def test_several_replicas_the_ui_sticks_to_one_the_api_goes_round_robin_and_a_dead_one_is_skipped(tmp_path):
+    cert = edge_cert(tmp_path)
+    with StubApp() as one, StubApp() as two, \
+            edge_proxy([a.base_url.removeprefix("http://") for a in (one, two)], cert) as edge:
+        def hits(path: str, n: int, client: httpx.Client) -> tuple[int, int]:  # not counting the health checks
+            served = lambda app: sum(not r.endswith("/health") for r in app.requests)  # noqa: E731
+            before = (served(one), served(two))
+            for _ in range(n):
+                assert client.get(f"{edge.url}{path}").status_code == 200
+            return served(one) - before[0], served(two) - before[1]
+
+        with httpx.Client(verify=str(cert.cert), timeout=10) as browser:  # keeps the affinity cookie
+            assert sorted(hits("/", 6, browser)) == [0, 6]
+        with httpx.Client(verify=str(cert.cert), timeout=10) as api:
+            api.cookies.set("CAI_REPLICA", "r1")  # a sticky cookie does not pin /api/
+            assert hits("/api/models", 6, api) == (3, 3)
+            two.stop()
+            time.sleep(3)  # two failed checks a second apart take it out
+            assert hits("/api/models", 4, api) == (4, 0)
 
 
 @needs_haproxy

@@ -30,25 +30,46 @@ from validation.targets.image import git_build_id
 from validation.targets.process import ProcessTarget
 
 # Timeouts as generous as a platform's: an impact request answers three held-out sets (up to 15 min).
+# Several replicas: the UI sticks to one by a cookie (Gradio's queue session lives in one process);
+# /api/ goes round-robin with no affinity, as a platform's balancer does by default. A replica is
+# taken out after two failed /health checks a second apart, and a request to a dead one is retried.
 CONFIG = """\
 global
     maxconn 256
 defaults
     mode http
     option forwardfor
+    option redispatch
+    retries 2
     timeout connect 5s
     timeout client 900s
     timeout server 900s
+    timeout check 3s
 frontend edge
     bind 127.0.0.1:{port} ssl crt {pem}
     http-response set-header Strict-Transport-Security "max-age=63072000"
-    default_backend app
+    acl api path_beg /api/
+    use_backend api if api
+    default_backend ui
 frontend plain
     bind 127.0.0.1:{http_port}
     http-request redirect location https://127.0.0.1:{port}%[capture.req.uri] code 301
-backend app
-    server app {backend}
+backend ui
+    option httpchk GET /health
+    cookie {cookie} insert indirect nocache httponly
+{ui_servers}
+backend api
+    option httpchk GET /health
+{api_servers}
 """
+AFFINITY_COOKIE = "CAI_REPLICA"
+CHECK = "check inter 1s fall 2 rise 1"
+
+
+def _config(port: int, http_port: int, pem: Path, backends: list[str]) -> str:
+    ui = "\n".join(f"    server r{i} {b} {CHECK} cookie r{i}" for i, b in enumerate(backends, 1))
+    api = "\n".join(f"    server r{i} {b} {CHECK}" for i, b in enumerate(backends, 1))
+    return CONFIG.format(port=port, http_port=http_port, pem=pem, cookie=AFFINITY_COOKIE, ui_servers=ui, api_servers=api)
 
 
 @dataclass(frozen=True)
@@ -92,14 +113,15 @@ def haproxy_binary() -> str:
 
 
 @contextlib.contextmanager
-def edge_proxy(backend: str, cert: Cert, health_timeout: float = 30, say: Say = _noop) -> Iterator[Edge]:
-    """HAProxy on free loopback ports forwarding to `backend` (host:port) over TLS with `cert` (from
-    edge_cert); yields once the app's /health answers through it."""
+def edge_proxy(backends: str | list[str], cert: Cert, health_timeout: float = 30, say: Say = _noop) -> Iterator[Edge]:
+    """HAProxy on free loopback ports forwarding to `backends` (host:port, one or a list) over TLS with
+    `cert` (from edge_cert); yields once the app's /health answers through it."""
+    backends = [backends] if isinstance(backends, str) else backends
     port, http_port = free_port(), free_port()
     with tempfile.TemporaryDirectory(prefix="cai-gate-proxy-") as tmp:
         cfg = Path(tmp) / "haproxy.cfg"
         pem = cert.cert.with_name("edge-bundle.pem")
-        cfg.write_text(CONFIG.format(port=port, http_port=http_port, pem=pem, backend=backend))
+        cfg.write_text(_config(port, http_port, pem, backends))
         check = subprocess.run([haproxy_binary(), "-c", "-q", "-f", str(cfg)], capture_output=True, text=True)
         if check.returncode:
             raise TargetError(f"haproxy refused its config: {check.stderr.strip()}")
@@ -110,7 +132,7 @@ def edge_proxy(backend: str, cert: Cert, health_timeout: float = 30, say: Say = 
             alive = lambda: None if proc.poll() is None else f"haproxy exited: {proc.stderr.read()[-500:]}"  # noqa: E731
             with _trusting(cert.cert):
                 wait_http(f"{edge.url}/health", health_timeout, alive=alive)
-            say(f"haproxy {edge.url} (and {edge.http_url}, redirecting) -> {backend}")
+            say(f"haproxy {edge.url} (and {edge.http_url}, redirecting) -> {', '.join(backends)}")
             yield edge
         finally:
             proc.terminate()
@@ -148,10 +170,14 @@ def main(argv: list[str] | None = None) -> int:
           ProcessTarget(env={"BUILD_ID": build}, health_timeout=args.health_timeout, say=say) as app):
         cert = edge_cert(Path(certs))
         with edge_proxy(app.base_url.removeprefix("http://"), cert, say=say) as edge:
-            filled = [a.replace("{url}", edge.url).replace("{http_url}", edge.http_url).replace("{build}", build)
-                      for a in cmd]
-            say(" ".join(filled) + f"  (SSL_CERT_FILE={cert.cert})")
-            return subprocess.run(filled, env={**os.environ, "SSL_CERT_FILE": str(cert.cert)}).returncode
+            return run_against(cmd, edge, build, cert, say)
+
+
+def run_against(cmd: list[str], edge: Edge, build: str, cert: Cert, say: Say) -> int:
+    """Run `cmd` with {url}, {http_url} and {build} filled in, trusting `cert`; its exit status."""
+    filled = [a.replace("{url}", edge.url).replace("{http_url}", edge.http_url).replace("{build}", build) for a in cmd]
+    say(" ".join(filled) + f"  (SSL_CERT_FILE={cert.cert})")
+    return subprocess.run(filled, env={**os.environ, "SSL_CERT_FILE": str(cert.cert)}).returncode
 
 
 if __name__ == "__main__":
