@@ -182,9 +182,8 @@ def _without_target(args: list[str]) -> list[str]:
 
 @nox.session(python=False)
 def targets(session: nox.Session) -> None:
-    """The other targets the README promises: smoke and perf (without its `quick` run) on the process
-    target, smoke on the url target through HAProxy (TLS, HSTS, http redirected), as the deploy workflow
-    reaches a platform (validation/targets/proxy.py). The session's own --target and --base-url are replaced."""
+    """The process target the README promises: smoke, and perf without its `quick` run. The url
+    target runs in `replicas`, through the balancer. The session's own --target and --base-url are replaced."""
     args = _without_target(session.posargs)
     out = "reports/targets"
     # a deployment on a host builds and exports the default model first, as the image's build does
@@ -196,11 +195,22 @@ def targets(session: nox.Session) -> None:
     # container's perf run has them
     _gate(session, "perf", "validation/perf", ["--target", "process", "-k", "not quick", "--report-dir",
                                                f"{out}/perf-process"], posargs=args)
+
+
+@nox.session(python=False)
+def replicas(session: nox.Session) -> None:
+    """Two replicas sharing one Postgres behind HAProxy (validation/targets/replicas.py): the smoke gate
+    on the url target through the balancer (TLS, HSTS, http redirected, the build), as the deploy
+    workflow reaches a platform; then the fleet's own criteria (validation/replicas). The session's own
+    --target and --base-url are replaced."""
+    args = _without_target(session.posargs)
+    out = "reports/replicas"
     py = str(harness(session))
-    session.run(py, "-m", "validation.targets.proxy", "--", py, "-m", "pytest", "validation/smoke", "-p", "no:cacheprovider",
-                *QUIET, "--target", "url", "--base-url", "{url}", "--http-url", "{http_url}", "--expect-build", "{build}",
-                "--report-dir",
-                f"{out}/smoke-url", *args, external=True, env=_env("smoke"))
+    session.run(py, "-m", "app", "build-models", "smollm2", external=True, env=_env("replicas", session))
+    session.run(py, "-m", "validation.targets.replicas", "--", py, "-m", "pytest", "validation/smoke", "-p",
+                "no:cacheprovider", *QUIET, "--target", "url", "--base-url", "{url}", "--http-url", "{http_url}",
+                "--expect-build", "{build}", "--report-dir", f"{out}/smoke", *args, external=True, env=_env("smoke"))
+    _gate(session, "replicas", "validation/replicas", [*QUIET, "--report-dir", f"{out}/fleet"], posargs=args)
 
 
 @nox.session(python=False)
