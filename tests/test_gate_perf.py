@@ -218,6 +218,15 @@ def _stream(seconds: float, tokens: int = 64, reference: dict | None = REFERENCE
     return J.Stream([seconds] * 5, [{"tokens": tokens, "elapsed_s": seconds * 0.9}] * 5, reference, "no reference")
 
 
+def test_the_overhead_is_judged_best_against_best_not_on_medians_a_busy_host_moved():
+    busy = J.Stream([0.7, 0.95, 0.96, 0.72, 0.98], [{"tokens": 64, "elapsed_s": 0.6}] * 5,
+                    {**REFERENCE, "runs": [0.6, 0.61, 0.8, 0.62, 0.85]}, "")
+    gate = make_gate("plan")
+    J.judge_stream(gate, ENGINE, busy, soft=False)  # medians: 0.95 / 0.6 = 1.58
+    overhead = next(r for r in gate.recorder.results if r.id == "perf.engine_overhead")
+    assert overhead.verdict == "pass" and overhead.measured == 1.17, overhead.measured
+
+
 def test_the_stream_passes_at_the_engines_speed_and_fails_off_the_engine_or_slower():
     gate = make_gate("plan")
     J.judge_stream(gate, ENGINE, _stream(0.7), soft=False)
