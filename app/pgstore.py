@@ -219,14 +219,14 @@ class PostgresRunStore(RunStore):
         if len(given.parts) < 2 or not RUN_ID.match(given.parent.name):
             return name
         run_id, kind = given.parent.name, given.name
+        folder = self.path(run_id) / kind
+        if folder.exists():  # this replica's own copy: no need to read the adapter from the database
+            return str(folder)
         with self._connect() as conn:
             rows = conn.execute("SELECT name, content FROM run_files WHERE run_id = %s AND name LIKE %s",
                                 (run_id, f"{kind}/%")).fetchall()
         if not rows:
             return name
-        folder = self.path(run_id) / kind
-        if folder.exists():
-            return str(folder)
         folder.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{kind}-", dir=folder.parent))
         try:

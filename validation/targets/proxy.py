@@ -161,9 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--health-timeout", type=float, default=HEALTH_TIMEOUT_S)
     parser.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command; {url} and {build} are filled in")
     args = parser.parse_args(argv)
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    if not cmd:
-        parser.error("no command after --")
+    cmd = command(parser, args.cmd)
     build = git_build_id()
     say = lambda m: print(f"[proxy] {m}", flush=True)  # noqa: E731
     with (tempfile.TemporaryDirectory(prefix="cai-gate-edge-cert-") as certs,
@@ -171,6 +169,14 @@ def main(argv: list[str] | None = None) -> int:
         cert = edge_cert(Path(certs))
         with edge_proxy(app.base_url.removeprefix("http://"), cert, say=say) as edge:
             return run_against(cmd, edge, build, cert, say)
+
+
+def command(parser: argparse.ArgumentParser, rest: list[str]) -> list[str]:
+    """The command after `--` (argparse.REMAINDER); a usage error when there is none."""
+    cmd = rest[1:] if rest[:1] == ["--"] else rest
+    if not cmd:
+        parser.error("no command after --")
+    return cmd
 
 
 def run_against(cmd: list[str], edge: Edge, build: str, cert: Cert, say: Say) -> int:

@@ -25,7 +25,7 @@ from validation.targets import postgres
 from validation.targets.base import HEALTH_TIMEOUT_S, Say, _noop
 from validation.targets.image import git_build_id
 from validation.targets.process import ProcessTarget
-from validation.targets.proxy import Cert, Edge, _trusting, edge_cert, edge_proxy, run_against
+from validation.targets.proxy import Cert, Edge, _trusting, command, edge_cert, edge_proxy, run_against
 
 DEFAULT_REPLICAS = 2
 
@@ -66,9 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--health-timeout", type=float, default=HEALTH_TIMEOUT_S)
     parser.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command; {url}, {http_url}, {build} are filled in")
     args = parser.parse_args(argv)
-    cmd = args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd
-    if not cmd:
-        parser.error("no command after --")
+    cmd = command(parser, args.cmd)
     if args.replicas < 1:
         parser.error("--replicas must be at least 1")
     build = git_build_id()
