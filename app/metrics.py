@@ -23,6 +23,14 @@ RUNS_STORED = Gauge("cai_training_runs_stored", "Training run folders on the che
 # CPU in use as a share of what the process may use (the plan's < 80 %) needs the cores: the
 # process's affinity, capped by a cgroup v2 CPU quota (a Fly/Railway machine's vCPUs).
 CPU_CORES = Gauge("cai_cpu_cores", "CPU cores this process may use (affinity, capped by the cgroup quota)")
+# The runs' store, asked at each scrape (watch_store): the checkpoint volume, or DATABASE_URL's database
+# (app/pgstore.py), where each query opens its own connection (no pool: psycopg_pool is not in the
+# package index the image builds from), so connecting is timed.
+STORE_UP = Gauge("cai_runs_store_up", "1 while the runs' store answers (the volume, or DATABASE_URL's database)")
+DATABASE_CONNECT = Histogram("cai_database_connect_seconds", "Connecting to DATABASE_URL's database (one a query)",
+                             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5))
+LEASE_AGE = Gauge("cai_training_lease_age_seconds",
+                  "Seconds since the fleet's running training job last beat (0 when none); past the lease it is interrupted")
 
 # Users (the plan's monitoring section). Sessions are counted, never identified: Gradio's session
 # hash is a key in memory only (SessionTracker), never a label; no label holds an IP or a prompt.
@@ -145,6 +153,12 @@ def watch_volume(runs_dir: Path) -> None:
     for kind in ("used", "free", "total"):
         VOLUME_BYTES.labels(kind=kind).set_function(lambda kind=kind: usage(kind))
     RUNS_STORED.set_function(runs)
+
+
+def watch_store(store) -> None:
+    """Ask the runs' store at each scrape whether it answers, and the age of the running job's lease."""
+    STORE_UP.set_function(lambda: 0.0 if store.problem() else 1.0)
+    LEASE_AGE.set_function(store.lease_age)
 
 
 def set_training_state(state: str) -> None:

@@ -22,14 +22,18 @@ replica (REPLICA_ID, default the host name) left active are marked ``interrupted
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shutil
 import tempfile
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
 from psycopg.types.json import Jsonb
 
+from app import metrics
 from app.errors import ApiError
 from app.runs import ACTIVE, RUN_ID, TMP_PREFIX, RunStore, now
 
@@ -79,16 +83,32 @@ class PostgresRunStore(RunStore):
         self._claim: psycopg.Connection | None = None  # holds JOB_LOCK while this replica runs a job
 
     def _connect(self) -> psycopg.Connection:
+        t0 = time.perf_counter()
         try:
-            return psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=False)
+            conn = psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=False)
         except psycopg.Error as exc:
             raise DatabaseError(f"DATABASE_URL={redacted(self.url)}: cannot connect: {_first_line(exc)}") from None
+        metrics.DATABASE_CONNECT.observe(time.perf_counter() - t0)
+        return conn
+
+    @contextlib.contextmanager
+    def _session(self) -> Iterator[psycopg.Connection]:
+        """One transaction on a connection of its own. The database lost in the middle (a restart, a
+        failover) is a DatabaseError too, a JSON 503, never a 500."""
+        try:
+            with self._connect() as conn:
+                yield conn
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            raise self._gone(exc) from None
+
+    def _gone(self, exc: Exception) -> DatabaseError:
+        return DatabaseError(f"DATABASE_URL={redacted(self.url)}: the database went away: {_first_line(exc)}")
 
     def open(self) -> list[str]:
         """Create the schema if missing and mark the runs this replica left active as interrupted.
         Raises DatabaseError, naming DATABASE_URL, when the database cannot be used."""
         self.root.mkdir(parents=True, exist_ok=True)
-        with self._connect() as conn:
+        with self._session() as conn:
             if conn.execute("SHOW transaction_read_only").fetchone()[0] == "on":
                 raise DatabaseError(f"DATABASE_URL={redacted(self.url)}: the database is read-only")
             try:
@@ -110,7 +130,12 @@ class PostgresRunStore(RunStore):
         replica dies. Raises 409 busy, naming the other replica's job, when another holds it."""
         conn = self._connect()
         conn.autocommit = True
-        if not conn.execute("SELECT pg_try_advisory_lock(%s)", (JOB_LOCK,)).fetchone()[0]:
+        try:
+            locked = conn.execute("SELECT pg_try_advisory_lock(%s)", (JOB_LOCK,)).fetchone()[0]
+        except (psycopg.OperationalError, psycopg.InterfaceError) as exc:
+            conn.close()
+            raise self._gone(exc) from None
+        if not locked:
             conn.close()
             job_id = (self.active_job() or {}).get("job_id")
             raise ApiError(409, "preset", f"training job {job_id} is running on another replica; one job at a time",
@@ -157,14 +182,22 @@ class PostgresRunStore(RunStore):
                           "error": f"the replica running it stopped (no heartbeat for {LEASE_S} s)"}),
                    list(ACTIVE), LEASE_S))
 
+    def lease_age(self) -> float:
+        try:
+            row = self._one("SELECT extract(epoch FROM now() - max((meta->>'heartbeat_at')::timestamptz)) "
+                            "FROM runs WHERE meta->>'state' = ANY(%s)", (list(ACTIVE),))
+        except DatabaseError:
+            return float("nan")
+        return float(row[0] or 0)
+
     def _one(self, sql: str, params: tuple) -> tuple | None:
-        with self._connect() as conn:
+        with self._session() as conn:
             cur = conn.execute(sql, params)
             return cur.fetchone() if cur.description else None
 
     def problem(self) -> str | None:
         try:
-            with self._connect() as conn:
+            with self._session() as conn:
                 conn.execute("SELECT 1")
         except DatabaseError as exc:
             return exc.message
@@ -175,13 +208,13 @@ class PostgresRunStore(RunStore):
         data = {"run_id": run_id, "state": "queued", "created_at": now(), "updated_at": now(),
                 "finished_at": None, "base": None, "trained": None, "error": None, "metrics": {},
                 "replica": self.replica, "heartbeat_at": now(), **meta}
-        with self._connect() as conn:
+        with self._session() as conn:
             conn.execute("INSERT INTO runs (run_id, meta) VALUES (%s, %s)", (run_id, Jsonb(data)))
         return data
 
     def update(self, run_id: str, **fields) -> dict:
         self.path(run_id)
-        with self._connect() as conn:
+        with self._session() as conn:
             row = conn.execute(
                 "INSERT INTO runs (run_id, meta) VALUES (%s, %s) "
                 "ON CONFLICT (run_id) DO UPDATE SET meta = runs.meta || EXCLUDED.meta RETURNING meta",
@@ -191,7 +224,7 @@ class PostgresRunStore(RunStore):
     def get(self, run_id: str) -> dict:
         self.path(run_id)
         self._expire()
-        with self._connect() as conn:
+        with self._session() as conn:
             row = conn.execute("SELECT meta FROM runs WHERE run_id = %s", (run_id,)).fetchone()
         if row is None:
             raise ApiError(404, "run_id", f"no run {run_id!r}", error="not_found")
@@ -199,7 +232,7 @@ class PostgresRunStore(RunStore):
 
     def list(self) -> list[dict]:
         self._expire()
-        with self._connect() as conn:
+        with self._session() as conn:
             rows = conn.execute("SELECT meta FROM runs ORDER BY meta->>'created_at' DESC").fetchall()
         return [r[0] for r in rows]
 
@@ -207,7 +240,7 @@ class PostgresRunStore(RunStore):
         """The adapter on the local volume (as RunStore saves it) and its files in the database."""
         self.path(run_id).mkdir(parents=True, exist_ok=True)
         dest = super().save_adapter(run_id, kind, peft_model, base_model=base_model)
-        with self._connect() as conn:
+        with self._session() as conn:
             for f in sorted(dest.iterdir()):
                 self._put(conn, run_id, f"{kind}/{f.name}", f.read_bytes())
         return dest
@@ -222,7 +255,7 @@ class PostgresRunStore(RunStore):
         folder = self.path(run_id) / kind
         if folder.exists():  # this replica's own copy: no need to read the adapter from the database
             return str(folder)
-        with self._connect() as conn:
+        with self._session() as conn:
             rows = conn.execute("SELECT name, content FROM run_files WHERE run_id = %s AND name LIKE %s",
                                 (run_id, f"{kind}/%")).fetchall()
         if not rows:
@@ -248,13 +281,13 @@ class PostgresRunStore(RunStore):
                   (Jsonb({"model": model, "run_id": run_id, "folder": folder, "replica": self.replica}),))
 
     def write_file(self, run_id: str, name: str, text: str) -> Path:
-        with self._connect() as conn:
+        with self._session() as conn:
             self._put(conn, run_id, name, text.encode("utf-8"))
         return self.path(run_id) / name
 
     def read_file(self, run_id: str, name: str) -> str:
         self.path(run_id)
-        with self._connect() as conn:
+        with self._session() as conn:
             row = conn.execute("SELECT content FROM run_files WHERE run_id = %s AND name = %s",
                                (run_id, name)).fetchone()
         if row is None:

@@ -186,6 +186,10 @@ class RunStore:
         read-only) surface on the write that meets them."""
         return None
 
+    def lease_age(self) -> float:
+        """Seconds since the running job last beat: a job on the volume runs in this process, no lease."""
+        return 0.0
+
     def localize(self, name: str) -> str:
         """What to load for POST /api/models/load's `model`: a run's adapter folder present here (on
         the volume it already is), or the name as given."""

@@ -54,6 +54,7 @@ class Service:
     def open(self) -> None:
         interrupted = self.store.open()
         metrics.watch_volume(self.store.root)
+        metrics.watch_store(self.store)
         if interrupted:
             log.warning("runs interrupted by an earlier stop", extra={"runs": interrupted})
 

@@ -23,8 +23,8 @@ from validation.targets import postgres
 def cluster_url():
     if postgres.binaries() is None:
         pytest.skip("no PostgreSQL binaries (initdb) on this host: apt-get install postgresql")
-    with postgres.cluster() as url:
-        yield url
+    with postgres.cluster() as c:
+        yield c.url
 
 
 @pytest.fixture
@@ -163,6 +163,32 @@ def test_without_its_database_a_replica_is_not_ready_and_answers_503_then_recove
         assert runs.status_code == 503 and runs.json()["field"] == "DATABASE_URL", runs.text
         store.url = db  # and comes back
         assert a.get("/ready").status_code == 200 and a.get("/api/runs").status_code == 200
+
+
+def test_a_database_lost_mid_transaction_is_a_503_and_the_metrics_say_so(tmp_path, db):
+    from prometheus_client import REGISTRY
+
+    from app import metrics
+    store = PostgresRunStore(tmp_path / "a", db, "a")
+    store.open()
+    connect = store._connect
+
+    def connect_then_lose():  # the server drops the connection once it is open (a restart, a failover)
+        conn = connect()
+        with psycopg.connect(db, autocommit=True) as admin:
+            admin.execute("SELECT pg_terminate_backend(%s)", (conn.info.backend_pid,))
+        return conn
+
+    store._connect = connect_then_lose
+    with pytest.raises(DatabaseError) as lost:
+        store.list()
+    assert lost.value.status == 503 and "went away" in lost.value.message
+    metrics.watch_store(store)
+    assert REGISTRY.get_sample_value("cai_runs_store_up") == 0
+    store._connect = connect
+    assert REGISTRY.get_sample_value("cai_runs_store_up") == 1
+    assert REGISTRY.get_sample_value("cai_database_connect_seconds_count") > 0
+    assert REGISTRY.get_sample_value("cai_training_lease_age_seconds") == 0  # no job runs
 
 
 def test_one_job_across_replicas_seen_and_cancelled_from_another(tmp_path, db, tiny):

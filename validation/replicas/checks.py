@@ -67,3 +67,47 @@ def outage_seconds(k: Kill) -> float:
     """How long requests through the balancer failed: from the first failure to the last, plus one
     interval; 0 when none did."""
     return 0.0 if not k.failures else max(k.failures) - min(k.failures) + k.interval
+
+
+@dataclass
+class Answer:
+    """One request sent while the database was down: where, what, and how it was answered."""
+
+    via: str  # a replica (r1, r2) or the balancer (edge)
+    request: str  # "GET /api/runs"
+    status: int | None  # None: no answer within the client's timeout, or the connection failed
+    json_error: bool  # the body is a JSON object with an "error"
+    seconds: float
+
+
+@dataclass
+class Outage:
+    """Postgres stopped for a while under the fleet, then started again."""
+
+    answers: list[Answer]
+    recovered_s: float | None  # from the restart until every replica was ready and listed the runs again
+    before: dict[str, str]  # the runs before the outage: run_id -> state
+    after: dict[str, dict[str, str]]  # each replica's runs once recovered
+
+
+def outage_problems(o: Outage, hang_s: float) -> list[str]:
+    """What an outage must not cause: a 5xx other than a JSON 503, an answer slower than `hang_s`, a
+    /ready that still says ready, runs lost or replicas that never recover; [] when it held."""
+    problems = []
+    bad = [a for a in o.answers if a.status is None or a.seconds > hang_s
+           or (a.status >= 500 and not (a.status == 503 and a.json_error))]
+    if bad:
+        problems.append(f"{len(bad)} of {len(o.answers)} requests during the outage failed badly: " + "; ".join(
+            f"{a.via} {a.request} -> {a.status or 'no answer'} ({'JSON' if a.json_error else 'not JSON'}) "
+            f"after {a.seconds:.1f} s" for a in bad[:4]))
+    ready = [a for a in o.answers if a.request.endswith("/ready") and a.via != "edge"]
+    if not ready or any(a.status != 503 for a in ready):
+        problems.append("/ready did not answer 503 on every replica while the database was down: "
+                        + ", ".join(f"{a.via} {a.status}" for a in ready[:6]))
+    if o.recovered_s is None:
+        problems.append("the fleet did not recover after the database returned")
+    for replica, runs in o.after.items():
+        lost = [f"{r} {s} -> {runs.get(r, 'missing')}" for r, s in o.before.items() if runs.get(r) != s]
+        if lost:
+            problems.append(f"{replica} lost or changed runs: {', '.join(lost)}")
+    return problems

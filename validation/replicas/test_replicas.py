@@ -1,5 +1,5 @@
-"""Two replicas act as one deployment: `replicas.consistent`, then `replicas.kill_one` and
-`replicas.kill_outage` (last: it kills a replica of the session's fleet)."""
+"""Two replicas act as one deployment: `replicas.consistent`, `replicas.db_outage`, then
+`replicas.kill_one` and `replicas.kill_outage` (last: it kills a replica of the session's fleet)."""
 
 from __future__ import annotations
 
@@ -12,12 +12,27 @@ import httpx
 import pytest
 
 from validation import api
-from validation.replicas.checks import Consistency, Kill, consistency_problems, lost_runs, outage_seconds
+from validation.replicas.checks import (
+    Answer,
+    Consistency,
+    Kill,
+    Outage,
+    consistency_problems,
+    lost_runs,
+    outage_problems,
+    outage_seconds,
+)
 
 pytestmark = pytest.mark.replicas
 
 KILL_WAIT_S = 180  # how long the survivor is given to end the killed replica's job
 PROBE_INTERVAL_S = 0.2
+DB_OUTAGE_S = 10  # how long Postgres is stopped
+HANG_S = 8  # an answer slower than this during the outage counts as a hang (connecting gives up after 5 s)
+RECOVERY_WAIT_S = 60
+# What users send while the database is down: readiness, the runs, the fleet's model, a generation.
+OUTAGE_REQUESTS = (("GET", "/ready", None), ("GET", "/api/runs", None), ("GET", "/api/models", None),
+                   ("POST", "/api/generate", {"prompt": "Say hello.", "max_new_tokens": 4, "compare": False}))
 
 
 def _runs(c: httpx.Client) -> list[tuple[str, str]]:
@@ -54,6 +69,65 @@ def test_a_job_is_seen_polled_and_cancelled_on_another_replica(gate, fleet, say)
     gate.measure("replicas.consistent", not problems, detail="; ".join(problems) or
                  f"job {job['job_id']} started on r1 answered, refused a second job (409) and cancelled on r2; "
                  f"r1 saw the cancel after {saw} s; both list the same {len(runs['r1'])} runs")
+
+
+def _ask(c: httpx.Client, via: str, method: str, path: str, body: dict | None) -> Answer:
+    t0 = time.monotonic()
+    try:
+        r = c.request(method, path, json=body)
+    except httpx.HTTPError:
+        return Answer(via, f"{method} {path}", None, False, time.monotonic() - t0)
+    try:
+        json_error = isinstance(r.json(), dict) and "error" in r.json()
+    except ValueError:
+        json_error = False
+    return Answer(via, f"{method} {path}", r.status_code, json_error, time.monotonic() - t0)
+
+
+def _recovered(clients: dict[str, httpx.Client], timeout: float) -> float | None:
+    """Seconds until every replica is ready and lists the runs again."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout:
+        try:
+            if all(c.get("/ready").status_code == 200 and c.get("/api/runs").status_code == 200
+                   for c in clients.values()):
+                return time.monotonic() - t0
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.2)
+    return None
+
+
+def test_a_database_outage_answers_json_503s_and_the_fleet_recovers(gate, fleet, say):
+    clients = {f"r{i}": httpx.Client(base_url=r.base_url, timeout=HANG_S + 2) for i, r in enumerate(fleet.replicas, 1)}
+    clients["edge"] = httpx.Client(base_url=fleet.edge.url, timeout=HANG_S + 2)
+    try:
+        before = dict(_runs(clients["r1"]))
+        fleet.database.stop()
+        say(f"Postgres stopped for {DB_OUTAGE_S} s under the fleet")
+        answers, t0 = [], time.monotonic()
+        try:
+            while time.monotonic() - t0 < DB_OUTAGE_S:
+                answers += [_ask(c, via, *request) for via, c in clients.items() for request in OUTAGE_REQUESTS]
+        finally:
+            fleet.database.start()
+        replicas = {k: c for k, c in clients.items() if k != "edge"}
+        recovered = _recovered(replicas, RECOVERY_WAIT_S)
+        after = {k: dict(_runs(c)) for k, c in replicas.items()} if recovered is not None else {}
+    finally:
+        for c in clients.values():
+            c.close()
+    problems = outage_problems(Outage(answers, recovered, before, after), HANG_S)
+    statuses = sorted({f"{a.request} {a.status}" for a in answers})
+    after_s = "never" if recovered is None else f"after {recovered:.2f} s"
+    say(f"during the outage: {len(answers)} requests, {', '.join(statuses)}; recovered {after_s}")
+    if problems:
+        gate.fail("replicas.db_outage", recovered and round(recovered, 1), "; ".join(problems))
+    slowest = max(a.seconds for a in answers)
+    gate.measure("replicas.db_outage", recovered,
+                 detail=f"Postgres stopped {DB_OUTAGE_S} s: {len(answers)} requests on both replicas and the balancer "
+                        f"answered {', '.join(statuses)} (slowest {slowest:.2f} s); every replica ready and "
+                        f"listing the same {len(before)} runs {recovered:.1f} s after it returned")
 
 
 class _Probe:

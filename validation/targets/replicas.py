@@ -1,7 +1,7 @@
 """N replicas of the app sharing one Postgres behind HAProxy: what `fly scale count N` or a platform's
 autoscaled instances run, on this machine.
 
-    with fleet(2, say=print) as f: f.edge.url, f.replicas[0].base_url, f.database_url
+    with fleet(2, say=print) as f: f.edge.url, f.replicas[0].base_url, f.database.url
     python -m validation.targets.replicas [--replicas N] -- CMD ...   # {url}, {http_url}, {build} filled in
 
 Each replica is a process target with its own checkpoint folder (a platform gives each machine its own
@@ -34,7 +34,7 @@ DEFAULT_REPLICAS = 2
 class Fleet:
     edge: Edge  # the balancer: .url (https), .http_url (redirects)
     replicas: list[ProcessTarget]
-    database_url: str
+    database: postgres.Cluster  # .url; .stop() and .start() for an outage
     cert: Cert  # the balancer's certificate: trust it (SSL_CERT_FILE) to reach `url`
 
 
@@ -43,12 +43,12 @@ def fleet(n: int = DEFAULT_REPLICAS, env: dict[str, str] | None = None,
           health_timeout: float = HEALTH_TIMEOUT_S, say: Say = _noop) -> Iterator[Fleet]:
     """Postgres, `n` replicas and the balancer; yields once /health answers through it, with
     SSL_CERT_FILE trusting the balancer. Everything is stopped and removed at the end."""
-    with postgres.cluster() as database_url, tempfile.TemporaryDirectory(prefix="cai-gate-fleet-") as tmp, \
+    with postgres.cluster() as database, tempfile.TemporaryDirectory(prefix="cai-gate-fleet-") as tmp, \
             contextlib.ExitStack() as stack:
-        say(f"replicas: {n} processes on {database_url}")
+        say(f"replicas: {n} processes on {database.url}")
         replicas = [
             stack.enter_context(ProcessTarget(
-                env={**(env or {}), "DATABASE_URL": database_url, "REPLICA_ID": f"r{i}"},
+                env={**(env or {}), "DATABASE_URL": database.url, "REPLICA_ID": f"r{i}"},
                 health_timeout=health_timeout, log_path=Path(tmp) / f"r{i}.log",
                 say=lambda m, i=i: say(f"r{i}: {m}"),
             ))
@@ -57,7 +57,7 @@ def fleet(n: int = DEFAULT_REPLICAS, env: dict[str, str] | None = None,
         cert = edge_cert(Path(tmp))
         edge = stack.enter_context(edge_proxy([r.base_url.removeprefix("http://") for r in replicas], cert, say=say))
         stack.enter_context(_trusting(cert.cert))
-        yield Fleet(edge, replicas, database_url, cert)
+        yield Fleet(edge, replicas, database, cert)
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -72,6 +72,8 @@ GOOD_METRICS = "\n".join(
         "cai_training_runs_stored 1.0",
         "# TYPE cai_cpu_cores gauge",
         "cai_cpu_cores 2.0",
+        "# TYPE cai_runs_store_up gauge",
+        "cai_runs_store_up 1.0",
         "# TYPE process_cpu_seconds_total counter",
         "process_cpu_seconds_total 12.5",
         "# TYPE process_resident_memory_bytes gauge",
