@@ -71,6 +71,8 @@ class Settings(BaseSettings):
     # Shared state: with a postgresql:// URL, training runs and their files live in Postgres (app/pgstore.py)
     database_url: str = _env("", "DATABASE_URL", pattern=r"^$|^(postgresql|postgres)://")
     replica_id: str = _env(socket.gethostname(), "REPLICA_ID")  # the owner of this replica's runs
+    # Set by Fly.io on each machine: the UI's session affinity across machines (app/affinity.py)
+    fly_machine_id: str = _env("", "FLY_MACHINE_ID", pattern=r"^[0-9a-z]{0,32}$")
     # Behaviour
     seed: int = _env(42, "SEED", ge=0, le=SEED_MAX)
     max_text_chars: int = _env(4000, "MAX_TEXT_CHARS", ge=1, le=1_000_000)

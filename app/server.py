@@ -2,6 +2,7 @@
 
 One ASGI middleware guards every request, outermost first: metrics, basic auth (all but /health),
 rate limit (actions only), body size limit (actions only). Every error is JSON naming the field.
+On Fly.io a second one keeps each browser's UI on one machine (app/affinity.py).
 """
 
 import base64
@@ -23,6 +24,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from app import metrics, schemas
+from app.affinity import FlyReplay
 from app.config import Settings
 from app.errors import ApiError
 from app.schemas import GUARDED, STORED, WITH_BODY
@@ -204,6 +206,8 @@ def create_app(settings: Settings, service: Service | None = None, *, with_ui: b
         blocks = build_ui(service)
         blocks.queue(default_concurrency_limit=settings.queue_concurrency, max_size=settings.queue_max_size)
         app = gr.mount_gradio_app(app, blocks, path="/", show_error=False)
+    if settings.fly_machine_id:
+        app.add_middleware(FlyReplay, machine_id=settings.fly_machine_id)
     app.add_middleware(Guard, settings=settings)
     return app
 
