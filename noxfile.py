@@ -105,12 +105,14 @@ def tests(session: nox.Session) -> None:
 
 @nox.session(python=False)
 def lint(session: nox.Session) -> None:
-    """ruff (Python), hadolint (Dockerfile), check-jsonschema (compose file, GitHub workflows)."""
+    """ruff (Python), hadolint (Dockerfiles), check-jsonschema (compose file, GitHub workflows)."""
     py = harness(session)
     bin_ = VENV / "bin"
     session.run(str(bin_ / "ruff"), "check", ".", external=True)
-    if (ROOT / "Dockerfile").exists():
-        session.run(str(bin_ / "hadolint"), "Dockerfile", external=True)
+    dockerfiles = [str(p.relative_to(ROOT)) for p in [ROOT / "Dockerfile", *sorted(ROOT.glob("compose/*/Dockerfile"))]
+                   if p.exists()]
+    if dockerfiles:
+        session.run(str(bin_ / "hadolint"), *dockerfiles, external=True)
     compose = [p for p in ("docker-compose.yml", "compose.yml", "compose.yaml") if (ROOT / p).exists()]
     if compose:
         session.run(str(bin_ / "check-jsonschema"), "--builtin-schema", "vendor.compose-spec", *compose, external=True)
@@ -167,15 +169,15 @@ def perf(session: nox.Session) -> None:
     _gate(session, "perf", "validation/perf")
 
 
-def _without_target(args: list[str]) -> list[str]:
-    """pytest options without --target and --base-url (both forms: `--target X`, `--target=X`)."""
+def _without_target(args: list[str], options: tuple[str, ...] = ("--target", "--base-url")) -> list[str]:
+    """pytest options without `options` (both forms: `--target X`, `--target=X`)."""
     out, skip = [], False
     for a in args:
         if skip:
             skip = False
-        elif a in ("--target", "--base-url"):
+        elif a in options:
             skip = True
-        elif not a.startswith(("--target=", "--base-url=")):
+        elif not a.startswith(tuple(f"{o}=" for o in options)):
             out.append(a)
     return out
 
@@ -201,7 +203,8 @@ def targets(session: nox.Session) -> None:
 def replicas(session: nox.Session) -> None:
     """Two replicas sharing one Postgres behind HAProxy (validation/targets/replicas.py): the smoke gate
     on the url target through the balancer (TLS, HSTS, http redirected, the build), as the deploy
-    workflow reaches a platform; then the fleet's own criteria (validation/replicas). The session's own
+    workflow reaches a platform; then the fleet's own criteria (validation/replicas), on the compose
+    `scale` profile's containers with --target container, else on process replicas. The smoke's
     --target and --base-url are replaced."""
     args = _without_target(session.posargs)
     out = "reports/replicas"
@@ -210,7 +213,8 @@ def replicas(session: nox.Session) -> None:
     session.run(py, "-m", "validation.targets.replicas", "--", py, "-m", "pytest", "validation/smoke", "-p",
                 "no:cacheprovider", *QUIET, "--target", "url", "--base-url", "{url}", "--http-url", "{http_url}",
                 "--expect-build", "{build}", "--report-dir", f"{out}/smoke", *args, external=True, env=_env("smoke"))
-    _gate(session, "replicas", "validation/replicas", [*QUIET, "--report-dir", f"{out}/fleet"], posargs=args)
+    _gate(session, "replicas", "validation/replicas", [*QUIET, "--report-dir", f"{out}/fleet"],
+          posargs=_without_target(session.posargs, ("--base-url",)))
 
 
 @nox.session(python=False)

@@ -85,7 +85,10 @@ class PostgresRunStore(RunStore):
     def _connect(self) -> psycopg.Connection:
         t0 = time.perf_counter()
         try:
-            conn = psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=False)
+            # UTF8 whatever the database's encoding: on a SQL_ASCII one (initdb in the C locale)
+            # psycopg would hand text back as bytes.
+            conn = psycopg.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S, autocommit=False,
+                                   client_encoding="UTF8")
         except psycopg.Error as exc:
             raise DatabaseError(f"DATABASE_URL={redacted(self.url)}: cannot connect: {_first_line(exc)}") from None
         metrics.DATABASE_CONNECT.observe(time.perf_counter() - t0)

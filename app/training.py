@@ -263,8 +263,9 @@ class Trainer:
             self.store.write_file(job.run_id, "traces.json", json.dumps(traces, indent=1))
             if self.on_success:  # served (and announced to the fleet) before any replica reports it succeeded
                 self.on_success(job, trained)
+            job.phase = "done"
             self.store.update(job.run_id, trained="trained", base_model=base.name, metrics=job.metrics,
-                              finished_at=now(), state="succeeded")
+                              finished_at=now(), state="succeeded", **self._whole(job))
             self._finish(job, "succeeded")
         except Cancelled:
             self.store.update(job.run_id, finished_at=now(), error="cancelled by request")
@@ -290,18 +291,23 @@ class Trainer:
     def _finish(self, job: Job, state: str, error: str | None = None) -> None:
         with self._lock:
             self.store.release()  # the fleet's job lock first: whoever sees the job end may start the next
+            job.state, job.phase, job.error = state, "done", error
             if state != "failed":  # the record next: a client that sees the job end reads the record next
                 try:
-                    self.store.update(job.run_id, state=state)
+                    self.store.update(job.run_id, state=state, **self._whole(job))
                 except OSError:
                     pass
-            job.state, job.phase, job.error = state, "done", error
             self._publish(job)
             metrics.set_training_state(state)
             metrics.TRAINING_RUNS.labels(state=state).inc()
             self.active, self.last = None, job
         log.info("training job ended", extra={"job_id": job.job_id, "run_id": job.run_id, "state": state,
                                               "error": error, "metrics": job.metrics})
+
+    def _whole(self, job: Job) -> dict:
+        """The job itself, for a write that ends it: a replica that reads the final state reads the
+        job's metrics and trace in the same row, never the last heartbeat's."""
+        return {"job": job.snapshot()} if self.store.shared else {}
 
     def _publish(self, job: Job) -> None:
         """The job as it is now, to the replicas sharing the store (their GET /api/train/{id})."""

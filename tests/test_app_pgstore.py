@@ -191,6 +191,19 @@ def test_a_database_lost_mid_transaction_is_a_503_and_the_metrics_say_so(tmp_pat
     assert REGISTRY.get_sample_value("cai_training_lease_age_seconds") == 0  # no job runs
 
 
+def test_a_sql_ascii_database_still_gives_text(tmp_path, db):
+    """initdb in the C locale (a bare container) makes SQL_ASCII databases, where psycopg returns text
+    as bytes unless the client asks for UTF8: a job id then fails to compare with text (a 500)."""
+    with psycopg.connect(db, autocommit=True) as admin:
+        admin.execute("DROP DATABASE IF EXISTS ascii")
+        admin.execute("CREATE DATABASE ascii ENCODING 'SQL_ASCII' LC_COLLATE 'C' LC_CTYPE 'C' TEMPLATE template0")
+    store = PostgresRunStore(tmp_path / "a", db.rsplit("/", 1)[0] + "/ascii", "a")
+    store.open()
+    run_id = new_run_id("smoke")
+    store.create(run_id, job_id="j-1", preset="smoke", state="running", job={"step": 1})
+    assert store.active_job()["job_id"] == "j-1" and store.list()[0]["run_id"] == run_id
+
+
 def test_one_job_across_replicas_seen_and_cancelled_from_another(tmp_path, db, tiny):
     a, b = _replica(tmp_path, db, "a"), _replica(tmp_path, db, "b")
     on_a, on_b = Trainer(a), Trainer(b)
@@ -208,6 +221,26 @@ def test_one_job_across_replicas_seen_and_cancelled_from_another(tmp_path, db, t
     assert b.get(job.run_id)["state"] == "cancelled"
     again = wait(on_b, on_b.start(tiny, "smoke", seed=3).job_id)  # the fleet's lock was given back
     assert again.state == "succeeded" and on_a.get(again.job_id).state == "succeeded"
+
+
+def test_the_write_that_ends_a_job_carries_the_whole_job(tmp_path, db, tiny):
+    """Another replica that reads `succeeded` reads the job's metrics and trace in the same row, never
+    the last heartbeat's (a GET between the two writes saw a finished job with no metrics)."""
+    a = _replica(tmp_path, db, "a")
+    ending = []
+    update = a.update
+
+    def recording(run_id, **fields):
+        if fields.get("state") in {"succeeded", "cancelled"}:
+            ending.append(fields)
+        return update(run_id, **fields)
+
+    a.update = recording
+    trainer = Trainer(a)
+    job = wait(trainer, trainer.start(tiny, "smoke", seed=3).job_id)
+    assert job.state == "succeeded" and ending
+    for fields in ending:
+        assert fields["job"]["metrics"] == job.metrics and fields["job"]["trace"], sorted(fields)
 
 
 def test_a_job_whose_replica_stopped_is_interrupted_and_frees_the_fleet(tmp_path, db):

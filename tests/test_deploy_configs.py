@@ -71,8 +71,10 @@ def _assert_build_models_stage_has_its_imports():
 
 
 def test_hadolint_passes_with_no_findings():
+    dockerfiles = [ROOT / "Dockerfile", *sorted((ROOT / "compose").glob("*/Dockerfile"))]
+    assert len(dockerfiles) == 3, dockerfiles
     res = _run(_tool("hadolint"), "--config", str(ROOT / ".hadolint.yaml"), "--failure-threshold", "style",
-               str(ROOT / "Dockerfile"), cwd=ROOT)
+               *map(str, dockerfiles), cwd=ROOT)
     assert res.returncode == 0 and not res.stdout.strip(), f"hadolint findings:\n{res.stdout}{res.stderr}"
 
 
@@ -166,7 +168,8 @@ def test_compose_validates_against_the_compose_spec():
 
 def test_compose_service_settings():
     compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
-    (name, svc), = compose["services"].items()
+    by_default = {n: s for n, s in compose["services"].items() if not s.get("profiles")}
+    (name, svc), = by_default.items()
     vols = {v.split(":", 1)[1] for v in svc["volumes"]}
     assert {"/app/demo/checkpoints", "/app/demo/logs"} <= vols
     assert svc["init"] is True
@@ -178,6 +181,21 @@ def test_compose_service_settings():
     assert any(str(p).endswith("7860") for p in svc["ports"])
     named = {v.split(":", 1)[0] for v in svc["volumes"]}
     assert named <= set(compose.get("volumes") or {}), "named volumes must be declared"
+
+
+def test_the_scale_profile_shares_one_postgres_and_balances_with_the_gates_routing():
+    compose = yaml.safe_load((ROOT / "docker-compose.yml").read_text())
+    scale = {n: s for n, s in compose["services"].items() if "scale" in s.get("profiles", [])}
+    assert set(scale) == {"postgres", "replica1", "replica2", "balancer"}
+    urls = {scale[r]["environment"]["DATABASE_URL"] for r in ("replica1", "replica2")}
+    assert len(urls) == 1 and "@postgres:5432/" in urls.pop()
+    assert len({scale[r]["environment"]["REPLICA_ID"] for r in ("replica1", "replica2")}) == 2
+    assert len({tuple(scale[r]["volumes"]) for r in ("replica1", "replica2")}) == 2, "a checkpoint volume each"
+    from validation.targets import proxy
+    assert proxy.COMPOSE_CONFIG.read_text() == proxy.compose_config(), (
+        "compose/balancer/haproxy.cfg differs from the gate's routing: write it again with "
+        "python -c 'from validation.targets import proxy; proxy.COMPOSE_CONFIG.write_text(proxy.compose_config())'")
+    assert f"{proxy.COMPOSE_PORT}" in scale["balancer"]["ports"][0].rsplit(":", 1)[-1]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import os
-import signal
 import threading
 import time
 
@@ -170,9 +168,8 @@ def test_sigkill_of_the_replica_running_a_job_leaves_it_interrupted_and_the_flee
     survivor = next(r for r in fleet.replicas if r is not victim)
     with _Probe(fleet) as probe:
         probe.t0 = killed = time.monotonic()
-        os.killpg(victim.pid, signal.SIGKILL)
-        victim.popen.wait(30)
-        say(f"SIGKILL of {owner} (pid {victim.pid}) running {job['job_id']} at step {job['step']}")
+        victim.kill()
+        say(f"SIGKILL of {owner} running {job['job_id']} at step {job['step']}")
         with api.Client(base_url=survivor.base_url, timeout=30) as c:
             final = api.poll_job(c, job["job_id"], timeout=KILL_WAIT_S, until=lambda j: j["state"] == "interrupted")
             seconds = time.monotonic() - killed

@@ -73,7 +73,8 @@ def cluster() -> Iterator[Cluster]:
         shutil.chown(folder, "postgres", "postgres")
     c = Cluster(bin_, folder, _free_port(), as_user)
     try:
-        c._run("initdb", "-D", str(c.data), "-A", "trust", "-U", "postgres", "--no-sync")
+        c._run("initdb", "-D", str(c.data), "-A", "trust", "-U", "postgres", "--no-sync", "--encoding=UTF8",
+               "--locale=C.UTF-8")
         c.start()
         c._run("createdb", "-h", "127.0.0.1", "-p", str(c.port), "-U", "postgres", DATABASE)
         yield c

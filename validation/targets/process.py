@@ -101,6 +101,12 @@ class ProcessTarget(Target):
         self._terminate(timeout)
         self._spawn()
 
+    def kill(self) -> None:
+        """SIGKILL, as the OOM killer or a lost machine: no shutdown at all. Returns once it is gone."""
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.pid, signal.SIGKILL)
+        self.popen.wait(30)
+
     def dead(self) -> str | None:
         code = self.popen.poll()
         return None if code is None else f"`python -m app` exited with code {code}"

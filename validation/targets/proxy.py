@@ -33,7 +33,8 @@ from validation.targets.process import ProcessTarget
 # Several replicas: the UI sticks to one by a cookie (Gradio's queue session lives in one process);
 # /api/ goes round-robin with no affinity, as a platform's balancer does by default. A replica is
 # taken out after two failed /health checks a second apart, and a request to a dead one is retried.
-CONFIG = """\
+# The compose `scale` profile's balancer has the same routing (compose_config).
+DEFAULTS = """\
 global
     maxconn 256
 defaults
@@ -45,31 +46,44 @@ defaults
     timeout client 900s
     timeout server 900s
     timeout check 3s
-frontend edge
-    bind 127.0.0.1:{port} ssl crt {pem}
-    http-response set-header Strict-Transport-Security "max-age=63072000"
+"""
+ROUTING = """\
     acl api path_beg /api/
     use_backend api if api
     default_backend ui
-frontend plain
+"""
+EDGE = """\
+frontend edge
+    bind 127.0.0.1:{port} ssl crt {pem}
+    http-response set-header Strict-Transport-Security "max-age=63072000"
+{routing}frontend plain
     bind 127.0.0.1:{http_port}
     http-request redirect location https://127.0.0.1:{port}%[capture.req.uri] code 301
-backend ui
-    option httpchk GET /health
-    cookie {cookie} insert indirect nocache httponly
-{ui_servers}
-backend api
-    option httpchk GET /health
-{api_servers}
 """
 AFFINITY_COOKIE = "CAI_REPLICA"
 CHECK = "check inter 1s fall 2 rise 1"
+COMPOSE_PORT = 8080  # the compose balancer's port in its container
+COMPOSE_CONFIG = Path(__file__).resolve().parents[2] / "compose" / "balancer" / "haproxy.cfg"
+
+
+def _backends(backends: list[str], server_options: str = "") -> str:
+    ui = "\n".join(f"    server r{i} {b} {CHECK} cookie r{i}{server_options}" for i, b in enumerate(backends, 1))
+    api = "\n".join(f"    server r{i} {b} {CHECK}{server_options}" for i, b in enumerate(backends, 1))
+    return (f"backend ui\n    option httpchk GET /health\n    cookie {AFFINITY_COOKIE} insert indirect nocache httponly\n"
+            f"{ui}\nbackend api\n    option httpchk GET /health\n{api}\n")
 
 
 def _config(port: int, http_port: int, pem: Path, backends: list[str]) -> str:
-    ui = "\n".join(f"    server r{i} {b} {CHECK} cookie r{i}" for i, b in enumerate(backends, 1))
-    api = "\n".join(f"    server r{i} {b} {CHECK}" for i, b in enumerate(backends, 1))
-    return CONFIG.format(port=port, http_port=http_port, pem=pem, cookie=AFFINITY_COOKIE, ui_servers=ui, api_servers=api)
+    return DEFAULTS + EDGE.format(port=port, http_port=http_port, pem=pem, routing=ROUTING) + _backends(backends)
+
+
+def compose_config(replicas: int = 2) -> str:
+    """compose/balancer/haproxy.cfg: the same routing in front of compose's replica1..N, plain http
+    on COMPOSE_PORT, names resolved by Docker's DNS once the replicas exist."""
+    return ("# Written by validation/targets/proxy.py (compose_config): the routing the replicas gate uses.\n"
+            + DEFAULTS + "resolvers docker\n    nameserver dns 127.0.0.11:53\n"
+            + f"frontend web\n    bind :{COMPOSE_PORT}\n{ROUTING}"
+            + _backends([f"replica{i}:7860" for i in range(1, replicas + 1)], " resolvers docker init-addr libc,none"))
 
 
 @dataclass(frozen=True)

@@ -32,10 +32,10 @@ DEFAULT_REPLICAS = 2
 
 @dataclass
 class Fleet:
-    edge: Edge  # the balancer: .url (https), .http_url (redirects)
-    replicas: list[ProcessTarget]
-    database: postgres.Cluster  # .url; .stop() and .start() for an outage
-    cert: Cert  # the balancer's certificate: trust it (SSL_CERT_FILE) to reach `url`
+    edge: Edge  # the balancer: .url (https here; plain http for compose's), .http_url (redirects)
+    replicas: list  # each: .base_url, .kill(), .dead(), .save_log(path) (ProcessTarget, compose.Replica)
+    database: postgres.Cluster  # .url; .stop() and .start() for an outage (or compose.Database)
+    cert: Cert | None  # the balancer's certificate: trust it (SSL_CERT_FILE) to reach `url`
 
 
 @contextlib.contextmanager
