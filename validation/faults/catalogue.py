@@ -282,6 +282,20 @@ def _open_without_marking(self):
     return []
 
 
+def _cancel_only_local():
+    from app.training import StoredJob
+
+    def make(fn):
+        @functools.wraps(fn)
+        def cancel(self, job_id):
+            job = self.get(job_id)
+            if isinstance(job, StoredJob):  # another replica's job: answers cancelling and tells nobody
+                return StoredJob({**job.snapshot(), "state": "cancelling"})
+            return fn(self, job_id)
+        return cancel
+    _patch("app.training:Trainer.cancel", make)
+
+
 FAULTS: dict[str, Fault] = {f.name: f for f in [
     Fault("evaluate_never_flags", "evaluation drops every principle's flag", "smoke",
           ("evaluate.harmful_flagged", "gradio_api.evaluate"),
@@ -418,4 +432,13 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
     Fault("answers_restate_request", "the trained model answers with a restatement of the request", "perf",
           ("behaviour.helpfulness",),
           lambda: _after("app.impact:answers", _restating_answers), "quick_demo or behaviour", model=BEHAVIOUR_MODEL),
+    # A fleet (two replicas sharing Postgres): only the replicas session sees these.
+    Fault("job_state_in_memory", "a job is known only to the replica running it (the database never answers for it)",
+          "replicas", ("replicas.consistent",),
+          lambda: _replace("app.pgstore:PostgresRunStore.find_job", lambda self, job_id: None), "seen_polled"),
+    Fault("cancel_only_local", "a cancel asked on another replica is answered but never reaches the job", "replicas",
+          ("replicas.consistent",), _cancel_only_local, "seen_polled"),
+    Fault("lease_never_checked", "a job whose replica died is never marked interrupted (the lease is not read)",
+          "replicas", ("replicas.kill_one",),
+          lambda: _replace("app.pgstore:PostgresRunStore._expire", lambda self: None), "sigkill"),
 ]}

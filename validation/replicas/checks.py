@@ -54,7 +54,7 @@ class Kill:
     seconds: float | None  # from the kill until that state was final
     before: dict[str, str]  # the runs that had ended before the job: run_id -> state
     after: dict[str, str]  # the survivor's runs at the end
-    failures: list[float]  # seconds after the kill of each request through the balancer that failed
+    failures: list[float]  # when each request through the balancer that failed was sent, s after the kill
     interval: float  # between those requests
 
 

@@ -32,7 +32,8 @@ from validation.targets.process import ProcessTarget
 # Timeouts as generous as a platform's: an impact request answers three held-out sets (up to 15 min).
 # Several replicas: the UI sticks to one by a cookie (Gradio's queue session lives in one process);
 # /api/ goes round-robin with no affinity, as a platform's balancer does by default. A replica is
-# taken out after two failed /health checks a second apart, and a request to a dead one is retried.
+# taken out after two failed /health checks a second apart, and a request to a dead one is retried
+# (a dead container's address does not refuse, it times out: connecting gives up after 1 s).
 # The compose `scale` profile's balancer has the same routing (compose_config).
 DEFAULTS = """\
 global
@@ -42,7 +43,7 @@ defaults
     option forwardfor
     option redispatch
     retries 2
-    timeout connect 5s
+    timeout connect 1s
     timeout client 900s
     timeout server 900s
     timeout check 3s
