@@ -27,7 +27,7 @@ def test_the_catalogue_has_at_least_20_faults_each_with_criteria_and_tests():
     known = criteria.load("plan").items
     for f in FAULTS.values():
         assert f.expect and all(c in known for c in f.expect), f.name
-        assert f.session in {"smoke", "e2e", "perf", "resilience"} and f.tests, f.name
+        assert f.session in {"smoke", "e2e", "perf", "resilience", "replicas"} and f.tests, f.name
 
 
 def test_every_fault_applies_to_the_current_app():

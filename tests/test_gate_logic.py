@@ -53,11 +53,15 @@ def test_strict_inherits_and_overrides():
 
 def test_ci_profile_is_the_plan_but_named_regression_bounds():
     """CI's profile (README): only two behaviour bounds, the p95 under load and sustained CPU differ from
-    the plan's, as looser bounds that can still be crossed; every other threshold and parameter is the plan's."""
+    the plan's, as looser bounds that can still be crossed, and one is stricter (a fleet's lapsed lease
+    is found sooner); every other threshold and parameter is the plan's."""
     plan, ci = C.load("plan"), C.load("ci")
     differ = {cid for cid in plan.items if ci[cid].threshold != plan[cid].threshold}
-    assert differ == {"perf.response_p95", "perf.cpu", "behaviour.harm_reduced", "behaviour.over_refusal"}
-    for cid in differ:
+    stricter = {"replicas.kill_one"}
+    assert differ == {"perf.response_p95", "perf.cpu", "behaviour.harm_reduced", "behaviour.over_refusal", *stricter}
+    for cid in stricter:
+        assert ci[cid].threshold < plan[cid].threshold and C.compare(ci[cid], ci[cid].threshold), cid
+    for cid in differ - stricter:
         assert plan[cid].threshold < ci[cid].threshold <= max(3 * plan[cid].threshold, 15), cid
         assert not C.compare(ci[cid], ci[cid].threshold * 1.01 + 0.01), cid  # crossed: fails
     assert ci["perf.cpu"].threshold < 100  # still a bound: an app that takes every core fails

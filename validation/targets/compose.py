@@ -2,25 +2,31 @@
 replicas of the gated image and the balancer, each a container, started from docker-compose.yml as a
 user starts them (`docker compose --profile scale up`), then removed with their volumes.
 
-    with scale_fleet("cai-demo:latest", say=print) as f: f.edge.url, f.replicas[0].base_url
+    with scale_fleet("cai-demo:latest", say=print) as (edge, replicas, database): edge.url, replicas[0].base_url
+    python -m validation.targets.compose [--image TAG] -- CMD ...   # {url}, {http_url}, {build} filled in
 
 The Postgres and balancer images are built from compose/ on the base image (Debian's packages, no
 registry); the replicas run the image given. Each replica's port is published on loopback, so the
-gate reaches it directly as well as through the balancer.
+gate reaches it directly as well as through the balancer. The command form runs CMD against the
+balancer (plain http) and removes everything after, e.g. the browser gate through the fleet:
+`-- nox -s e2e -- --target url --base-url {url} --expect-build {build}`.
 """
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import secrets
 import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 from validation.targets.base import REPO, Say, TargetError, _noop, free_port
-from validation.targets.proxy import Edge
+from validation.targets.image import REVISION_LABEL, UNKNOWN_BUILD
+from validation.targets.proxy import Edge, command, run_against
 
 COMPOSE_FILE = REPO / "docker-compose.yml"
 REPLICAS = ("replica1", "replica2")  # the profile's replicas
@@ -109,3 +115,25 @@ def scale_fleet(image: str, say: Say = _noop) -> Iterator[tuple[Edge, list[Repli
         yield Edge(url, url), replicas, Database(project)
     finally:
         project.run("down", "-v", "--remove-orphans", "--timeout", "10", check=False)
+
+
+def _revision(image: str) -> str:
+    out = subprocess.run(["docker", "image", "inspect", "-f", f'{{{{index .Config.Labels "{REVISION_LABEL}"}}}}', image],
+                         capture_output=True, text=True, timeout=30)
+    return out.stdout.strip() or UNKNOWN_BUILD
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m validation.targets.compose", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--image", default="cai-demo:latest", help="the replicas' image (default %(default)s; "
+                        "nox -s image builds it)")
+    parser.add_argument("cmd", nargs=argparse.REMAINDER, help="-- then the command; {url}, {http_url}, {build} are filled in")
+    args = parser.parse_args(argv)
+    cmd = command(parser, args.cmd)
+    say = lambda m: print(f"[compose] {m}", flush=True)  # noqa: E731
+    with scale_fleet(args.image, say) as (edge, _, _):
+        return run_against(cmd, edge, _revision(args.image), None, say)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

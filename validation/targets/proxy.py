@@ -194,11 +194,13 @@ def command(parser: argparse.ArgumentParser, rest: list[str]) -> list[str]:
     return cmd
 
 
-def run_against(cmd: list[str], edge: Edge, build: str, cert: Cert, say: Say) -> int:
-    """Run `cmd` with {url}, {http_url} and {build} filled in, trusting `cert`; its exit status."""
+def run_against(cmd: list[str], edge: Edge, build: str, cert: Cert | None, say: Say) -> int:
+    """Run `cmd` with {url}, {http_url} and {build} filled in, trusting `cert` (None: plain http);
+    its exit status."""
     filled = [a.replace("{url}", edge.url).replace("{http_url}", edge.http_url).replace("{build}", build) for a in cmd]
-    say(" ".join(filled) + f"  (SSL_CERT_FILE={cert.cert})")
-    return subprocess.run(filled, env={**os.environ, "SSL_CERT_FILE": str(cert.cert)}).returncode
+    trust = {"SSL_CERT_FILE": str(cert.cert)} if cert else {}
+    say(" ".join(filled) + (f"  (SSL_CERT_FILE={cert.cert})" if cert else ""))
+    return subprocess.run(filled, env={**os.environ, **trust}).returncode
 
 
 if __name__ == "__main__":
