@@ -2,6 +2,8 @@
 
 from dataclasses import replace
 
+import pytest
+
 from validation.replicas.checks import (
     Answer,
     Consistency,
@@ -70,3 +72,11 @@ def test_a_database_outage_names_each_way_the_fleet_misbehaves():
     for needle, broken in cases.items():
         problems = outage_problems(broken, hang_s=8)
         assert any(needle in p for p in problems), (needle, problems)
+
+
+def test_the_fleet_launchers_refuse_to_start_without_a_command(capsys):
+    from validation.targets import compose, replicas
+    for main in (compose.main, replicas.main):
+        with pytest.raises(SystemExit) as exited:
+            main(["--"])
+        assert exited.value.code == 2 and "no command after --" in capsys.readouterr().err
