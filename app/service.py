@@ -59,14 +59,17 @@ class Service:
             log.warning("runs interrupted by an earlier stop", extra={"runs": interrupted})
 
     def preload(self) -> None:
-        """Load the default model and the judge in the background; /health answers meanwhile."""
+        """Load the default model and the judge in the background; /health answers meanwhile. The
+        judge counts as loading from the start: between the model's load and the judge's, /ready
+        would otherwise say ready and then take it back."""
+        self.judge_state = "loading"
+
         def work():
             try:
                 self.load_model(self.requests.LoadModelRequest(model=self.settings.default_model))
             except Exception as exc:  # recorded in model_state/model_error, shown by /ready
                 log.error("default model failed to load", extra={"model": self.settings.default_model,
                                                                  "error": getattr(exc, "message", str(exc))})
-            self.judge_state = "loading"
             try:
                 evaluation.load_judge()
                 self.judge_state = "ready"

@@ -349,7 +349,8 @@ def _critique_tab(service, R, rng: random.Random) -> None:
 
 def _impact_tab(service, R) -> None:
     largest_set = constitution.largest_eval_set()
-    downloads = Path(tempfile.mkdtemp(prefix="cai-impact-"))
+    # made on the first analysis, so a UI built and never used (every test app) leaves no folder behind
+    downloads = functools.cache(lambda: Path(tempfile.mkdtemp(prefix="cai-impact-")))
     with gr.Tab("Impact", elem_id=E.TAB_IMPACT):
         gr.Markdown("Base vs trained on three held-out sets (never trained on), greedy decoding: **harm** (flagged "
                     "answers to red-team prompts, rules + embedding judge), **over-refusal** (refusals of safe "
@@ -367,7 +368,7 @@ def _impact_tab(service, R) -> None:
     @_user_errors
     def run_impact(limit, request: gr.Request):
         report = service.impact(_request(R.ImpactRequest, limit=limit))
-        stem = downloads / f"impact-{report['run_id']}"
+        stem = downloads() / f"impact-{report['run_id']}"
         Path(f"{stem}.json").write_text(json.dumps(report, indent=2), encoding="utf-8")
         Path(f"{stem}.csv").write_text(service.impact_file(report["run_id"], "csv"), encoding="utf-8")
         sets = ", ".join(f"{n} {name.replace('_', '-')}" for name, n in report["sets"].items())

@@ -224,3 +224,39 @@ def test_a_known_path_with_an_undeclared_method_gets_405_with_allow_and_unknown_
 def test_the_openapi_document_has_no_catch_all_operation(client):
     paths = client.get("/api/openapi.json").json()["paths"]
     assert "/api/evaluate" in paths and not any("{rest" in p for p in paths), sorted(paths)
+
+
+def test_ready_never_says_ready_before_the_preloaded_judge(settings, tiny, monkeypatch):
+    """The preload loads the model, then the judge: /ready stays 503 until both are done, never
+    200 in between and then 503 again."""
+    import threading
+
+    from app import evaluation
+    from app.service import Service
+
+    judge_may_load, loaded = threading.Event(), threading.Event()
+    service, ready_when_model_loaded = Service(settings), []
+    service.open()
+
+    def load_model(req):
+        service.base, service.model_state = tiny, "ready"
+        ready_when_model_loaded.append(service.ready()[0])
+
+    def load_judge():
+        judge_may_load.wait(10)
+        loaded.set()
+
+    monkeypatch.setattr(service, "load_model", load_model)
+    monkeypatch.setattr(evaluation, "load_judge", load_judge)
+    service.preload()
+    for _ in range(20):  # the model is loaded at once; the judge waits
+        assert service.ready()[0] is False, service.ready()
+        threading.Event().wait(0.01)
+    assert ready_when_model_loaded == [False]
+    judge_may_load.set()
+    assert loaded.wait(10)
+    for _ in range(100):
+        if service.ready()[0]:
+            break
+        threading.Event().wait(0.01)
+    assert service.ready() == (True, {"status": "ready", "model": "tiny", "judge": "ready"})
