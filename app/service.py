@@ -107,7 +107,7 @@ class Service:
         """Load a registry model or a run's checkpoint; with `announce`, the replicas sharing the
         store follow (a load made to follow them does not announce)."""
         name = req.model.strip()
-        if self.trainer.active is not None:
+        if self.trainer.fleet_active() is not None:  # the fleet serves one model: one replica's job holds it
             raise ApiError(409, "model", "a training job is running; load another model after it ends", error="busy")
         with self._load_lock:
             self.model_state, self.loading_name, self.model_error = "loading", name, None

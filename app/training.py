@@ -17,6 +17,7 @@ import errno
 import json
 import logging
 import math
+import re
 import secrets
 import threading
 import time
@@ -57,6 +58,8 @@ PRESETS: dict[str, Preset] = {
     for name, values in tomllib.loads((Path(__file__).parent / "data" / "presets.toml").read_text()).items()
 }
 FINAL_STATES = {"succeeded", "failed", "cancelled"}
+JOB_ID_BYTES = 6
+JOB_ID = re.compile(rf"j-[0-9a-f]{{{2 * JOB_ID_BYTES}}}")
 
 
 def sft_batch(tokenizer, pairs: list[tuple[str, str]], max_length: int) -> dict[str, torch.Tensor]:
@@ -146,7 +149,7 @@ class Trainer:
                 raise ApiError(409, "preset", f"training job {self.active.job_id} is {self.active.state}; "
                                "one job at a time", error="busy", extra={"job_id": self.active.job_id})
             self.store.claim()  # and across replicas, when they share the store
-            job = Job(job_id="j-" + secrets.token_hex(6), run_id=new_run_id(preset.name), preset=preset.name,
+            job = Job(job_id="j-" + secrets.token_hex(JOB_ID_BYTES), run_id=new_run_id(preset.name), preset=preset.name,
                       model=base.name, seed=seed)
             # generation steps (answer, then critique and revisions per round, per prompt), then optimizer steps
             examples = preset.prompts + preset.helpful_prompts
@@ -168,6 +171,8 @@ class Trainer:
     def get(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
         if job is None:
+            if not JOB_ID.fullmatch(job_id):  # not one of ours: a database never sees it (it refuses NUL, say)
+                raise ApiError(404, "job_id", f"no training job {job_id!r}", error="not_found")
             stored = self.store.find_job(job_id)
             if stored is None:
                 raise ApiError(404, "job_id", f"no training job {job_id!r}", error="not_found")

@@ -153,6 +153,24 @@ def test_over_http_a_run_trained_behind_one_replica_is_listed_loaded_and_followe
         assert b.get("/api/models").json()["trained_run"] == second
 
 
+def test_over_http_a_job_on_one_replica_refuses_a_model_load_on_another_and_odd_ids_are_404(
+        tmp_path, db, make_client):
+    with (make_client(database_url=db, replica_id="a", checkpoint_dir=tmp_path / "a") as a,
+          make_client(database_url=db, replica_id="b", checkpoint_dir=tmp_path / "b") as b):
+        job_id = a.post("/api/train", json={"preset": "smoke"}).json()["job_id"]
+        load = b.post("/api/models/load", json={"model": "tiny"})  # the fleet's served model is the job's
+        assert load.status_code == 409 and load.json()["error"] == "busy", load.text
+        for path in ("/api/train/%00%1b", "/api/train/j-%00"):  # Postgres refuses NUL: never asked
+            r = b.get(path)
+            assert r.status_code == 404 and r.json()["field"] == "job_id", r.text
+        assert b.post("/api/train/%00%1b/cancel").status_code == 404
+        a.post(f"/api/train/{job_id}/cancel")
+        deadline = time.monotonic() + 60
+        while a.get(f"/api/train/{job_id}").json()["state"] not in {"cancelled", "succeeded", "failed"}:
+            assert time.monotonic() < deadline
+            time.sleep(0.1)
+
+
 def test_without_its_database_a_replica_is_not_ready_and_answers_503_then_recovers(tmp_path, db, make_client):
     with make_client(database_url=db, checkpoint_dir=tmp_path / "a") as a:
         assert a.get("/ready").status_code == 200 and a.get("/api/runs").status_code == 200
