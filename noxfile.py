@@ -97,10 +97,11 @@ def _gate(session: nox.Session, name: str, path: str, default_args: list[str] | 
 
 @nox.session(python=False)
 def tests(session: nox.Session) -> None:
-    """Unit tests of the app and of the gate's own logic, incl. gate-sensitivity tests (tests/)."""
+    """Unit tests of the app and of the gate's own logic, incl. gate-sensitivity tests (tests/), one
+    worker a core, a test file to a worker (its module fixtures, a Postgres cluster say, made once)."""
     py = harness(session)
-    session.run(str(py), "-m", "pytest", "tests", "-p", "no:cacheprovider", *session.posargs, external=True,
-                env=_env("tests", session))
+    session.run(str(py), "-m", "pytest", "tests", "-p", "no:cacheprovider", "-n", "auto", "--dist", "loadfile",
+                *session.posargs, external=True, env=_env("tests", session))
 
 
 @nox.session(python=False)

@@ -170,6 +170,12 @@ class PostgresRunStore(RunStore):
                         "ORDER BY meta->>'created_at' DESC LIMIT 1", (list(ACTIVE),))
         return self.find_job(row[0]) if row and row[0] else None
 
+    def last_job(self) -> dict | None:
+        self._expire()
+        row = self._one("SELECT meta->>'job_id' FROM runs WHERE meta->>'job_id' IS NOT NULL "
+                        "ORDER BY meta->>'created_at' DESC LIMIT 1", ())
+        return self.find_job(row[0]) if row and row[0] else None
+
     def request_cancel(self, job_id: str) -> dict | None:
         self._one("UPDATE runs SET meta = meta || %s WHERE meta->>'job_id' = %s AND meta->>'state' = ANY(%s)",
                   (Jsonb({"cancel_requested": True, "state": "cancelling", "updated_at": now()}), job_id,

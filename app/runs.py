@@ -177,6 +177,10 @@ class RunStore:
         """The job a replica runs now, if any."""
         return None
 
+    def last_job(self) -> dict | None:
+        """The job started last on any replica, whatever its state."""
+        return None
+
     def request_cancel(self, job_id: str) -> dict | None:
         """Ask the replica running the job to cancel it; the job as it stands."""
         return None

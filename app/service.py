@@ -253,7 +253,7 @@ class Service:
         return self.trainer.cancel(job_id).snapshot()
 
     def jobs(self) -> dict:
-        active, last = self.trainer.fleet_active(), self.trainer.last
+        active, last = self.trainer.fleet_active(), self.trainer.fleet_last()
         return {"active": active.snapshot() if active else None, "last": last.snapshot() if last else None}
 
     # ---- runs and impact ----

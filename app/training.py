@@ -186,6 +186,13 @@ class Trainer:
         stored = self.store.active_job()
         return StoredJob(stored) if stored else None
 
+    def fleet_last(self) -> Job | StoredJob | None:
+        """The job started last: this replica's, or a later one of another replica sharing the store."""
+        stored = self.store.last_job()
+        if stored is None or stored["job_id"] in self.jobs:  # ours: the live object is the fresher
+            return self.jobs.get(stored["job_id"]) if stored else self.last
+        return StoredJob(stored)
+
     def cancel(self, job_id: str) -> Job:
         job = self.get(job_id)
         if isinstance(job, StoredJob):  # another replica's: it sees the request at its next heartbeat

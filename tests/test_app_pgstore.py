@@ -153,7 +153,7 @@ def test_over_http_a_run_trained_behind_one_replica_is_listed_loaded_and_followe
         assert b.get("/api/models").json()["trained_run"] == second
 
 
-def test_over_http_a_job_on_one_replica_refuses_a_model_load_on_another_and_odd_ids_are_404(
+def test_over_http_a_job_on_one_replica_is_the_last_and_holds_the_model_on_another_and_odd_ids_are_404(
         tmp_path, db, make_client):
     with (make_client(database_url=db, replica_id="a", checkpoint_dir=tmp_path / "a") as a,
           make_client(database_url=db, replica_id="b", checkpoint_dir=tmp_path / "b") as b):
@@ -169,6 +169,9 @@ def test_over_http_a_job_on_one_replica_refuses_a_model_load_on_another_and_odd_
         while a.get(f"/api/train/{job_id}").json()["state"] not in {"cancelled", "succeeded", "failed"}:
             assert time.monotonic() < deadline
             time.sleep(0.1)
+        for c in (a, b):  # the fleet's last job, wherever it ran
+            last = c.get("/api/train").json()["last"]
+            assert last["job_id"] == job_id and last["state"] == "cancelled", last
 
 
 def test_without_its_database_a_replica_is_not_ready_and_answers_503_then_recovers(tmp_path, db, make_client):

@@ -54,9 +54,11 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     config = session.config
     if not has_state(config):
         return
+    targets_mod.cleanup_all()
+    if hasattr(config, "workerinput"):  # a pytest-xdist worker: the controller writes the report
+        return
     st = state(config)
     rec: Recorder = st.recorder
-    targets_mod.cleanup_all()
     now = time.time()
     timings = CLOCK.totals()
     wall = now - st.t0

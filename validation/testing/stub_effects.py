@@ -71,7 +71,7 @@ class EffectStub(StubApp):
         if "tokens_shared" in f:
             with self._lock:
                 self.last_tokens = tokens
-            time.sleep(0.1)  # decoded together with whatever arrives meanwhile
+            time.sleep(1.0)  # decoded together with whatever arrives meanwhile (a busy host included)
             tokens = self.last_tokens
         n = 30 if "tokens_ignored" in f else tokens
         sample = temperature > 0 or "temperature_ignored" in f
