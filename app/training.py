@@ -171,9 +171,8 @@ class Trainer:
     def get(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
         if job is None:
-            if not JOB_ID.fullmatch(job_id):  # not one of ours: a database never sees it (it refuses NUL, say)
-                raise ApiError(404, "job_id", f"no training job {job_id!r}", error="not_found")
-            stored = self.store.find_job(job_id)
+            # an id not of our making never reaches the database (Postgres refuses a NUL, say)
+            stored = self.store.find_job(job_id) if JOB_ID.fullmatch(job_id) else None
             if stored is None:
                 raise ApiError(404, "job_id", f"no training job {job_id!r}", error="not_found")
             return StoredJob(stored)
@@ -189,9 +188,9 @@ class Trainer:
     def fleet_last(self) -> Job | StoredJob | None:
         """The job started last: this replica's, or a later one of another replica sharing the store."""
         stored = self.store.last_job()
-        if stored is None or stored["job_id"] in self.jobs:  # ours: the live object is the fresher
-            return self.jobs.get(stored["job_id"]) if stored else self.last
-        return StoredJob(stored)
+        if stored is None:
+            return self.last
+        return self.jobs.get(stored["job_id"]) or StoredJob(stored)  # ours: the live object is the fresher
 
     def cancel(self, job_id: str) -> Job:
         job = self.get(job_id)
