@@ -22,6 +22,9 @@ from validation import criteria
 
 # A delay beyond generate.time's bound in every profile: the runs use the faults session's profile.
 SLOW_S = 1 + max(criteria.load(p)["generate.time"].threshold for p in criteria.profiles())
+# The smoke test that measures generate.valid and generate.time: the others that match "generate"
+# decode many times (each delayed by a slow fault) or train first.
+ONE_GENERATE = "test_generate and not parameters and not compare"
 
 
 BEHAVIOUR_MODEL = criteria.load().param("behaviour_model")  # the real model the behaviour criteria are judged on
@@ -305,7 +308,7 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
           lambda: _after("app.evaluation:evaluate", _always_flags), "evaluate"),
     Fault("evaluate_slow", "evaluation sleeps 5.5 s (a blocking call in the request path)", "smoke",
           ("evaluate.time", "gradio_api.evaluate_time"),
-          lambda: _before("app.service:Service.evaluate", _sleep(5.5)), "evaluate"),
+          lambda: _before("app.service:Service.evaluate", _sleep(5.5)), "test_evaluate and not modes"),
     Fault("health_500", "GET /health raises", "smoke",
           ("startup.health_time", "health.status"),
           lambda: _before("app.service:Service.health", _raise(RuntimeError("health"))), "startup or health"),
@@ -317,18 +320,18 @@ FAULTS: dict[str, Fault] = {f.name: f for f in [
           lambda: _before("app.models:load", _raise(RuntimeError("weights missing"))), "ready or model_load"),
     Fault("model_load_slow", "every model load takes 31 s", "smoke",
           ("model.load_time", "ready.time"),
-          lambda: _before("app.models:load", _sleep(31)), "ready or model_load"),
+          lambda: _before("app.models:load", _sleep(31)), "test_model_load and not changes"),
     Fault("memory_leak_per_request", "every evaluation keeps 1 MB that is never freed", "smoke",
           ("memory.growth",), _leaky_cache, "memory_growth"),
     Fault("generate_empty", "generation returns empty text", "smoke",
           ("generate.valid",),
-          lambda: _after("app.generation:wait", lambda text, *a, **k: ""), "generate"),
+          lambda: _after("app.generation:wait", lambda text, *a, **k: ""), ONE_GENERATE),
     Fault("generate_no_verdict", "generation answers without the judge's evaluation", "smoke",
           ("generate.valid",),
-          lambda: _after("app.service:Service._answer", _no_evaluation), "generate"),
+          lambda: _after("app.service:Service._answer", _no_evaluation), ONE_GENERATE),
     Fault("generate_slow", f"generation waits {SLOW_S:.0f} s before decoding", "smoke",
           ("generate.time",),
-          lambda: _before("app.service:Service.generate", _sleep(SLOW_S)), "generate"),
+          lambda: _before("app.service:Service.generate", _sleep(SLOW_S)), ONE_GENERATE),
     Fault("train_changes_nothing", "the optimizer's learning rate is 0: training changes no weight", "smoke",
           ("train.checkpoint",),
           _lr_zero, "training_preset"),
