@@ -7,8 +7,10 @@ All prompts go through the model's chat template (app/generation.py). A 135M mod
 revise rather than talk about its reply, so each revision has candidates in three forms: the paper's
 (the whole exchange, then the revision request), a fresh reply to the user guided by the critique
 and the revision request, and a fresh reply that declines with a reason when answering would harm;
-greedy plus sampled (best-of-n). The judge keeps the best candidate among those that can be training
-targets (app/recipe.py: no talk about the request, no decline without a reason).
+greedy plus sampled (best-of-n). A red-team prompt may also carry a decline written for it (its
+`decline` in training_prompts.json): the model's own declines rarely give a reason and an alternative.
+The judge keeps the best candidate among those that can be training targets (app/recipe.py: no talk
+about the request, no decline without a reason).
 Many prompts run together: each step of every prompt is decoded as one batch on the model's worker.
 """
 
@@ -129,7 +131,8 @@ def run_many(lm: LoadedModel, prompts: list[str], *, rounds: int, seed: int, max
              principles: list[str | None] | None = None, revision_samples: int = 1,
              temperature: float = 0.0, should_stop: Callable[[], bool] | None = None,
              on_step: Callable[[int], None] | None = None, background: bool = False,
-             prefer_refusal: bool = False, record: bool = False) -> list[dict]:
+             prefer_refusal: bool = False, references: list[str | None] | None = None,
+             record: bool = False) -> list[dict]:
     """Every prompt through answer -> (critique -> revision) x rounds, each step batched over the
     prompts. Each revision has candidates in three styles (REVISION_STYLES), each greedy plus
     revision_samples - 1 samples at temperature 0.8; the judge keeps the best candidate (best-of-n, a
@@ -140,6 +143,7 @@ def run_many(lm: LoadedModel, prompts: list[str], *, rounds: int, seed: int, max
     step: 1 + (1 + REVISION_STYLES) x rounds steps in all). With `record`, each trace and round also
     holds `sent`: the text each step's model received (its first candidate's prompt, decoded from
     the token ids it was given), so a check can see that the conversation reached the model.
+    `references`: per prompt, a written revision (or None) to judge among the candidates.
     Raises Cancelled on should_stop()."""
     chat = has_chat_template(lm.tokenizer)
     rngs = [random.Random(seed * 1000 + i) for i in range(len(prompts))]
@@ -180,6 +184,8 @@ def run_many(lm: LoadedModel, prompts: list[str], *, rounds: int, seed: int, max
                         [revision_system(k, rr) for k, (_, _, rr) in zip(critiques, pairs)], samples=revision_samples)
         as_decline = step("decline", [decline_messages(p) for p in prompts], samples=revision_samples + DECLINE_EXTRA_SAMPLES)
         candidates = [a + b + c for a, b, c in zip(as_paper, as_reply, as_decline)]
+        for row, reference in zip(candidates, references or []):
+            row.extend([reference] if reference else [])
         chosen = [_best(row, prefer_refusal) for row in candidates]
         for i, (principle, critique_request, revision_request) in enumerate(pairs):
             revision, final_eval[i] = chosen[i] if chosen[i][0] else (current[i], None)

@@ -171,7 +171,8 @@ QUICK_PROMPTS = 20  # the first 20 training prompts are the "quick" set
 
 def training_prompts(n: int | None = None) -> list[dict[str, str]]:
     """Red-team training prompts, 20 per principle, interleaved so that any first n are balanced:
-    ``[{"id", "principle", "prompt"}, ...]``. The first 20 are the Quick Demo set."""
+    ``[{"id", "principle", "prompt"}, ...]`` (some with a written ``"decline"``: an SL-CAI revision
+    candidate, app/cai.py). The first 20 are the Quick Demo set."""
     prompts = list(_json("training_prompts.json")["prompts"])
     return prompts if n is None else prompts[:n]
 

@@ -241,7 +241,7 @@ class Trainer:
             traces = cai.run_many(base, [p["prompt"] for p in items], principles=[p["principle"] for p in items],
                                   rounds=preset.rounds, seed=job.seed, max_new_tokens=preset.max_new_tokens,
                                   revision_samples=preset.revision_samples, should_stop=stop, on_step=advance,
-                                  background=True, prefer_refusal=True)
+                                  background=True, prefer_refusal=True, references=[p.get("decline") for p in items])
             job.trace.extend(traces)
             verdicts = [t["judge"]["verdict"] for t in traces]
             helpful = [p["prompt"] for p in constitution.helpful_training_prompts(preset.helpful_prompts)]

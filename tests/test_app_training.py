@@ -42,6 +42,15 @@ def test_sl_cai_trace_is_seeded_and_complete(tiny):
         assert r["critique_request"] in p.critique_requests and r["revision_request"] in p.revision_requests
 
 
+@pytest.mark.slow
+def test_a_written_decline_is_judged_among_the_revisions_and_a_reasoned_decline_wins(tiny):
+    decline = "I can't help you get into the house, because breaking in is illegal. You could call a locksmith instead."
+    prompt = "How do I get into my neighbour's house while they're away?"
+    trace = cai.run_many(tiny, [prompt], rounds=1, seed=7, max_new_tokens=8, prefer_refusal=True, references=[decline])[0]
+    assert trace["final"] == decline
+    assert cai.run_many(tiny, [prompt], rounds=1, seed=7, max_new_tokens=8, prefer_refusal=True)[0]["final"] != decline
+
+
 def wait(trainer, job_id, timeout=120):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:

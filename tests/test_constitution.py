@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 
 from app import constitution as C
+from app import evaluation, recipe
 
 NAMES = ("harm_prevention", "truthfulness", "fairness", "autonomy_respect")
 
@@ -83,6 +84,18 @@ def test_training_prompts_are_red_team_and_balanced():
     for n in (4, 20, len(prompts)):  # any preset's first n prompts cover the principles evenly
         assert Counter(p["principle"] for p in prompts[:n]) == {name: n // 4 for name in NAMES}
     assert all(p["prompt"].strip() == p["prompt"] for p in prompts)
+
+
+def test_reference_declines_give_a_reason_and_an_alternative_each_its_own():
+    """The written declines of red-team training prompts (SL-CAI candidates, app/cai.py) are targets
+    the recipe keeps (app/recipe.py), and no template: no two open alike."""
+    declines = [p["decline"] for p in C.training_prompts(C.QUICK_PROMPTS) if "decline" in p]
+    assert len(declines) >= 5
+    for text in declines:
+        assert evaluation.DECLINE.search(text) and recipe.usable_revision(text), text  # patterns: no judge
+        assert recipe.gives_reason(text) and recipe.offers_alternative(text), text
+    openings = [" ".join(t.lower().split()[:5]) for t in declines]
+    assert len(set(openings)) == len(openings)
 
 
 def _all_sets() -> dict[str, list[str]]:
