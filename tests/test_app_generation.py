@@ -49,6 +49,13 @@ def test_greedy_is_deterministic_and_eos_or_limit_ends_a_request(tiny, worker):
     assert a.tokens == b.tokens and 0 < len(a.tokens) <= 12 and a.finished.is_set() and a.error is None
 
 
+def test_a_one_token_request_ends_without_error(tiny, worker):
+    """Its time per token has no interval to measure (one output): nothing is observed, nothing fails."""
+    r = worker.submit(_request(tiny, seed=1, tokens=1, temperature=0))
+    generation.wait(tiny.tokenizer, r)
+    assert r.error is None and len(r.tokens) + r.ended_eos == 1
+
+
 def test_users_go_first_and_background_work_waits_while_they_are_served(tiny, worker):
     user, entered, release = _held(tiny, seed=1, tokens=8)
     worker.submit(user)
