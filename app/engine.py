@@ -10,11 +10,15 @@
   pipeline decodes inside its `generate` call, which releases Python's lock (see `_serve_once`).
 * A trained run is served by a second pipeline on the same export with the run's peft adapter file
   applied at run time (no merge, no re-export): base and trained decode side by side.
-* Reproducible answers: with one inference thread and whole prompts prefilled at once, a request's
-  tokens do not depend on what else is in the batch. Measured on SmolLM2's export, 12 prompts greedy
-  and seeded, alone against batches of 3-24: 67 of 67 alike; with prompts prefilled in 256-token
-  chunks 62 of 67; with 2 threads 8 of 16 greedy (33 of 67 even in f32 with an f16 KV cache). Each
-  pipeline therefore decodes on one thread; base and trained decode on two at once.
+* Reproducible answers: with one inference thread, whole prompts prefilled at once and an f32 KV
+  cache, a greedy request's tokens do not depend on what else is in the batch, and a seeded one's
+  do not depend on what came before it. Measured on SmolLM2's export, 12 prompts greedy and seeded,
+  alone against batches of 3-24, on a host with AVX-512 (u8 KV cache): 67 of 67 alike; with
+  prompts prefilled in 256-token chunks 62 of 67; with 2 threads 8 of 16 greedy (33 of 67 even in
+  f32). Each pipeline therefore decodes on one thread; base and trained decode on two at once. On
+  a host without AVX-512, 12 prompts alone against one batch of all 12, twice: greedy 16 of 24
+  alike with the CPU's default u8 KV cache, 24 of 24 with f16 or f32; sampled at 0.8, 2 of 24 with
+  f16 and 21 of 24 with f32 (f32 was not slower). There a sampled answer can still change in a batch.
 """
 
 from __future__ import annotations
@@ -37,6 +41,7 @@ log = logging.getLogger(__name__)
 EXPORT_DIR = "openvino"  # inside the model's folder
 EXPORT_WEIGHTS = "int8"
 THREADS = 1  # per pipeline: see the module's docstring
+KV_CACHE_PRECISION = "f32"  # not the CPU's u8: see the module's docstring
 BATCHED_TOKENS = 8192  # prompt tokens one step may prefill: whole prompts only, never split
 ENGINE_NAME = "openvino"
 KEEP_ALIVE_TOKENS = 4096  # the keep-alive request's limit: it ends sooner, once no request is left
@@ -101,7 +106,8 @@ class OpenVINOWorker(Worker):
         scheduler.max_num_seqs = MAX_BATCH
         # unpinned: pinned, base and trained shared one core (two 128-token answers at once 2.6-2.9 s
         # pinned, 1.8 s unpinned, 1.3-1.8 s for one alone)
-        properties: dict = {"INFERENCE_NUM_THREADS": THREADS, "ENABLE_CPU_PINNING": False}
+        properties: dict = {"INFERENCE_NUM_THREADS": THREADS, "ENABLE_CPU_PINNING": False,
+                            "KV_CACHE_PRECISION": KV_CACHE_PRECISION}
         if adapter is not None:
             properties["adapters"] = og.AdapterConfig(og.Adapter(str(Path(adapter) / "adapter_model.safetensors")),
                                                       lora_scale(adapter))
@@ -134,30 +140,34 @@ class OpenVINOWorker(Worker):
         streamer callback (`_tick`), between steps; the callback ends the keep-alive when no request
         is left."""
         first = self._take(room=MAX_BATCH, block=True)
-        if not first:
-            return
         with self._lock:
             self._pending += first
+            if not self._pending:
+                return
         self._drain()
         keep_alive = self._og.GenerationConfig()
         keep_alive.max_new_tokens, keep_alive.ignore_eos = KEEP_ALIVE_TOKENS, True
         self.pipe.generate([self._tensor([0])], [keep_alive], self._ticker)
-        self._tick()
         self._drain()
 
     def _drain(self) -> None:
-        """Step what is left in the pipeline (added as a generate call ended, or left by a failed
-        one): generate may only start on an idle pipeline."""
+        """Read and step what is left in the pipeline (as a generate call ended, or after a failed
+        one): generate may only start on an idle pipeline. It admits no request: one stepped here,
+        after `generate` ended (which clears the KV cache), sampled other tokens for its seed than
+        one admitted within it, on a host without AVX-512, so a request that comes now waits for the
+        next `generate`."""
+        self._tick(admit=False)
         while self.pipe.has_non_finished_requests():
             self.pipe.step()
-            self._tick()
+            self._tick(admit=False)
 
-    def _tick(self) -> object:
-        """Between two steps: admit queued requests, cancel stopped ones, read new tokens. Whether
-        the keep-alive request goes on (while any request is being decoded or waits)."""
+    def _tick(self, admit: bool = True) -> object:
+        """Between two steps: admit queued requests (unless not `admit`), cancel stopped ones, read
+        new tokens. Whether the keep-alive request goes on (while any request is being decoded or waits)."""
         with self._lock:
-            pending, self._pending = self._pending, []
-            pending += self._take(room=MAX_BATCH - len(self.live) - len(pending), block=False)
+            pending, self._pending = (self._pending, []) if admit else ([], self._pending)
+            if admit:
+                pending += self._take(room=MAX_BATCH - len(self.live) - len(pending), block=False)
             for r in pending:
                 r.seen = prompt_ids(self.tokenizer, r, self.window)
                 self._next_id += 1
