@@ -304,15 +304,22 @@ class _Answer(BaseModel):
     n: int
 
 
-def _contract_app(broken: bool) -> FastAPI:
+def _contract_app(broken: bool, valid_calls: dict | None = None, slow_path: str = "/api/echo") -> FastAPI:
+    """`valid_calls`, when given, counts the valid requests each path received; `slow_path` serves
+    the same echo on another path (one the contract sends fewer cases)."""
     api = FastAPI(openapi_url="/api/openapi.json")
+    calls = valid_calls if valid_calls is not None else {}
 
-    async def echo(body: _Echo):
-        if broken and body.n > 4:
-            raise RuntimeError("a bug the schema does not promise")  # a 500
-        return {"n": body.n}
-    echo.__annotations__ = {"body": _Echo}  # real classes: this module's annotations are strings
-    api.post("/api/echo", response_model=_Answer)(echo)
+    def route(path):
+        async def echo(body: _Echo):
+            calls[path] = calls.get(path, 0) + 1
+            if broken and body.n > 4:
+                raise RuntimeError("a bug the schema does not promise")  # a 500
+            return {"n": body.n}
+        echo.__annotations__ = {"body": _Echo}  # real classes: this module's annotations are strings
+        api.post(path, response_model=_Answer, responses={400: {"description": "not JSON"}})(echo)
+    for path in dict.fromkeys(["/api/echo", slow_path]):
+        route(path)
     return api
 
 
@@ -360,12 +367,24 @@ def test_schema_failures_fail_on_a_server_error(contract_server, tmp_path):
     expect_failure(contract.record, make_gate("plan"), result, criterion="resilience.schema_failures")
 
 
+def test_a_slow_operation_gets_its_own_smaller_number_of_valid_cases(contract_server, tmp_path):
+    from validation.resilience import contract
+
+    (slow, limit), = contract.SLOW_OPERATIONS.items()
+    calls: dict[str, int] = {}
+    result = _fuzz(contract_server(_contract_app(broken=False, valid_calls=calls, slow_path=slow)), tmp_path)
+    assert result.failures == [] and result.operations == 2
+    # the examples phase and the stateful phase may add a case or two beside the fuzzed ones
+    assert calls[slow] <= limit + 3 < calls["/api/echo"], calls
+
+
 def test_schema_failures_error_when_schemathesis_cannot_run(tmp_path):
     from validation.resilience import contract
     from validation.targets import free_port
 
     with pytest.raises(contract.FuzzError, match="without a verdict"):
-        contract.fuzz(f"http://127.0.0.1:{free_port()}", tmp_path / "st", say=lambda *_: None, timeout=120)
+        contract.fuzz(f"http://127.0.0.1:{free_port()}", tmp_path / "st", say=lambda *_: None, timeout=120,
+                      wait_for_schema_s=1)
 
 
 def test_the_apps_own_source_reads_as_free_of_secrets():
