@@ -109,8 +109,11 @@ class OpenVINOWorker(Worker):
         properties: dict = {"INFERENCE_NUM_THREADS": THREADS, "ENABLE_CPU_PINNING": False,
                             "KV_CACHE_PRECISION": KV_CACHE_PRECISION}
         if adapter is not None:
+            # static: the adapter's weights are constants of the compiled model (a pipeline serves one
+            # run): 64 greedy tokens in 2.25 s against the base's 2.12 s, the default (dynamic) mode
+            # 3.32 s, with the same answers; fusing into the weights needs unquantised ones.
             properties["adapters"] = og.AdapterConfig(og.Adapter(str(Path(adapter) / "adapter_model.safetensors")),
-                                                      lora_scale(adapter))
+                                                      lora_scale(adapter), og.AdapterConfig.Mode.MODE_STATIC)
         self.pipe = og.ContinuousBatchingPipeline(str(export_folder(model_folder)), scheduler, "CPU", properties)
         self._lock = threading.Lock()
         self._pending: list[Request] = []  # taken, to be added at the next tick
