@@ -119,6 +119,7 @@ class OpenVINOWorker(Worker):
         self._pending: list[Request] = []  # taken, to be added at the next tick
         self._ticker = _ticker(og, self._tick)
         self._handles: dict[int, object] = {}  # id(request) -> its handle in the pipeline
+        self._lead: Request | None = None  # a lone request served as generate's own (_serve_solo)
         self._next_id = 0
         super().__init__(name)
 
@@ -139,19 +140,69 @@ class OpenVINOWorker(Worker):
     def _serve_once(self) -> None:
         """Decode until no request is left. The pipeline's `generate` steps without holding Python's
         lock (its `step` holds it, which serialised base and trained and stalled the HTTP threads),
-        so it runs on a keep-alive request of its own and admits, reads and cancels ours in its
-        streamer callback (`_tick`), between steps; the callback ends the keep-alive when no request
-        is left."""
+        and requests added from its streamer callback (`_tick`), between steps, join its batch. A
+        lone request is `generate`'s own (`_serve_solo`); several run on a keep-alive request of
+        the worker's, whose callback admits, reads and cancels them until none is left."""
         first = self._take(room=MAX_BATCH, block=True)
         with self._lock:
             self._pending += first
             if not self._pending:
                 return
+            lead = self._pending.pop() if len(self._pending) == 1 else None
         self._drain()
-        keep_alive = self._og.GenerationConfig()
-        keep_alive.max_new_tokens, keep_alive.ignore_eos = KEEP_ALIVE_TOKENS, True
-        self.pipe.generate([self._tensor([0])], [keep_alive], self._ticker)
+        if lead is not None:
+            self._serve_solo(lead)
+        else:
+            keep_alive = self._og.GenerationConfig()
+            keep_alive.max_new_tokens, keep_alive.ignore_eos = KEEP_ALIVE_TOKENS, True
+            self.pipe.generate([self._tensor([0])], [keep_alive], self._ticker)
         self._drain()
+
+    def _serve_solo(self, lead: Request) -> None:
+        """`lead` as `generate`'s own request: a keep-alive beside it cost 15-30 % of a lone answer's
+        time. Its tokens come to its streamer, whose calls admit, read and cancel the requests that
+        join it. Those it admitted in the meantime may outlast it: then `pump` reads and cancels
+        them until `generate` ends (nothing is admitted then: only a callback knows that `generate`
+        goes on), and a request that comes waits for that."""
+        lead.seen = prompt_ids(self.tokenizer, lead, self.window)
+        with self._lock:
+            self._lead = lead
+            self.live.append(lead)
+        ended = threading.Event()
+
+        def pump() -> None:
+            while not ended.wait(0.01):
+                if lead.finished.is_set():
+                    self._tick(admit=False)
+        reader = threading.Thread(target=pump, name="generation-pump", daemon=True)
+        reader.start()
+        try:
+            self.pipe.generate([self._tensor(lead.seen)], [self._config(lead)], _streamer(self._og, self._lead_tokens))
+        finally:  # on an error the lead stays live, and `_fail` ends it with the others
+            ended.set()
+            reader.join()
+            with self._lock:
+                self._lead = None
+        with self._lock:
+            if lead in self.live:  # it ended before its limit without end-of-text, or was stopped
+                self.live.remove(lead)
+                self._finish(lead, Cancelled() if lead.stopped() or self._closing else None)
+
+    def _lead_tokens(self, tokens: list[int]) -> object:
+        """The lead's new tokens (its streamer's call, between two steps): it ends at end-of-text or
+        its limit; then the others' tick. STOP ends `generate` when the lead is stopped."""
+        lead = self._lead
+        with self._lock:
+            if lead in self.live:
+                kept = [t for t in tokens if t not in self.eos]
+                lead.ended_eos |= len(kept) < len(tokens)
+                self._tokens_added(lead, kept)
+                if lead.ended_eos or len(lead.tokens) >= lead.max_new_tokens:
+                    self.live.remove(lead)
+                    self._finish(lead)
+        self._tick()
+        stopped = lead.stopped() or self._closing
+        return self._og.StreamingStatus.STOP if stopped and not lead.finished.is_set() else self._og.StreamingStatus.RUNNING
 
     def _drain(self) -> None:
         """Read and step what is left in the pipeline (as a generate call ended, or after a failed
@@ -178,9 +229,11 @@ class OpenVINOWorker(Worker):
                 self.live.append(r)
             size = len(self.live)
             for r in list(self.live):
+                r.batch_size = max(r.batch_size, size)
+                if r is self._lead:
+                    continue  # its tokens come to its own streamer
                 if r.stopped() or self._closing:
                     self._handles[id(r)].cancel()
-                r.batch_size = max(r.batch_size, size)
                 self._read(r)
             going = self.live and not self._closing
         return self._og.StreamingStatus.RUNNING if going else self._og.StreamingStatus.STOP
@@ -214,6 +267,17 @@ class OpenVINOWorker(Worker):
             if handle is not None:
                 handle.cancel()
         super()._fail(exc)
+
+
+def _streamer(og, write: Callable[[list[int]], object]):
+    """A streamer that gives `write` each new token (or tokens) of generate's own request as a list."""
+    class Streamer(og.StreamerBase):
+        def write(self, token) -> object:
+            return write(list(token) if isinstance(token, list | tuple) else [token])
+
+        def end(self) -> None:
+            pass
+    return Streamer()
 
 
 def _ticker(og, tick: Callable[[], object]):

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -82,6 +83,41 @@ def test_requests_join_a_running_batch_and_a_cancel_drops_one(smollm2):
     assert len(cancelled.tokens) < 200
     long.cancel()
     long.finished.wait(30)
+
+
+def _until(check, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.01)
+
+
+def test_a_lone_request_ends_at_its_own_end_and_one_that_joined_it_is_read_and_cancelled_after(smollm2):
+    """A lone request is `generate`'s own: one that joins it and outlasts it is still read as it
+    decodes, and can be stopped, and the lone one does not wait for it."""
+    lone = smollm2.worker.submit(_req(smollm2, PROMPTS[4], tokens=24))
+    _until(lambda: lone.tokens)
+    joined = smollm2.worker.submit(_req(smollm2, "Write a long story about a dragon.", tokens=400))
+    _until(lone.finished.is_set)
+    assert lone.error is None and not joined.finished.is_set() and joined.batch_size == 2
+    seen = len(joined.tokens)
+    _until(lambda: len(joined.tokens) > seen + 3)  # read after the lone one ended
+    joined.cancel()
+    with pytest.raises(generation.Cancelled):
+        generation.wait(smollm2.tokenizer, joined)
+    assert len(joined.tokens) < 400
+
+
+def test_stopping_a_lone_request_leaves_the_one_that_joined_it_to_end(smollm2):
+    lone = smollm2.worker.submit(_req(smollm2, "Write a long story about a castle.", tokens=300))
+    _until(lambda: lone.tokens)
+    joined = smollm2.worker.submit(_req(smollm2, PROMPTS[2], tokens=16))
+    _until(lambda: joined.tokens)
+    lone.cancel()
+    with pytest.raises(generation.Cancelled):
+        generation.wait(smollm2.tokenizer, lone)
+    assert generation.wait(smollm2.tokenizer, joined) and joined.error is None
+    assert len(lone.tokens) < 300
 
 
 def test_a_runs_adapter_is_served_beside_the_base_without_changing_it(smollm2, tmp_path):
