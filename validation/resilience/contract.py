@@ -4,8 +4,8 @@
     record(gate, result)             # resilience.schema_failures: every unique failure it found
 
 Every phase (examples, coverage, fuzzing, stateful) and every check, with a fixed seed and a bounded
-number of cases per operation (fewer for the slow ones: SLOW_OPERATIONS); one worker, so requests do not queue behind each other's
-generations. Its own JUnit and NDJSON reports and its console log are kept for the gate's report.
+number of cases per operation (fewer for the slow ones: SLOW_OPERATIONS); one worker, so requests
+do not queue behind each other's generations. Its own JUnit and NDJSON reports and its console log are kept for the gate's report.
 A run that could not test (schema unreachable, a crash) is an error, never a pass.
 """
 
@@ -57,11 +57,10 @@ def config(max_examples: int) -> str:
     return text
 
 
-def command(base_url: str, out: Path, *, auth: tuple[str, str] | None, max_examples: int, seed: int,
+def command(base_url: str, out: Path, settings: Path, *, auth: tuple[str, str] | None, seed: int,
             wait_for_schema_s: int = WAIT_FOR_SCHEMA_S) -> list[str]:
+    """The schemathesis command line; `settings` is its schemathesis.toml (`config`)."""
     base = base_url.rstrip("/")
-    settings = out / "schemathesis.toml"
-    settings.write_text(config(max_examples), encoding="utf-8")
     cmd = [
         str(Path(sys.executable).with_name("schemathesis")), "--config-file", str(settings), "run",
         f"{base}/api/openapi.json", "--url", base, "--phases", PHASES, "--checks", "all", "--seed", str(seed),
@@ -80,10 +79,11 @@ def fuzz(base_url: str, out: Path, *, auth: tuple[str, str] | None = None, max_e
     out.mkdir(parents=True, exist_ok=True)
     log = out / "console.log"
     say(f"schemathesis: {PHASES}, all checks, {max_examples} cases per operation, seed {seed} -> {out}")
+    settings = out / "schemathesis.toml"
+    settings.write_text(config(max_examples), encoding="utf-8")
     started = time.monotonic()
     with log.open("w", encoding="utf-8") as sink:
-        proc = subprocess.run(command(base_url, out, auth=auth, max_examples=max_examples, seed=seed,
-                                      wait_for_schema_s=wait_for_schema_s),
+        proc = subprocess.run(command(base_url, out, settings, auth=auth, seed=seed, wait_for_schema_s=wait_for_schema_s),
                               stdout=sink, stderr=subprocess.STDOUT, timeout=timeout, check=False)
     seconds = time.monotonic() - started
     text = log.read_text(encoding="utf-8", errors="replace")
@@ -95,7 +95,7 @@ def fuzz(base_url: str, out: Path, *, auth: tuple[str, str] | None = None, max_e
     cases = re.search(r"(\d+) generated", text)
     return Fuzzed(failures, operations, int(cases.group(1)) if cases else None, seconds,
                   {"JUnit": junit, "NDJSON events": out / "events.ndjson", "console": log,
-                   "config": out / "schemathesis.toml"})
+                   "config": settings})
 
 
 def read_junit(path: Path) -> tuple[list[str], int]:
